@@ -1,0 +1,3 @@
+from numbat.cli import main
+
+main()

@@ -1,0 +1,129 @@
+"""The ``numbat`` command: the only place that turns exceptions into exit codes.
+
+Exit codes: 0 success; 1 the work could not be done (an event was not delivered);
+2 bad usage, bad input or a bad config file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from numbat.errors import NumbatError
+
+EXIT_UNDELIVERED = 1
+EXIT_BAD_INPUT = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="numbat-metrics", prog_name="numbat")
+def cli() -> None:
+    """numbat: metrics, monitoring and alerting."""
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+def check(config: Path) -> None:
+    """Validate a numbat.toml file; exit 2 with the offending key named if it is wrong."""
+    from numbat.config import load
+
+    load(config)
+    click.echo(f"{config}: ok")
+
+
+def _field(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx, param)
+        fields[key] = _scalar(raw)
+    return fields
+
+
+def _scalar(raw: str) -> Any:
+    """``3`` -> 3, ``2.5`` -> 2.5, ``true`` -> True; anything else stays a string."""
+    try:
+        val = json.loads(raw)
+    except ValueError:
+        return raw
+    return val if isinstance(val, int | float | bool) else raw
+
+
+def _number(ctx: click.Context, param: click.Parameter, raw: str | None) -> int | float | None:
+    if raw is None:
+        return None
+    val = _scalar(raw)
+    if isinstance(val, bool) or not isinstance(val, int | float):
+        raise click.BadParameter(f"{raw!r} is not a number", ctx, param)
+    return val
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("value", required=False, callback=_number)
+@click.option("-c", "--config", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read defaults from this numbat.toml's [emitter] section.")
+@click.option("--uri", envvar="NUMBAT_URI", help="Destination [default: tcp://127.0.0.1:3333].")
+@click.option("--app", envvar="NUMBAT_APP", help="Name prefix [default: numbat].")
+@click.option("--node", help="Instance name sent as the node field.")
+@click.option("--status", type=click.Choice(["ok", "okay", "warning", "critical", "unknown"],
+                                            case_sensitive=False))
+@click.option("--ttl", callback=_number, help="Milliseconds the event stays valid.")
+@click.option("--description", help="Free text (at most 255 bytes are kept).")
+@click.option("--field", "fields", multiple=True, callback=_field, metavar="KEY=VALUE",
+              help="Extra field; numbers and true/false are typed. Repeatable.")
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to try to deliver.")
+def emit(name: str, value: float | None, config: Path | None, uri: str | None,
+         app: str | None, node: str | None, status: str | None, ttl: float | None,
+         description: str | None, fields: dict[str, Any], timeout: float) -> None:
+    """Send one event, for shell scripts and cron jobs.
+
+    Exits 1 if the event could not be delivered over a stream transport (tcp, unix,
+    ws); over udp or statsd delivery cannot be known, so it exits 0 once sent.
+    """
+    from numbat import Emitter
+    from numbat.config import Config, load
+    from numbat.event import normalize
+
+    settings = load(config).emitter if config else Config().emitter
+    event: dict[str, Any] = {**fields, "name": name}
+    for key, val in (("value", value), ("status", status), ("ttl", ttl),
+                     ("description", description)):
+        if val is not None:
+            event[key] = val
+    normalize(event)  # report a bad event here, with its reason, rather than drop it
+    emitter = Emitter(
+        uri or settings.uri,
+        app=settings.app if app is None else app,
+        node=node or settings.node,
+        max_retries=2,
+        flush_at_exit=0,
+    )
+    emitter.metric(event)
+    if not emitter.close(timeout):
+        click.echo(f"numbat emit: could not deliver {name!r} to {emitter.uri}", err=True)
+        sys.exit(EXIT_UNDELIVERED)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except NumbatError as exc:
+        click.echo(f"numbat: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        os._exit(0)

@@ -1,0 +1,45 @@
+"""Emitter transports: a registry of URI scheme -> ``"module:Class"``.
+
+Transports are imported only when an emitter is built for their scheme, so
+``import numbat`` costs the stdlib and nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from numbat.errors import URIError
+
+if TYPE_CHECKING:
+    from numbat.emitter.transport import Transport
+
+SCHEMES: dict[str, str] = {
+    "tcp": "numbat.emitter.tcp:TCPTransport",
+    "udp": "numbat.emitter.udp:UDPTransport",
+    "socket": "numbat.emitter.unix:UnixTransport",
+    "sock": "numbat.emitter.unix:UnixTransport",
+    "unix": "numbat.emitter.unix:UnixTransport",
+    "ws": "numbat.emitter.ws:WebSocketTransport",
+    "wss": "numbat.emitter.ws:WebSocketTransport",
+    "statsd": "numbat.emitter.statsd:StatsdTransport",
+}
+
+# Sized so that a burst of 200,000 typical events (about 130 bytes each) from one
+# thread is held whole while the sender catches up; see docs/emitter.md for the cost.
+DEFAULT_MAX_BACKLOG_BYTES = 64 * 1024 * 1024
+
+
+def make_transport(uri: str) -> Transport:
+    """Build the transport for ``uri``, or raise URIError naming the supported schemes."""
+    if not isinstance(uri, str):
+        raise URIError(f"destination uri must be a string, got {type(uri).__name__}")
+    parts = urlsplit(uri)
+    target = SCHEMES.get(parts.scheme.lower())
+    if target is None:
+        allowed = ", ".join(f"{s}:" for s in SCHEMES)
+        raise URIError(f"unsupported destination uri: {uri!r}; supported schemes: {allowed}")
+    module, _, name = target.partition(":")
+    cls: type[Transport] = getattr(importlib.import_module(module), name)
+    return cls(uri, parts)

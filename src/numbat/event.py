@@ -1,0 +1,244 @@
+"""The one place an incoming object becomes a valid event, or a specific error.
+
+An event is a flat ``dict`` of JSON scalars. :func:`normalize` checks and canonicalises
+one; :func:`parse` does the same from JSON bytes. Every rejection is an
+:class:`~numbat.errors.EventError` naming the field and a ``reason`` slug to count by.
+The rules (see ``docs/events.md``):
+
+* ``name`` is required: a non-empty string of at most 255 UTF-8 bytes with no control
+  characters.
+* ``value`` is a finite number (booleans are not numbers), default 1. Integers outside
+  the signed 64-bit range become floats.
+* ``time`` is milliseconds since the epoch, default now; fractions are rounded to whole ms.
+* ``ttl`` is a positive finite number of milliseconds.
+* ``status`` is one of ok/okay/warning/critical/unknown, any case; ``okay`` becomes ``ok``.
+* ``description`` is text, cut to 255 UTF-8 bytes on a character boundary.
+* ``host``, ``app``, ``node`` are strings (numbers are turned into strings).
+* Any other field is a string, number or boolean. ``null`` drops the field; a nested
+  object is flattened into dotted keys (``{"meta": {"nprocs": 4}}`` becomes
+  ``{"meta.nprocs": 4}``); an array is rejected.
+
+This module imports nothing else from numbat but its exceptions, and only the stdlib.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time as _time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from numbat.errors import EventError
+
+Scalar = str | int | float | bool
+Event = dict[str, Scalar]
+
+MAX_NAME_BYTES = 255
+MAX_DESCRIPTION_BYTES = 255
+MAX_STRING_BYTES = 4096
+MAX_FIELDS = 100
+MAX_DEPTH = 4
+MAX_TIME_MS = 2**53
+_INT64 = 2**63
+
+STATES: Mapping[str, str] = {
+    "ok": "ok",
+    "okay": "ok",
+    "warning": "warning",
+    "critical": "critical",
+    "unknown": "unknown",
+}
+
+_CONTROL = frozenset(chr(c) for c in (*range(0x20), 0x7F))
+
+
+def now_ms() -> int:
+    """Wall-clock time in whole milliseconds since the epoch."""
+    return _time.time_ns() // 1_000_000
+
+
+def parse(data: bytes | str, *, clock: Callable[[], int] = now_ms) -> Event:
+    """Decode one JSON object and :func:`normalize` it.
+
+    >>> parse(b'{"name": "web.requests", "time": 1, "status": "OKAY"}')
+    {'name': 'web.requests', 'time': 1, 'status': 'ok', 'value': 1}
+    """
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EventError(None, "not_utf8", f"not valid UTF-8 at byte {exc.start}") from None
+    try:
+        obj = json.loads(data)
+    except ValueError as exc:
+        raise EventError(None, "bad_json", f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise EventError(None, "not_object", f"expected a JSON object, got {type(obj).__name__}")
+    return normalize(obj, clock=clock)
+
+
+def normalize(obj: Mapping[str, Any], *, clock: Callable[[], int] = now_ms) -> Event:
+    """Return a new, valid event built from ``obj``, or raise :class:`EventError`.
+
+    >>> normalize({"name": "db.query", "value": 12.5, "time": 1000.4, "meta": {"rows": 3}})
+    {'name': 'db.query', 'value': 12.5, 'time': 1000, 'meta.rows': 3}
+    """
+    event: Event = {}
+    for key, val in obj.items():
+        check = _KNOWN.get(key)
+        if check is not None:
+            if val is not None:
+                event[key] = check(val)
+        else:
+            _add_extra(event, key, val, 0)
+    if "name" not in event:
+        raise EventError("name", "missing_name", "is required")
+    if "value" not in event:
+        event["value"] = 1
+    if "time" not in event:
+        event["time"] = clock()
+    if len(event) > MAX_FIELDS:
+        raise EventError(None, "too_many_fields", f"{len(event)} fields; the limit is {MAX_FIELDS}")
+    return event
+
+
+def _name(val: Any) -> str:
+    if not isinstance(val, str):
+        raise EventError("name", "bad_name", f"must be a string, got {_kind(val)}")
+    if not val:
+        raise EventError("name", "bad_name", "must not be empty")
+    _check_text("name", val, MAX_NAME_BYTES, "bad_name")
+    return val
+
+
+def _label(field: str) -> Callable[[Any], str]:
+    def check(val: Any) -> str:
+        if type(val) is str and val.isascii() and val.isprintable() and len(val) <= MAX_NAME_BYTES:
+            return val
+        if isinstance(val, int | float) and not isinstance(val, bool) and math.isfinite(val):
+            val = str(val)
+        if not isinstance(val, str):
+            raise EventError(field, "bad_field", f"must be a string, got {_kind(val)}")
+        _check_text(field, val, MAX_NAME_BYTES, "bad_field")
+        return val
+
+    return check
+
+
+def _value(val: Any, field: str = "value") -> int | float:
+    if type(val) is float and val - val == 0:
+        return val
+    num = _number(field, val, "bad_value" if field == "value" else "bad_field")
+    if isinstance(num, int) and not -_INT64 <= num < _INT64:
+        return float(num)
+    return num
+
+
+def _time_ms(val: Any) -> int:
+    if type(val) is int and 0 <= val < MAX_TIME_MS:
+        return val
+    num = _number("time", val, "bad_time")
+    if not 0 <= num < MAX_TIME_MS:
+        raise EventError("time", "bad_time", f"must be ms since the epoch, got {num!r}")
+    return round(num)
+
+
+def _ttl(val: Any) -> int | float:
+    num = _number("ttl", val, "bad_ttl")
+    if num <= 0:
+        raise EventError("ttl", "bad_ttl", f"must be a positive number of ms, got {num!r}")
+    return num
+
+
+def _status(val: Any) -> str:
+    state = STATES.get(val.lower()) if isinstance(val, str) else None
+    if state is None:
+        allowed = ", ".join(STATES)
+        raise EventError("status", "bad_status", f"must be one of {allowed}; got {val!r}")
+    return state
+
+
+def _description(val: Any) -> str:
+    if not isinstance(val, str):
+        raise EventError("description", "bad_field", f"must be a string, got {_kind(val)}")
+    if _text_bytes("description", val) <= MAX_DESCRIPTION_BYTES:
+        return val
+    return val.encode("utf-8")[:MAX_DESCRIPTION_BYTES].decode("utf-8", "ignore")
+
+
+_KNOWN: Mapping[str, Callable[[Any], Scalar]] = {
+    "name": _name,
+    "value": _value,
+    "time": _time_ms,
+    "ttl": _ttl,
+    "status": _status,
+    "description": _description,
+    "host": _label("host"),
+    "app": _label("app"),
+    "node": _label("node"),
+}
+
+
+def _add_extra(event: Event, key: Any, val: Any, depth: int) -> None:
+    if not isinstance(key, str) or not key:
+        raise EventError(str(key), "bad_key", "field names must be non-empty strings")
+    _check_text(key, key, MAX_NAME_BYTES, "bad_key")
+    if val is None:
+        return
+    if isinstance(val, bool):
+        event[key] = val
+    elif isinstance(val, int):
+        event[key] = _value(val, key)
+    elif isinstance(val, str):
+        if _text_bytes(key, val) > MAX_STRING_BYTES:
+            raise EventError(key, "too_long", f"is over {MAX_STRING_BYTES} bytes")
+        event[key] = val
+    elif isinstance(val, float):
+        event[key] = _number(key, val, "bad_field")
+    elif isinstance(val, Mapping):
+        if depth >= MAX_DEPTH:
+            raise EventError(key, "too_deep", f"objects nest deeper than {MAX_DEPTH} levels")
+        for sub, subval in val.items():
+            _add_extra(event, f"{key}.{sub}", subval, depth + 1)
+    else:
+        raise EventError(key, "bad_field", f"must be a string, number or boolean, got {_kind(val)}")
+
+
+def _number(field: str, val: Any, reason: str) -> int | float:
+    kind = type(val)
+    # ``x - x == 0`` holds exactly for finite floats: one C-level test for NaN and both infinities.
+    if kind is int or (kind is float and val - val == 0):
+        return val  # type: ignore[no-any-return]
+    if isinstance(val, float):
+        if math.isfinite(val):
+            return float(val)
+        raise EventError(field, reason, f"must be a finite number, got {val!r}")
+    if isinstance(val, int) and not isinstance(val, bool):
+        return int(val)
+    raise EventError(field, reason, f"must be a finite number, got {_kind(val)}")
+
+
+def _check_text(field: str, val: str, limit: int, reason: str) -> None:
+    # Fast path: printable ASCII within the limit is by far the common case.
+    if val.isascii() and val.isprintable() and len(val) <= limit:
+        return
+    if _text_bytes(field, val) > limit:
+        raise EventError(field, reason, f"is over {limit} bytes")
+    if not _CONTROL.isdisjoint(val):
+        raise EventError(field, reason, "must not contain control characters")
+
+
+def _text_bytes(field: str, val: str) -> int:
+    """UTF-8 length of ``val``; rejects lone surrogates, which cannot be encoded."""
+    if val.isascii():
+        return len(val)
+    try:
+        return len(val.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise EventError(field, "not_utf8", "contains text that is not valid unicode") from None
+
+
+def _kind(val: Any) -> str:
+    names = {bool: "a boolean", list: "an array", dict: "an object", str: "a string"}
+    return names.get(type(val), "null" if val is None else type(val).__name__)
