@@ -67,21 +67,43 @@ def _number(ctx: click.Context, param: click.Parameter, raw: str | None) -> int 
 @cli.command()
 @click.argument("name")
 @click.argument("value", required=False, callback=_number)
-@click.option("-c", "--config", type=click.Path(dir_okay=False, path_type=Path),
-              help="Read defaults from this numbat.toml's [emitter] section.")
+@click.option(
+    "-c",
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read defaults from this numbat.toml's [emitter] section.",
+)
 @click.option("--uri", envvar="NUMBAT_URI", help="Destination [default: tcp://127.0.0.1:3333].")
 @click.option("--app", envvar="NUMBAT_APP", help="Name prefix [default: numbat].")
 @click.option("--node", help="Instance name sent as the node field.")
-@click.option("--status", type=click.Choice(["ok", "okay", "warning", "critical", "unknown"],
-                                            case_sensitive=False))
+@click.option(
+    "--status",
+    type=click.Choice(["ok", "okay", "warning", "critical", "unknown"], case_sensitive=False),
+)
 @click.option("--ttl", callback=_number, help="Milliseconds the event stays valid.")
 @click.option("--description", help="Free text (at most 255 bytes are kept).")
-@click.option("--field", "fields", multiple=True, callback=_field, metavar="KEY=VALUE",
-              help="Extra field; numbers and true/false are typed. Repeatable.")
+@click.option(
+    "--field",
+    "fields",
+    multiple=True,
+    callback=_field,
+    metavar="KEY=VALUE",
+    help="Extra field; numbers and true/false are typed. Repeatable.",
+)
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to try to deliver.")
-def emit(name: str, value: float | None, config: Path | None, uri: str | None,
-         app: str | None, node: str | None, status: str | None, ttl: float | None,
-         description: str | None, fields: dict[str, Any], timeout: float) -> None:
+def emit(
+    name: str,
+    value: float | None,
+    config: Path | None,
+    uri: str | None,
+    app: str | None,
+    node: str | None,
+    status: str | None,
+    ttl: float | None,
+    description: str | None,
+    fields: dict[str, Any],
+    timeout: float,
+) -> None:
     """Send one event, for shell scripts and cron jobs.
 
     Exits 1 if the event could not be delivered over a stream transport (tcp, unix,
@@ -93,8 +115,12 @@ def emit(name: str, value: float | None, config: Path | None, uri: str | None,
 
     settings = load(config).emitter if config else Config().emitter
     event: dict[str, Any] = {**fields, "name": name}
-    for key, val in (("value", value), ("status", status), ("ttl", ttl),
-                     ("description", description)):
+    for key, val in (
+        ("value", value),
+        ("status", status),
+        ("ttl", ttl),
+        ("description", description),
+    ):
         if val is not None:
             event[key] = val
     normalize(event)  # report a bad event here, with its reason, rather than drop it

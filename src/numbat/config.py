@@ -17,6 +17,7 @@ import tomllib
 import typing
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -24,7 +25,7 @@ from numbat.emitter import DEFAULT_MAX_BACKLOG_BYTES, SCHEMES
 from numbat.errors import ConfigError
 
 
-class Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+class Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Base of every config section: unknown keys are errors."""
 
 
@@ -39,10 +40,17 @@ class EmitterConfig(Section):
     max_retries: int = 100
 
     def __post_init__(self) -> None:
-        scheme = self.uri.partition(":")[0].lower()
+        # Parse the scheme exactly as the emitter's make_transport does, so that a uri
+        # `numbat check` accepts (e.g. not a bare "tcp") is one the emitter can use.
+        try:
+            scheme = urlsplit(self.uri).scheme.lower()
+        except ValueError as exc:
+            raise ValueError(f"uri: {exc}") from None
         if scheme not in SCHEMES:
             allowed = ", ".join(f"{s}:" for s in SCHEMES)
-            raise ValueError(f"uri: unsupported scheme {scheme!r}; allowed: {allowed}")
+            raise ValueError(
+                f"uri: unsupported scheme {scheme!r} in {self.uri!r}; allowed: {allowed}"
+            )
         if not self.app:
             raise ValueError("app: must not be empty")
         _positive(self, "max_backlog", "max_backlog_bytes")
@@ -139,10 +147,7 @@ def _type_at(path: str) -> Any:
     kind: Any = Config
     for part in re.findall(r"[^.\[\]]+", path):
         kind = _unwrap(kind)
-        if part.isdigit():
-            kind = get_args(kind)[0]
-        else:
-            kind = typing.get_type_hints(kind)[part]
+        kind = get_args(kind)[0] if part.isdigit() else typing.get_type_hints(kind)[part]
     return _unwrap(kind)
 
 
@@ -156,7 +161,7 @@ def _unwrap(kind: Any) -> Any:
 
 def _fields_at(path: str) -> tuple[str, ...]:
     kind = _type_at(path)
-    return tuple(kind.__struct_fields__) if isinstance(kind, type) else ()
+    return tuple(getattr(kind, "__struct_fields__", ()))
 
 
 def _choices_at(path: str) -> tuple[Any, ...]:

@@ -6,11 +6,11 @@ one; :func:`parse` does the same from JSON bytes. Every rejection is an
 The rules (see ``docs/events.md``):
 
 * ``name`` is required: a non-empty string of at most 255 UTF-8 bytes with no control
-  characters.
+  characters (Unicode category Cc: U+0000-U+001F, U+007F-U+009F).
 * ``value`` is a finite number (booleans are not numbers), default 1. Integers outside
-  the signed 64-bit range become floats.
+  the signed 64-bit range become floats; one too large even for a float is rejected.
 * ``time`` is milliseconds since the epoch, default now; fractions are rounded to whole ms.
-* ``ttl`` is a positive finite number of milliseconds.
+* ``ttl`` is a positive finite number of milliseconds (64-bit range as for ``value``).
 * ``status`` is one of ok/okay/warning/critical/unknown, any case; ``okay`` becomes ``ok``.
 * ``description`` is text, cut to 255 UTF-8 bytes on a character boundary.
 * ``host``, ``app``, ``node`` are strings (numbers are turned into strings).
@@ -50,7 +50,7 @@ STATES: Mapping[str, str] = {
     "unknown": "unknown",
 }
 
-_CONTROL = frozenset(chr(c) for c in (*range(0x20), 0x7F))
+_CONTROL = frozenset(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)))
 
 
 def now_ms() -> int:
@@ -73,6 +73,8 @@ def parse(data: bytes | str, *, clock: Callable[[], int] = now_ms) -> Event:
         obj = json.loads(data)
     except ValueError as exc:
         raise EventError(None, "bad_json", f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise EventError(None, "bad_json", "not valid JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise EventError(None, "not_object", f"expected a JSON object, got {type(obj).__name__}")
     return normalize(obj, clock=clock)
@@ -129,9 +131,17 @@ def _label(field: str) -> Callable[[Any], str]:
 def _value(val: Any, field: str = "value") -> int | float:
     if type(val) is float and val - val == 0:
         return val
-    num = _number(field, val, "bad_value" if field == "value" else "bad_field")
+    reason = "bad_value" if field == "value" else "bad_field"
+    return _int64(field, _number(field, val, reason), reason)
+
+
+def _int64(field: str, num: int | float, reason: str) -> int | float:
+    """Integers outside the signed 64-bit range become floats (JSON encoders need that)."""
     if isinstance(num, int) and not -_INT64 <= num < _INT64:
-        return float(num)
+        try:
+            return float(num)
+        except OverflowError:
+            raise EventError(field, reason, "must be a finite number, got a huge integer") from None
     return num
 
 
@@ -148,7 +158,7 @@ def _ttl(val: Any) -> int | float:
     num = _number("ttl", val, "bad_ttl")
     if num <= 0:
         raise EventError("ttl", "bad_ttl", f"must be a positive number of ms, got {num!r}")
-    return num
+    return _int64("ttl", num, "bad_ttl")
 
 
 def _status(val: Any) -> str:

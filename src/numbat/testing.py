@@ -44,8 +44,7 @@ class CaptureEmitter(BaseEmitter):
 
     def __init__(self, app: str = "numbat", node: str | None = None, **options: Any) -> None:
         options.setdefault("host", "test-host")
-        super().__init__("memory:", app, node, transport=_Memory("memory:", _no_parts()),
-                         **options)
+        super().__init__("memory:", app, node, transport=_Memory("memory:", _no_parts()), **options)
         self.events: list[Event] = []
 
     def _wake(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -23,8 +24,9 @@ class AsyncEmitter(BaseEmitter):
     while the loop runs.
     """
 
-    def __init__(self, uri: str, app: str = "numbat", node: str | None = None,
-                 **options: Any) -> None:
+    def __init__(
+        self, uri: str, app: str = "numbat", node: str | None = None, **options: Any
+    ) -> None:
         super().__init__(uri, app, node, **options)
         self._task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
@@ -120,10 +122,8 @@ class AsyncEmitter(BaseEmitter):
         if self._deadline is not None:
             delay = min(delay, max(self._deadline - time.monotonic(), 0))
         self._wakeup.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), delay)
-        except TimeoutError:
-            pass
 
     async def _send_some(self) -> bool:
         assert self._wakeup is not None and self._drained_event is not None

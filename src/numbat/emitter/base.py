@@ -40,7 +40,8 @@ def backoff(retries: int) -> float:
 
     ``min((rand + 1) * 10 * 2**retries, 60000)`` milliseconds.
     """
-    return min((random.random() + 1) * 10 * 2 ** min(retries, 32), 60_000) / 1000
+    millis = (random.random() + 1) * 10 * 2.0 ** min(retries, 32)
+    return min(millis, 60_000.0) / 1000
 
 
 class Backlog:
@@ -226,7 +227,9 @@ class BaseEmitter:
 
     # -- shared by the engines --------------------------------------------------------
 
-    def _build(self, attrs: Mapping[str, Any] | str | None, fields: dict[str, Any]) -> dict[str, Any]:
+    def _build(
+        self, attrs: Mapping[str, Any] | str | None, fields: dict[str, Any]
+    ) -> dict[str, Any]:
         if isinstance(attrs, str):
             raw: dict[str, Any] = {"name": attrs}
         elif attrs is None:
@@ -237,8 +240,11 @@ class BaseEmitter:
             raw.update(fields)
         name = raw.get("name")
         prefix = self._prefix
-        if prefix and isinstance(name, str) and not (
-            name.startswith(prefix) or name == self.app
+        if (
+            prefix
+            and name
+            and isinstance(name, str)
+            and not (name.startswith(prefix) or name == self.app)
         ):
             raw["name"] = prefix + name
         for key, val in self._defaults.items():
@@ -329,8 +335,15 @@ class Emitter(BaseEmitter):
     gets up to ``flush_at_exit`` seconds (default 1) to deliver what is queued.
     """
 
-    def __init__(self, uri: str, app: str = "numbat", node: str | None = None, *,
-                 flush_at_exit: float = 1.0, **options: Any) -> None:
+    def __init__(
+        self,
+        uri: str,
+        app: str = "numbat",
+        node: str | None = None,
+        *,
+        flush_at_exit: float = 1.0,
+        **options: Any,
+    ) -> None:
         super().__init__(uri, app, node, **options)
         self.flush_at_exit = flush_at_exit
         self._deadline: float | None = None
@@ -372,8 +385,9 @@ class Emitter(BaseEmitter):
         self._inflight = False
         self._idle = False
         self._wakeup = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"numbat-emitter {self.uri}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"numbat-emitter {self.uri}", daemon=True
+        )
         self._thread.start()
 
     def _wake(self) -> None:
@@ -462,4 +476,3 @@ def _reset_after_fork() -> None:
 atexit.register(_flush_all_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
-

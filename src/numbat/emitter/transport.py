@@ -159,7 +159,9 @@ def host_port(uri: str, parts: SplitResult) -> tuple[str, int]:
     except ValueError:
         raise URIError(f"bad port in destination uri {uri!r}") from None
     if not parts.hostname or port is None:
-        raise URIError(f"destination uri {uri!r} needs a host and a port, e.g. tcp://127.0.0.1:3333")
+        raise URIError(
+            f"destination uri {uri!r} needs a host and a port, e.g. tcp://127.0.0.1:3333"
+        )
     return parts.hostname, port
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,10 +42,9 @@ class WebSocketTransport(Transport):
     def close(self) -> None:
         if self._ws is not None:
             ws, self._ws = self._ws, None
-            try:
+            # Closing a broken connection may fail; there is nothing left to save.
+            with contextlib.suppress(Exception):
                 ws.close()
-            except Exception:  # closing a broken connection may fail; nothing to save
-                pass
 
     async def aconnect(self, timeout: float) -> None:
         from websockets.asyncio.client import connect
@@ -69,7 +69,5 @@ class WebSocketTransport(Transport):
     async def aclose(self) -> None:
         if self._ws is not None:
             ws, self._ws = self._ws, None
-            try:
+            with contextlib.suppress(Exception):
                 await ws.close()
-            except Exception:
-                pass

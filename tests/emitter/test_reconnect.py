@@ -1,0 +1,88 @@
+"""Reconnect, backlog and give-up behaviour against a real server that goes away."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from numbat import Emitter
+from tests.helpers import StreamReceiver, wait_until
+
+
+def _values(receiver: StreamReceiver) -> list[int]:
+    return [json.loads(p)["value"] for p in receiver.payloads]
+
+
+def test_server_restart_delivers_backlog_and_counts_overflow(tcp_receiver: StreamReceiver) -> None:
+    """While the server is down the newest events that fit are kept, and arrive after it returns."""
+    em = Emitter(tcp_receiver.uri, app="r", max_backlog=30, backoff=lambda retries: 0.02)
+    for i in range(10):
+        em.metric("n", value=i)
+    tcp_receiver.wait_for(10)
+
+    tcp_receiver.stop()
+    for i in range(10, 60):
+        em.metric("n", value=i)  # returns at once, whatever the connection does
+    assert em.wait_for_state("disconnected", timeout=10)
+    assert em.dropped["backlog_full"] == 20 and em.queued == 30
+
+    tcp_receiver.start()
+    tcp_receiver.wait_for(40)
+    assert em.flush(10)
+    assert _values(tcp_receiver) == list(range(10)) + list(range(30, 60))
+    assert em.reconnects >= 1 and em.state == "ready"
+    assert em.close(1)
+
+
+def test_metric_never_blocks_while_sender_is_stuck(tcp_receiver: StreamReceiver) -> None:
+    """A peer that stops reading stalls the sender thread, never the caller."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    em = Emitter(f"tcp://127.0.0.1:{listener.getsockname()[1]}", app="s", max_backlog_bytes=1 << 20)
+    conn, _ = listener.accept()  # accepted, never read: the kernel buffers fill up
+    filler = "x" * 1000
+    for i in range(20_000):  # ~20 MB: far beyond the socket buffers and the backlog
+        em.metric("fill", value=i, pad=filler)
+    assert em.dropped["backlog_full"] > 0
+    assert em.backlog.nbytes <= 1 << 20
+    conn.close()
+    listener.close()
+    em.close(0)
+
+
+def test_gives_up_after_max_retries_and_reports_failed() -> None:
+    """After max_retries refused connects the state is 'failed' and later events are counted."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens on this port now
+    em = Emitter(f"tcp://127.0.0.1:{port}", app="f", max_retries=3, backoff=lambda r: 0.001)
+    em.metric("queued")
+    assert em.wait_for_state("failed", timeout=10)
+    assert em.metric("late") is None
+    assert em.dropped["failed"] == 2
+    assert em.close(0) is False
+
+
+def test_close_reports_unsent_events(tcp_receiver: StreamReceiver) -> None:
+    """close() returns False when events could not be delivered within the timeout."""
+    tcp_receiver.stop()
+    em = Emitter(tcp_receiver.uri, app="c", backoff=lambda r: 0.01)
+    em.metric("never")
+    assert em.close(0.2) is False
+    assert em.dropped["closed"] == 1
+    assert em.metric("after") is None and em.dropped["closed"] == 2
+
+
+def test_reconnect_waits_then_succeeds_when_server_appears(tcp_receiver: StreamReceiver) -> None:
+    """An emitter started before its collector connects once the collector is up."""
+    tcp_receiver.stop()
+    em = Emitter(tcp_receiver.uri, app="late", backoff=lambda r: 0.02)
+    em.metric("early", value=1)
+    assert em.wait_for_state("disconnected", timeout=10)
+    tcp_receiver.start()
+    tcp_receiver.wait_for(1)
+    wait_until(lambda: em.state == "ready", what="ready")
+    assert json.loads(tcp_receiver.payloads[0])["name"] == "late.early"
+    em.close(1)

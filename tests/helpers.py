@@ -1,0 +1,152 @@
+"""Real loopback receivers for tests: they collect what arrives and let tests await it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``predicate`` until it holds; fail the test with ``what`` if it never does."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.005)
+
+
+class Receiver:
+    """Collects payloads (lines or datagrams) from a loopback socket in a thread."""
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _add(self, payload: bytes) -> None:
+        with self._cond:
+            self.payloads.append(payload)
+            self._cond.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[bytes]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.payloads) >= count, timeout):
+                raise AssertionError(f"got {len(self.payloads)} payloads, wanted {count}")
+            return list(self.payloads)
+
+    def events(self) -> list[dict[str, Any]]:
+        with self._cond:
+            return [json.loads(p) for p in self.payloads]
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+
+class StreamReceiver(Receiver):
+    """A TCP or unix stream server that splits what it reads into lines.
+
+    ``stop()`` closes the listener and every connection (the server "goes away");
+    ``start()`` listens again on the same address.
+    """
+
+    def __init__(self, family: int = socket.AF_INET, path: str | None = None) -> None:
+        super().__init__()
+        self.family = family
+        self.path = path
+        self.address: Any = path if family == socket.AF_UNIX else ("127.0.0.1", 0)
+        self.connections = 0
+        self._conns: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+
+    @property
+    def uri(self) -> str:
+        if self.family == socket.AF_UNIX:
+            return f"unix://{self.path}"
+        return f"tcp://127.0.0.1:{self.address[1]}"
+
+    def start(self) -> StreamReceiver:
+        if self.family == socket.AF_UNIX and self.path and os.path.exists(self.path):
+            os.unlink(self.path)
+        listener = socket.socket(self.family, socket.SOCK_STREAM)
+        if self.family != socket.AF_UNIX:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(self.address)
+        listener.listen(16)
+        self.address = listener.getsockname()
+        self._listener = listener
+        self._stop.clear()
+        self._spawn(self._accept, listener)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would not.
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        self._conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._conns.append(conn)
+            self._spawn(self._read, conn)
+
+    def _read(self, conn: socket.socket) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = conn.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                self._add(line)
+
+
+class DatagramReceiver(Receiver):
+    """A UDP server that keeps each datagram whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._spawn(self._read)
+
+    def uri(self, scheme: str = "udp") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                return
+            self._add(data)
+
+    def close(self) -> None:
+        self.sock.close()
