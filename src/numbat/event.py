@@ -52,6 +52,11 @@ STATES: Mapping[str, str] = {
 
 _CONTROL = frozenset(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)))
 
+# Strings known to be valid names and keys (non-empty printable ASCII, at most 255
+# bytes). Bounded, so a stream of ever-new names costs a little speed, never memory.
+_CLEAN: set[str] = set()
+_CLEAN_MAX = 100_000
+
 
 def now_ms() -> int:
     """Wall-clock time in whole milliseconds since the epoch."""
@@ -61,8 +66,8 @@ def now_ms() -> int:
 def parse(data: bytes | str, *, clock: Callable[[], int] = now_ms) -> Event:
     """Decode one JSON object and :func:`normalize` it.
 
-    >>> parse(b'{"name": "web.requests", "time": 1, "status": "OKAY"}')
-    {'name': 'web.requests', 'time': 1, 'status': 'ok', 'value': 1}
+    >>> parse(b'{"name": "web.requests", "status": "OKAY"}', clock=lambda: 1)
+    {'name': 'web.requests', 'status': 'ok', 'time': 1, 'value': 1}
     """
     if isinstance(data, bytes):
         try:
@@ -80,29 +85,64 @@ def parse(data: bytes | str, *, clock: Callable[[], int] = now_ms) -> Event:
     return normalize(obj, clock=clock)
 
 
-def normalize(obj: Mapping[str, Any], *, clock: Callable[[], int] = now_ms) -> Event:
+def normalize(
+    obj: Mapping[str, Any],
+    *,
+    clock: Callable[[], int] = now_ms,
+    defaults: Mapping[str, Scalar] | None = None,
+) -> Event:
     """Return a new, valid event built from ``obj``, or raise :class:`EventError`.
+
+    ``defaults`` fill fields that ``obj`` lacks (the emitter's ``host`` and ``node``).
 
     >>> normalize({"name": "db.query", "value": 12.5, "time": 1000.4, "meta": {"rows": 3}})
     {'name': 'db.query', 'value': 12.5, 'time': 1000, 'meta.rows': 3}
     """
     event: Event = {}
+    clean = _CLEAN
     for key, val in obj.items():
-        check = _KNOWN.get(key)
-        if check is not None:
+        kind = type(val)
+        # Fast paths first: the emitter and collector run this for every event, and the
+        # same names and keys recur, so strings already checked are remembered.
+        if key == "name" and kind is str and val in clean:
+            event[key] = val
+        elif key == "value" and (kind is float and val - val == 0 or kind is int and _small(val)):
+            event[key] = val
+        elif key == "time" and kind is int and 0 <= val < MAX_TIME_MS:
+            event[key] = val
+        elif key in _KNOWN:
             if val is not None:
-                event[key] = check(val)
+                event[key] = _KNOWN[key](val)
+        elif key in clean and (
+            kind is str
+            and val.isascii()
+            and len(val) <= MAX_STRING_BYTES
+            or kind is int
+            and _small(val)
+            or kind is float
+            and val - val == 0
+            or kind is bool
+        ):
+            event[key] = val
         else:
             _add_extra(event, key, val, 0)
+    if defaults:
+        for key, val in defaults.items():
+            if key not in event:
+                event[key] = val
     if "name" not in event:
         raise EventError("name", "missing_name", "is required")
-    if "value" not in event:
-        event["value"] = 1
     if "time" not in event:
         event["time"] = clock()
+    if "value" not in event:
+        event["value"] = 1
     if len(event) > MAX_FIELDS:
         raise EventError(None, "too_many_fields", f"{len(event)} fields; the limit is {MAX_FIELDS}")
     return event
+
+
+def _small(val: int) -> bool:
+    return -_INT64 <= val < _INT64
 
 
 def _name(val: Any) -> str:
@@ -232,6 +272,8 @@ def _number(field: str, val: Any, reason: str) -> int | float:
 def _check_text(field: str, val: str, limit: int, reason: str) -> None:
     # Fast path: printable ASCII within the limit is by far the common case.
     if val.isascii() and val.isprintable() and len(val) <= limit:
+        if limit == MAX_NAME_BYTES and val and len(_CLEAN) < _CLEAN_MAX:
+            _CLEAN.add(val)
         return
     if _text_bytes(field, val) > limit:
         raise EventError(field, reason, f"is over {limit} bytes")

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from numbat.emitter.udp import UDPTransport
-from numbat.event import Scalar, normalize
+from numbat.event import Event, Scalar
 
 _NOT_TAGS = frozenset({"time", "value", "name", "timing", "set", "count", "rate"})
 _KEY_CHARS = re.compile(r"""[`~!@#$%^&*()|+\-=?;:'",.<>{}\[\]\\/]|\s+""")
@@ -30,21 +30,20 @@ class StatsdTransport(UDPTransport):
     """Statsd (DogStatsD tags) over UDP.
 
     >>> from urllib.parse import urlsplit
+    >>> from numbat.event import normalize
     >>> t = StatsdTransport("statsd://127.0.0.1:8125", urlsplit("statsd://127.0.0.1:8125"))
-    >>> t.encode({"name": "web.hits", "count": 3, "rate": 0.5, "route": "/a b"})
+    >>> raw = {"name": "web.hits", "count": 3, "rate": 0.5, "route": "/a b"}
+    >>> t.encode(normalize(raw), raw)
     b'web.hits:3|c|@0.5|#route:/a_b'
     """
 
-    def encode(self, raw: Mapping[str, Any]) -> bytes:
-        event = normalize(raw)
-        if raw.get("value") is None:
-            del event["value"]
-        return line(event).encode("utf-8")
+    def encode(self, event: Event, raw: Mapping[str, Any]) -> bytes:
+        return line(event, has_value=raw.get("value") is not None).encode("utf-8")
 
 
-def line(event: Mapping[str, Scalar]) -> str:
-    """The statsd line for a normalised event (``value`` absent if the caller gave none)."""
-    kind, value = _type_and_value(event)
+def line(event: Mapping[str, Scalar], *, has_value: bool = True) -> str:
+    """The statsd line for a valid event; ``has_value``: did the caller give a value."""
+    kind, value = _type_and_value(event, has_value)
     out = f"{_LINE_CHARS.sub('_', str(event['name']))}:{_js(value)}|{kind}"
     rate = event.get("rate")
     if rate is not None and kind == "c":
@@ -59,9 +58,9 @@ def line(event: Mapping[str, Scalar]) -> str:
     return out
 
 
-def _type_and_value(event: Mapping[str, Scalar]) -> tuple[str, Scalar]:
+def _type_and_value(event: Mapping[str, Scalar], has_value: bool) -> tuple[str, Scalar]:
     for key, kind in (("value", "g"), ("count", "c"), ("timing", "ms"), ("set", "s")):
-        if key in event:
+        if key in event and (key != "value" or has_value):
             return kind, event[key]
     return "c", 1
 

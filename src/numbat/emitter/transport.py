@@ -16,7 +16,7 @@ from urllib.parse import SplitResult
 
 from numbat._encode import dumps
 from numbat.errors import URIError
-from numbat.event import normalize
+from numbat.event import Event
 
 if TYPE_CHECKING:
     import asyncio
@@ -33,16 +33,17 @@ class SendError(OSError):
 class Transport(ABC):
     """One destination. Subclasses implement ``connect`` and ``send`` (and async twins).
 
-    ``encode`` turns a raw event mapping into the bytes of one payload; the default is
-    the original numbat-emitter's framing, ``JSON + "\\n"``, for every JSON transport.
+    ``encode`` turns a valid event into the bytes of one payload; the default is the
+    original numbat-emitter's framing, ``JSON + "\\n"``, for every JSON transport.
     """
 
     def __init__(self, uri: str, parts: SplitResult) -> None:
         self.uri = uri
         self.parts = parts
 
-    def encode(self, raw: Mapping[str, Any]) -> bytes:
-        return dumps(normalize(raw)) + b"\n"
+    def encode(self, event: Event, raw: Mapping[str, Any]) -> bytes:
+        """The payload for ``event``; ``raw`` is what the caller passed, before defaults."""
+        return dumps(event) + b"\n"
 
     @abstractmethod
     def connect(self, timeout: float) -> None:
