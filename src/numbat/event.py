@@ -99,30 +99,11 @@ def normalize(
     {'name': 'db.query', 'value': 12.5, 'time': 1000, 'meta.rows': 3}
     """
     event: Event = {}
-    clean = _CLEAN
     for key, val in obj.items():
-        kind = type(val)
-        # Fast paths first: the emitter and collector run this for every event, and the
-        # same names and keys recur, so strings already checked are remembered.
-        if key == "name" and kind is str and val in clean:
-            event[key] = val
-        elif key == "value" and (kind is float and val - val == 0 or kind is int and _small(val)):
-            event[key] = val
-        elif key == "time" and kind is int and 0 <= val < MAX_TIME_MS:
-            event[key] = val
-        elif key in _KNOWN:
+        if key in _KNOWN:
             if val is not None:
                 event[key] = _KNOWN[key](val)
-        elif key in clean and (
-            kind is str
-            and val.isascii()
-            and len(val) <= MAX_STRING_BYTES
-            or kind is int
-            and _small(val)
-            or kind is float
-            and val - val == 0
-            or kind is bool
-        ):
+        elif key in _CLEAN and _plain(val):
             event[key] = val
         else:
             _add_extra(event, key, val, 0)
@@ -141,11 +122,21 @@ def normalize(
     return event
 
 
-def _small(val: int) -> bool:
-    return -_INT64 <= val < _INT64
+def _plain(val: Any) -> bool:
+    """True for a scalar that needs no conversion or deeper check (the common case)."""
+    kind = type(val)
+    if kind is str:
+        return val.isascii() and len(val) <= MAX_STRING_BYTES
+    if kind is int:
+        return -_INT64 <= val < _INT64  # type: ignore[no-any-return]
+    if kind is float:
+        return val - val == 0  # type: ignore[no-any-return]
+    return kind is bool
 
 
 def _name(val: Any) -> str:
+    if type(val) is str and val in _CLEAN:
+        return val
     if not isinstance(val, str):
         raise EventError("name", "bad_name", f"must be a string, got {_kind(val)}")
     if not val:
@@ -158,8 +149,13 @@ def _label(field: str) -> Callable[[Any], str]:
     def check(val: Any) -> str:
         if type(val) is str and val.isascii() and val.isprintable() and len(val) <= MAX_NAME_BYTES:
             return val
-        if isinstance(val, int | float) and not isinstance(val, bool) and math.isfinite(val):
-            val = str(val)
+        if (isinstance(val, float) and math.isfinite(val)) or (
+            isinstance(val, int) and not isinstance(val, bool)
+        ):
+            try:
+                val = str(val)
+            except ValueError:  # an int with more digits than str() will write
+                raise EventError(field, "bad_field", f"is over {MAX_NAME_BYTES} bytes") from None
         if not isinstance(val, str):
             raise EventError(field, "bad_field", f"must be a string, got {_kind(val)}")
         _check_text(field, val, MAX_NAME_BYTES, "bad_field")
@@ -169,8 +165,8 @@ def _label(field: str) -> Callable[[Any], str]:
 
 
 def _value(val: Any, field: str = "value") -> int | float:
-    if type(val) is float and val - val == 0:
-        return val
+    if _plain(val) and type(val) is not str and type(val) is not bool:
+        return val  # type: ignore[no-any-return]
     reason = "bad_value" if field == "value" else "bad_field"
     return _int64(field, _number(field, val, reason), reason)
 
