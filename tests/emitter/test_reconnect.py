@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from numbat import Emitter
+from numbat.emitter.tcp import TCPTransport
 from tests.helpers import StreamReceiver, wait_until
 
 
@@ -86,3 +89,32 @@ def test_reconnect_waits_then_succeeds_when_server_appears(tcp_receiver: StreamR
     wait_until(lambda: em.state == "ready", what="ready")
     assert json.loads(tcp_receiver.payloads[0])["name"] == "late.early"
     em.close(1)
+
+
+class _AcceptsButNeverDelivers(TCPTransport):
+    """Connects fine, then every write fails: a broken proxy, a full disk behind a ws."""
+
+    connects = 0
+
+    def connect(self, timeout: float) -> None:
+        self.connects += 1
+
+    def send(self, payloads: Sequence[bytes]) -> None:
+        raise ConnectionResetError("write failed")
+
+
+def test_peer_that_accepts_but_never_delivers_is_backed_off_and_given_up() -> None:
+    """Connects that succeed but whose sends always fail count as retries, not a fresh start."""
+    uri = "tcp://127.0.0.1:9"
+    transport = _AcceptsButNeverDelivers(uri, urlsplit(uri))
+    delays: list[int] = []
+
+    def backoff(retries: int) -> float:
+        delays.append(retries)
+        return 0.001
+
+    em = Emitter(uri, app="h", max_retries=3, backoff=backoff, transport=transport)
+    em.metric("x")
+    assert em.wait_for_state("failed", timeout=10)
+    assert delays == [1, 2, 3] and transport.connects == 4
+    assert em.dropped["failed"] == 1 and em.sent == 0 and em.send_errors == 4

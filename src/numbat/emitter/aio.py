@@ -138,10 +138,13 @@ class AsyncEmitter(BaseEmitter):
         try:
             await self.transport.asend(batch)
         except (OSError, TimeoutError) as exc:
-            self._on_send_failed(batch, exc)
+            self._inflight = False
             await self.transport.aclose()
+            delay = self._on_send_failed(batch, exc)
+            if delay is not None:
+                await self._sleep(delay)
             return False
         finally:
             self._inflight = False
-        self.sent += len(batch)
+        self._on_sent(len(batch))
         return True

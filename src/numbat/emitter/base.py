@@ -123,7 +123,7 @@ class BaseEmitter:
     * ``node``: sent as the ``node`` field of every event when given.
     * ``max_backlog`` / ``max_backlog_bytes``: bounds of the queue of unsent events;
       when full the oldest are dropped and counted under ``backlog_full``.
-    * ``max_retries``: consecutive failed connects before the emitter gives up and its
+    * ``max_retries``: consecutive failed connects or sends before the emitter gives up and its
       ``state`` becomes ``"failed"``.
     * ``host``, ``backoff``, ``connect_timeout``, ``transport``: injectable for tests.
     """
@@ -269,22 +269,21 @@ class BaseEmitter:
     def _on_connected(self) -> None:
         if self._retries or self.sent:
             self.reconnects += 1
-        self._retries = 0
         self._set_state("ready")
+
+    def _on_sent(self, count: int) -> None:
+        # Only a delivered batch proves the destination works: a peer that accepts
+        # connections but fails every write must still back off, then give up.
+        self.sent += count
+        self._retries = 0
 
     def _on_connect_failed(self, exc: BaseException) -> float | None:
         """Record a failed connect; return the delay before the next try, or None to give up."""
-        self._retries += 1
         self._warn.warning("connect", "numbat: cannot connect to %s: %s", self.uri, exc)
-        if self._retries > self.max_retries:
-            self._set_state("failed")
-            self._drop("failed", self.backlog.clear())
-            log.error("numbat: gave up on %s after %d retries", self.uri, self.max_retries)
-            return None
-        self._set_state("disconnected")
-        return self._backoff(self._retries)
+        return self._next_retry()
 
-    def _on_send_failed(self, batch: list[bytes], exc: BaseException) -> None:
+    def _on_send_failed(self, batch: list[bytes], exc: BaseException) -> float | None:
+        """Requeue what was not sent; return the delay before reconnecting, or None to give up."""
         sent = exc.sent if isinstance(exc, SendError) else 0
         self.sent += sent
         self.send_errors += 1
@@ -292,7 +291,17 @@ class BaseEmitter:
         if dropped:
             self._drop("backlog_full", dropped)
         self._warn.warning("send", "numbat: sending to %s failed: %s", self.uri, exc)
+        return self._next_retry()
+
+    def _next_retry(self) -> float | None:
+        self._retries += 1
+        if self._retries > self.max_retries:
+            self._set_state("failed")
+            self._drop("failed", self.backlog.clear())
+            log.error("numbat: gave up on %s after %d retries", self.uri, self.max_retries)
+            return None
         self._set_state("disconnected")
+        return self._backoff(self._retries)
 
     def _wake(self) -> None:
         raise NotImplementedError
@@ -448,10 +457,12 @@ class Emitter(BaseEmitter):
             self.transport.send(batch)
         except OSError as exc:
             self._inflight = False
-            self._on_send_failed(batch, exc)
             self.transport.close()
+            delay = self._on_send_failed(batch, exc)
+            if delay is not None:
+                self._sleep(delay)
             return False
-        self.sent += len(batch)
+        self._on_sent(len(batch))
         self._inflight = False
         return True
 

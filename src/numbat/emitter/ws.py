@@ -24,7 +24,8 @@ class WebSocketTransport(Transport):
 
         self.close()
         try:
-            self._ws = connect(self.uri, open_timeout=timeout, compression=None)
+            # Entered as a context manager: websockets >= 17.1 deprecates a bare connect().
+            self._ws = connect(self.uri, open_timeout=timeout, compression=None).__enter__()
         except OSError:
             raise
         except Exception as exc:  # handshake refused, bad status, timeout: all "cannot connect"

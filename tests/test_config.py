@@ -1,0 +1,244 @@
+"""Tests for numbat.config and the ``numbat check`` command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from numbat.config import Config, EmitterConfig, from_dict, load, loads
+from numbat.emitter import DEFAULT_MAX_BACKLOG_BYTES
+from numbat.errors import ConfigError
+
+
+def config_error(text: str) -> str:
+    """The message of the ConfigError that ``loads(text)`` raises."""
+    with pytest.raises(ConfigError) as info:
+        loads(text)
+    return str(info.value)
+
+
+# --- defaults and good files ------------------------------------------------------------
+
+
+def test_empty_file_gives_defaults() -> None:
+    """An empty file is valid and yields every default."""
+    cfg = loads("")
+    assert cfg == Config()
+    emitter = cfg.emitter
+    assert emitter.uri == "tcp://127.0.0.1:3333"
+    assert emitter.app == "numbat"
+    assert emitter.node is None
+    assert emitter.max_backlog is None
+    assert emitter.max_backlog_bytes == DEFAULT_MAX_BACKLOG_BYTES
+    assert emitter.max_retries == 100
+
+
+def test_empty_emitter_section_gives_defaults() -> None:
+    """An empty [emitter] section is the same as none."""
+    assert loads("[emitter]\n") == Config()
+
+
+def test_all_emitter_keys() -> None:
+    """Every [emitter] key is read with its type."""
+    cfg = loads(
+        "[emitter]\n"
+        'uri = "udp://10.0.0.1:4444"\n'
+        'app = "web"\n'
+        'node = "web-1"\n'
+        "max_backlog = 500\n"
+        "max_backlog_bytes = 1024\n"
+        "max_retries = 0\n"
+    )
+    assert cfg.emitter == EmitterConfig(
+        uri="udp://10.0.0.1:4444",
+        app="web",
+        node="web-1",
+        max_backlog=500,
+        max_backlog_bytes=1024,
+        max_retries=0,
+    )
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "tcp://h:1",
+        "udp://h:1",
+        "socket:/tmp/n.sock",
+        "sock:/tmp/n.sock",
+        "unix:/tmp/n.sock",
+        "ws://h:1/p",
+        "wss://h:1/p",
+        "statsd://h:8125",
+        "TCP://h:1",
+    ],
+)
+def test_supported_uri_schemes(uri: str) -> None:
+    """Every scheme the emitter handles is accepted, in any case."""
+    assert from_dict({"emitter": {"uri": uri}}).emitter.uri == uri
+
+
+def test_from_dict_defaults() -> None:
+    """from_dict of an empty mapping gives the defaults."""
+    assert from_dict({}) == Config()
+
+
+# --- errors name the key path ------------------------------------------------------------
+
+
+def test_unknown_key_names_path_and_lists_allowed() -> None:
+    """An unknown key is named by its dotted path and the allowed keys are listed."""
+    msg = config_error("[emitter]\nbogus = 1\n")
+    assert msg.startswith("<config>: emitter.bogus: unknown key")
+    assert "allowed keys: uri, app, node, max_backlog, max_backlog_bytes, max_retries" in msg
+
+
+def test_unknown_top_level_section_named() -> None:
+    """An unknown section is named and the known sections are listed."""
+    msg = config_error("[nonsense]\nx = 1\n")
+    assert msg.startswith("<config>: nonsense: unknown key")
+    assert "allowed keys: emitter" in msg
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[emitter]\nmax_retries = "x"', "emitter.max_retries: expected an integer, got a string"),
+        ("[emitter]\nmax_retries = true", "emitter.max_retries: expected an integer, got a bool"),
+        ("[emitter]\nmax_retries = 1.5", "emitter.max_retries: expected an integer, got a number"),
+        ("[emitter]\nuri = 5", "emitter.uri: expected a string, got an integer"),
+        ("[emitter]\nnode = 3", "emitter.node: expected a string or nothing, got an integer"),
+        ("emitter = 1", "emitter: expected a table, got an integer"),
+    ],
+)
+def test_wrong_type_names_key(text: str, expected: str) -> None:
+    """A wrong type names the key and says what was expected."""
+    assert config_error(text).startswith(f"<config>: {expected}")
+
+
+@pytest.mark.parametrize("uri", ["nsq://h:1", "http://h", "localhost:3333", "tcp", ""])
+def test_unsupported_uri_scheme(uri: str) -> None:
+    """A uri whose scheme no transport handles is rejected naming emitter.uri."""
+    msg = config_error(f'[emitter]\nuri = "{uri}"\n')
+    assert msg.startswith("<config>: emitter.uri: unsupported scheme")
+    assert "allowed: tcp:, udp:" in msg
+
+
+def test_malformed_uri_named() -> None:
+    """A uri that cannot be parsed at all is also reported against emitter.uri."""
+    assert config_error('[emitter]\nuri = "tcp://[::1"\n').startswith("<config>: emitter.uri: ")
+
+
+@pytest.mark.parametrize("key", ["max_backlog", "max_backlog_bytes"])
+@pytest.mark.parametrize("val", [0, -1])
+def test_non_positive_backlog_rejected(key: str, val: int) -> None:
+    """Backlog limits must be positive, and the error names the key."""
+    msg = config_error(f"[emitter]\n{key} = {val}\n")
+    assert msg.startswith(f"<config>: emitter.{key}: must be a positive integer")
+
+
+def test_negative_retries_rejected() -> None:
+    """max_retries may be 0 but not negative."""
+    assert config_error("[emitter]\nmax_retries = -1").startswith(
+        "<config>: emitter.max_retries: must be 0 or more"
+    )
+
+
+def test_empty_app_rejected() -> None:
+    """app must not be empty."""
+    msg = config_error('[emitter]\napp = ""')
+    assert msg.startswith("<config>: emitter.app: must not be empty")
+
+
+def test_invalid_toml() -> None:
+    """Text that is not TOML is reported as such."""
+    assert config_error("[emitter\nuri = ").startswith("<config>: not valid TOML: ")
+
+
+def test_from_dict_errors_use_source() -> None:
+    """The source name prefixes every message."""
+    with pytest.raises(ConfigError, match=r"^numbat\.toml: emitter\.bogus: unknown key"):
+        from_dict({"emitter": {"bogus": 1}}, source="numbat.toml")
+
+
+# --- files ------------------------------------------------------------------------------
+
+
+def test_load_file(tmp_path: Path) -> None:
+    """load reads a file, given as str or Path."""
+    path = tmp_path / "numbat.toml"
+    path.write_text('[emitter]\napp = "web"\n', encoding="utf-8")
+    assert load(path).emitter.app == "web"
+    assert load(str(path)).emitter.app == "web"
+
+
+def test_load_errors_prefixed_with_path(tmp_path: Path) -> None:
+    """Errors from a file start with the file's path, then the key path."""
+    path = tmp_path / "numbat.toml"
+    path.write_text("[emitter]\nmax_retries = 'x'\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: emitter.max_retries: expected an integer, got a string"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    """A file that does not exist is a ConfigError saying it cannot be read."""
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError, match="cannot read: No such file or directory"):
+        load(path)
+
+
+def test_directory_is_unreadable(tmp_path: Path) -> None:
+    """A directory cannot be read as a config file."""
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path)
+
+
+def test_non_utf8_file(tmp_path: Path) -> None:
+    """A file that is not UTF-8 text is reported as such."""
+    path = tmp_path / "numbat.toml"
+    path.write_bytes(b'[emitter]\napp = "\xff"\n')
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load(path)
+
+
+# --- numbat check -----------------------------------------------------------------------
+
+
+def run_check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "numbat", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_good_file(tmp_path: Path) -> None:
+    """numbat check exits 0 and says ok for a valid file."""
+    path = tmp_path / "numbat.toml"
+    path.write_text('[emitter]\nuri = "udp://127.0.0.1:3333"\n', encoding="utf-8")
+    result = run_check(path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{path}: ok"
+
+
+def test_check_bad_file(tmp_path: Path) -> None:
+    """numbat check exits 2 and names the offending key path on stderr."""
+    path = tmp_path / "numbat.toml"
+    path.write_text("[emitter]\nmax_retries = 'many'\n", encoding="utf-8")
+    result = run_check(path)
+    assert result.returncode == 2
+    assert "emitter.max_retries: expected an integer" in result.stderr
+    assert result.stdout == ""
+
+
+def test_check_missing_file(tmp_path: Path) -> None:
+    """numbat check exits 2 for a file that does not exist."""
+    result = run_check(tmp_path / "absent.toml")
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr
