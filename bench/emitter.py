@@ -1,18 +1,26 @@
 """Emitter benchmark: our numbat.Emitter against the original Node numbat-emitter.
 
-    python bench/emitter.py            # full run (under about a minute on 2 cores)
+    python bench/emitter.py            # full run (about two minutes on 2 cores)
     python bench/emitter.py --quick    # smaller numbers, for a smoke test
 
 (a) Microseconds per ``metric()`` call in a tight loop from a sync caller, into a live
-    TCP receiver, for both emitters (median of several repeats; ratio node/ours, >1
-    means ours is faster).
-(b) A burst of 200,000 ``metric()`` calls with default settings: how many events
-    reach the receiver, how many the emitter dropped, how long it took, the peak
-    backlog and the process's peak RSS growth. Each burst runs in a fresh process
-    (ours: this script with ``--burst-child``; Node: bench/node/emitter-bench.js).
+    TCP receiver (the newline counter below), for both emitters (median of several
+    repeats; ratio node/ours, >1 means ours is faster).
+(b) Loss under a burst: 200,000 ``metric()`` calls from one thread, as fast as it can,
+    default settings, into the original Node numbat-collector 1.1.0 over TCP with its
+    ``log`` output (started through tests/interop/nodepeers.py). Delivered = the distinct
+    events in its log file (the collector logs a few events twice; those duplicate lines
+    are reported apart), awaited until they reach what the emitter did not report
+    dropped, or stop growing for 2 s. Also: what the emitter reported dropped, the peak
+    backlog, the peak RSS growth, and how long it took.
+(c) The same burst into a separate process that only counts newlines (one event per
+    line): a reader much faster than the Node collector, so it competes with neither
+    emitter for a GIL and hardly pushes back.
 
-Both emitters send to the same receiver: a separate process that counts newlines
-(one event per line), so it competes with neither emitter for a GIL.
+Each burst runs in a fresh emitter process (ours: this script with ``--burst-child``;
+Node: bench/node/emitter-bench.js) and, in (b), against a fresh collector; the two
+emitters alternate run by run. Figures are medians with [min..max] over the runs.
+The Node parts need ``npm ci --prefix tests/interop/node``; without it they are skipped.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import selectors
 import shutil
 import socket
@@ -28,7 +37,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -39,7 +49,11 @@ import numbat
 ROOT: Final = Path(__file__).resolve().parent.parent
 NODE_BENCH: Final = ROOT / "bench" / "node" / "emitter-bench.js"
 NODE_MODULES: Final = ROOT / "tests" / "interop" / "node" / "node_modules"
-QUIET_S: Final = 1.0
+COLLECTOR_VERSION: Final = "1.1.0"
+NODE_EMITTER_VERSION: Final = "5.2.4"
+# An event in the Node collector's log: bole writes the event's own (numeric) ``time``
+# where its own messages have an ISO string. Every event of a burst has its own ``value``.
+EVENT_VALUE: Final = re.compile(rb'^\{"time":\d[^\n]*?"value":(-?\d+)', re.MULTILINE)
 
 
 # -- the receiver: a process that counts lines --------------------------------------------
@@ -79,8 +93,44 @@ def receiver_main(ready: Connection, lines: Any, nbytes: Any) -> None:
             nbytes.value += len(data)
 
 
-class Receiver:
-    """The parent's handle on the receiver process."""
+class CountingReceiver:
+    """What the benchmarks send to: an address and a count of the events that arrived."""
+
+    uri: str
+    port: int
+    quiet_s = 1.0  # no new event for this long: nothing more is coming
+    label = ""
+
+    def lines(self) -> int:
+        raise NotImplementedError
+
+    def duplicates(self) -> int:
+        """Events that arrived more than once (0 when the receiver cannot tell)."""
+        return 0
+
+    def wait(self, base: int, expected: int | None = None, timeout: float = 60.0) -> int:
+        """Events since ``base``, once ``expected`` arrived or none came for ``quiet_s``."""
+        deadline = time.monotonic() + timeout
+        last, last_change = self.lines(), time.monotonic()
+        while time.monotonic() < deadline:
+            now = self.lines()
+            if expected is not None and now - base >= expected:
+                return now - base
+            if now != last:
+                last, last_change = now, time.monotonic()
+            elif time.monotonic() - last_change >= self.quiet_s:
+                break
+            time.sleep(0.02)
+        return self.lines() - base
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class Receiver(CountingReceiver):
+    """The newline counter: the parent's handle on the receiver process."""
+
+    label = "a separate process counting newlines (a fast reader; delivered = lines read)"
 
     def __init__(self) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -93,30 +143,73 @@ class Receiver:
         self._proc.start()
         if not parent.poll(30):
             raise RuntimeError("the receiver process did not start")
-        self.port: int = parent.recv()
+        self.port = parent.recv()
         self.uri = f"tcp://127.0.0.1:{self.port}"
 
     def lines(self) -> int:
         return int(self._lines.value)
 
-    def wait(self, base: int, expected: int | None = None, timeout: float = 60.0) -> int:
-        """Lines received since ``base``, once ``expected`` arrived or nothing came for 1 s."""
-        deadline = time.monotonic() + timeout
-        last, last_change = self.lines(), time.monotonic()
-        while time.monotonic() < deadline:
-            now = self.lines()
-            if expected is not None and now - base >= expected:
-                return now - base
-            if now != last:
-                last, last_change = now, time.monotonic()
-            elif time.monotonic() - last_change >= QUIET_S:
-                break
-            time.sleep(0.01)
-        return self.lines() - base
-
     def stop(self) -> None:
         self._proc.terminate()
         self._proc.join(5)
+
+
+class NodeCollectorReceiver(CountingReceiver):
+    """The original Node numbat-collector on tcp with its ``log`` output.
+
+    Started (and stopped) through ``tests/interop/nodepeers.py``; ``lines()`` counts the
+    distinct events (by ``value``) among the complete event lines of its log file, reading
+    only what was appended since last time. Distinct, because the collector itself logs
+    some events twice: its json-stream parses the unterminated rest of each TCP chunk,
+    and when a chunk ends between an event's ``}`` and its newline, that rest is valid
+    JSON and is parsed again with the next chunk. ``duplicates()`` counts those lines.
+    """
+
+    quiet_s = 2.0
+    label = (
+        f"the Node numbat-collector {COLLECTOR_VERSION} over TCP, `log` output "
+        "(delivered = distinct events in its log file)"
+    )
+
+    def __init__(self) -> None:
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        from tests.interop.nodepeers import node_collector
+
+        self._stack = ExitStack()
+        try:
+            self._collector = self._stack.enter_context(node_collector("tcp"))
+            self._log = self._stack.enter_context(self._collector.log_path.open("rb"))
+        except BaseException:
+            self._stack.close()
+            raise
+        self.uri = self._collector.uri
+        self.port = int(self.uri.rsplit(":", 1)[1])
+        self._values: set[bytes] = set()
+        self._event_lines = 0
+        self._partial = b""
+
+    def lines(self) -> int:
+        data = self._log.read()
+        if data:
+            data = self._partial + data
+            cut = data.rfind(b"\n") + 1  # a line still being written waits for its newline
+            self._partial = data[cut:]
+            values = EVENT_VALUE.findall(data, 0, cut)
+            self._event_lines += len(values)
+            self._values.update(values)
+        elif self._collector.process.poll() is not None:
+            raise RuntimeError(
+                f"the Node collector exited ({self._collector.process.returncode}):\n"
+                f"{self._collector.stderr()}"
+            )
+        return len(self._values)
+
+    def duplicates(self) -> int:
+        return self._event_lines - len(self._values)
+
+    def stop(self) -> None:
+        self._stack.close()
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -212,7 +305,7 @@ def node_per_call(rx: Receiver, n: int, repeats: int) -> CallResult:
     )
 
 
-# -- (b) a burst ----------------------------------------------------------------------------
+# -- (b), (c) a burst ----------------------------------------------------------------------
 
 
 def burst_child(uri: str, n: int) -> None:
@@ -223,15 +316,16 @@ def burst_child(uri: str, n: int) -> None:
     reset_peak_rss()
     rss_before = proc_status_kb("VmRSS")
     metric, backlog = em.metric, em.backlog
-    peak = 0
+    peak_bytes = peak_events = 0
     t0 = time.perf_counter()
     for i in range(n):
         metric({"name": "x", "value": i})
-        if i % 1000 == 0 and backlog.nbytes > peak:
-            peak = backlog.nbytes
+        if i % 1000 == 0 and backlog.nbytes > peak_bytes:
+            peak_bytes, peak_events = backlog.nbytes, len(backlog)
     calls_s = time.perf_counter() - t0
-    peak = max(peak, backlog.nbytes)
-    closed_ok = em.close(timeout=60)
+    if backlog.nbytes > peak_bytes:
+        peak_bytes, peak_events = backlog.nbytes, len(backlog)
+    closed_ok = em.close(timeout=120)
     close_s = time.perf_counter() - t0
     stats = em.stats()
     print(
@@ -242,7 +336,8 @@ def burst_child(uri: str, n: int) -> None:
                 "closed_ok": closed_ok,
                 "sent": stats["sent"],
                 "dropped": stats["dropped"],
-                "peak_backlog_bytes": peak,
+                "peak_backlog_bytes": peak_bytes,
+                "peak_backlog_events": peak_events,
                 "rss_before": rss_before * 1024,
                 "max_rss": proc_status_kb("VmHWM") * 1024,
             }
@@ -253,46 +348,52 @@ def burst_child(uri: str, n: int) -> None:
 
 @dataclass
 class BurstResult:
-    delivered: int
-    dropped: int
-    seconds: float
-    peak_backlog: int | None
-    rss_delta: int
+    n: int
+    delivered: int  # events the receiver got
+    dropped: int  # events the emitter reported dropped (node: discarded)
+    calls_s: float  # the n metric() calls
+    seconds: float  # from the first call until the emitter had sent everything
+    peak_events: int  # events waiting in the emitter (ours: backlog; node: see the .js)
+    peak_bytes: int  # bytes waiting (ours: the backlog; node: stream + socket buffers)
+    rss_delta: int  # peak RSS during the burst minus RSS before it
+    max_rss: int  # the process's peak RSS
     detail: dict[str, Any]
+    duplicates: int = 0  # events the receiver got more than once (not counted as delivered)
 
     @property
     def loss(self) -> float:
-        return 1 - self.delivered / int(self.detail["n"])
+        return 1 - self.delivered / self.n
 
 
-def ours_burst(rx: Receiver, n: int) -> BurstResult:
+def ours_burst(rx: CountingReceiver, n: int) -> BurstResult:
     base = rx.lines()
-    t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, __file__, "--burst-child", rx.uri, str(n)],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=240,
         check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"our burst child failed:\n{proc.stderr}")
     out: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
     dropped = sum(int(v) for v in out["dropped"].values())
-    delivered = rx.wait(base, n - dropped)
-    out["n"] = n
-    out["wall_s"] = time.perf_counter() - t0
+    delivered = rx.wait(base, n - dropped, timeout=180)
     return BurstResult(
+        n,
         delivered,
         dropped,
+        float(out["calls_s"]),
         float(out["close_s"]),
+        int(out["peak_backlog_events"]),
         int(out["peak_backlog_bytes"]),
         int(out["max_rss"]) - int(out["rss_before"]),
+        int(out["max_rss"]),
         out,
     )
 
 
-def node_burst(rx: Receiver, n: int) -> BurstResult:
+def node_burst(rx: CountingReceiver, n: int) -> BurstResult:
     base = rx.lines()
     proc = subprocess.Popen(
         ["node", str(NODE_BENCH), "burst", str(rx.port), str(n)],
@@ -307,7 +408,8 @@ def node_burst(rx: Receiver, n: int) -> BurstResult:
         if not line:
             raise RuntimeError(f"node burst failed:\n{proc.stderr.read()}")
         out: dict[str, Any] = json.loads(line)
-        delivered = rx.wait(base)  # until the receiver hears nothing for a second
+        # Until every event it did not discard arrived, or none came for quiet_s.
+        delivered = rx.wait(base, n - int(out["discarded"]), timeout=180)
     finally:
         proc.stdin.close()
         try:
@@ -315,15 +417,180 @@ def node_burst(rx: Receiver, n: int) -> BurstResult:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    out["n"] = n
     return BurstResult(
+        n,
         delivered,
         int(out["discarded"]),
+        float(out["calls_s"]),
         float(out["drain_s"]),
-        None,
+        int(out["peak_backlog_events"]),
+        int(out["peak_buffered_bytes"]),
         int(out["max_rss"]) - int(out["rss_before"]),
+        int(out["max_rss"]),
         out,
     )
+
+
+def run_bursts(
+    name: str,
+    make_rx: Callable[[], CountingReceiver],
+    n: int,
+    runs: int,
+    with_node: bool,
+) -> tuple[list[BurstResult], list[BurstResult]]:
+    """``runs`` bursts of each emitter, alternating; a fresh receiver per burst."""
+    ours_runs: list[BurstResult] = []
+    node_runs: list[BurstResult] = []
+    burst_fns: list[tuple[str, Callable[[CountingReceiver, int], BurstResult], list[BurstResult]]]
+    burst_fns = [("ours", ours_burst, ours_runs)]
+    if with_node:
+        burst_fns.append(("node", node_burst, node_runs))
+    for run in range(runs):
+        for label, burst_fn, results in burst_fns:
+            rx = make_rx()
+            try:
+                res = burst_fn(rx, n)
+                res.duplicates = rx.duplicates()
+            finally:
+                rx.stop()
+            results.append(res)
+            print(
+                f"    {name} {label} run {run + 1}: delivered {res.delivered:,} "
+                f"(loss {100 * res.loss:.2f}%) "
+                f"{'dropped' if label == 'ours' else 'discarded'} {res.dropped:,} "
+                f"calls {res.calls_s:.2f}s all sent {res.seconds:.2f}s "
+                f"peak backlog {res.peak_events:,} ev/{mib_fine(res.peak_bytes)} MiB "
+                f"peak RSS +{mib(res.rss_delta)} ({mib(res.max_rss)})"
+                + (f" duplicate lines {res.duplicates}" if res.duplicates else ""),
+                flush=True,
+            )
+    return ours_runs, node_runs
+
+
+# -- the summary ----------------------------------------------------------------------------
+
+
+def spread(values: Sequence[float], fmt: Callable[[float], str]) -> str:
+    """``median [min..max]`` (just the value when there is only one)."""
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{fmt(median(values))} [{fmt(min(values))}..{fmt(max(values))}]"
+
+
+def count(value: float) -> str:
+    return f"{round(value):,}"
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def secs(value: float) -> str:
+    return f"{value:.2f}s"
+
+
+def mib_short(value: float) -> str:
+    return f"{value / (1024 * 1024):.1f}"
+
+
+def mib_fine(value: float) -> str:
+    return f"{value / (1024 * 1024):.2f}"
+
+
+def burst_summary(label: str, runs: list[BurstResult], node: bool) -> list[str]:
+    drop_word = "discarded by emitter" if node else "dropped by emitter"
+    backlog_note = (
+        " (events as objects; MiB of JSON in stream/socket buffers)" if node else " (the backlog)"
+    )
+    return [
+        f"    {label}: delivered {spread([r.delivered for r in runs], count)} of {runs[0].n:,}",
+        f"          loss {spread([r.loss for r in runs], pct)},"
+        f" {drop_word} {spread([r.dropped for r in runs], count)}",
+        f"          peak backlog {spread([r.peak_events for r in runs], count)} events,"
+        f" {spread([r.peak_bytes for r in runs], mib_fine)} MiB{backlog_note}",
+        f"          peak RSS growth {spread([r.rss_delta for r in runs], mib_short)} MiB"
+        f" (peak RSS {spread([r.max_rss for r in runs], mib_short)} MiB)",
+        f"          calls {spread([r.calls_s for r in runs], secs)},"
+        f" all sent after {spread([r.seconds for r in runs], secs)}",
+    ] + (
+        [
+            f"          duplicate lines (the collector's, not counted as delivered)"
+            f" {spread([r.duplicates for r in runs], count)}"
+        ]
+        if any(r.duplicates for r in runs)
+        else []
+    )
+
+
+def all_delivered(runs: list[BurstResult]) -> bool:
+    return bool(runs) and all(r.delivered == r.n and r.dropped == 0 for r in runs)
+
+
+def summary(
+    calls_n: int,
+    call_repeats: int,
+    ours_calls: CallResult,
+    node_calls: CallResult | None,
+    burst_n: int,
+    bursts: int,
+    collector: tuple[list[BurstResult], list[BurstResult]],
+    counter: tuple[list[BurstResult], list[BurstResult]],
+) -> list[str]:
+    """The SUMMARY block (without its last two lines: total time and the rule)."""
+    collector_ours, collector_node = collector
+    counter_ours, counter_node = counter
+    ours_us = median(ours_calls.us_per_call)
+    lines = [
+        "",
+        "=" * 78,
+        "SUMMARY: medians, [min..max] over the runs",
+        f"(a) per metric() call: {calls_n:,} calls x {call_repeats} repeats, tight loop,"
+        " live TCP, receiver: the newline counter",
+        f"    ours (numbat.Emitter):        {spread(ours_calls.us_per_call, '{:.3f}'.format)}"
+        " us/call",
+    ]
+    node_us: float | None = None
+    if node_calls is not None:
+        node_us = median(node_calls.us_per_call)
+        lines += [
+            f"    node (numbat-emitter {NODE_EMITTER_VERSION}):"
+            f"  {spread(node_calls.us_per_call, '{:.3f}'.format)} us/call",
+            f"    ratio node/ours (medians):    {node_us / ours_us:.2f}  (>1: ours is faster)",
+            f"    events delivered per repeat:  ours {int(median(ours_calls.delivered)):,}"
+            f" / node {int(median(node_calls.delivered)):,} of {calls_n:,}",
+        ]
+    if collector_ours:
+        lines += [
+            f"(b) burst of {burst_n:,} calls from one thread, default settings,"
+            f" {bursts} runs each;",
+            f"    receiver: {NodeCollectorReceiver.label}",
+            *burst_summary("ours", collector_ours, node=False),
+            *burst_summary("node", collector_node, node=True),
+        ]
+    lines += [
+        f"(c) burst of {burst_n:,} calls from one thread, default settings, {bursts} runs each;",
+        f"    receiver: {Receiver.label}",
+        *burst_summary("ours", counter_ours, node=False),
+    ]
+    if counter_node:
+        lines += burst_summary("node", counter_node, node=True)
+    lines.append("GOALS")
+    if node_us is not None:
+        holds = ours_us <= node_us
+        lines.append(
+            f"    no slower per call than the Node original: {'HOLDS' if holds else 'FAILS'}"
+            f" (ours {ours_us:.3f} vs node {node_us:.3f} us/call)"
+        )
+    receivers = [("the Node collector", collector_ours), ("the newline counter", counter_ours)]
+    for name, runs in receivers:
+        if runs:
+            failed = sum(not all_delivered([r]) for r in runs)
+            verdict = "HOLDS" if failed == 0 else f"FAILS in {failed} of"
+            lines.append(
+                "    ours delivers every event with default settings and reports zero drops,"
+                f" into {name}: {verdict} ({len(runs)} runs)"
+            )
+    return lines
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -339,25 +606,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     calls_n, call_repeats = (20_000, 3) if args.quick else (200_000, 5)
-    burst_n, bursts = (20_000, 1) if args.quick else (200_000, 3)
+    burst_n, bursts = (20_000, 2) if args.quick else (200_000, 5)
     no_node = node_available()
     if no_node:
-        print(f"warning: skipping the Node emitter: {no_node}", file=sys.stderr)
+        print(f"warning: skipping the Node emitter and collector: {no_node}", file=sys.stderr)
 
     started = time.perf_counter()
+    print(f"python {sys.version.split()[0]}, numbat {numbat.__version__}, {os.cpu_count()} cpus")
     rx = Receiver()
     try:
-        print(
-            f"receiver: separate process on {rx.uri}; python {sys.version.split()[0]}, "
-            f"numbat {numbat.__version__}, {os.cpu_count()} cpus"
-        )
-        print(f"(a) {calls_n:,} metric() calls per repeat, {call_repeats} repeats")
+        print(f"(a) {calls_n:,} metric() calls per repeat, {call_repeats} repeats, into {rx.label}")
         ours_calls = ours_per_call(rx, calls_n, call_repeats)
         print(
             "    ours  us/call:",
             " ".join(f"{v:.3f}" for v in ours_calls.us_per_call),
             "delivered:",
             ours_calls.delivered,
+            flush=True,
         )
         node_calls: CallResult | None = None
         if not no_node:
@@ -369,69 +634,47 @@ def main(argv: list[str] | None = None) -> int:
                 node_calls.delivered,
                 "received in all:",
                 node_calls.received,
+                flush=True,
             )
-
-        print(f"(b) bursts of {burst_n:,} metric() calls, {bursts} runs, default settings")
-        ours_bursts: list[BurstResult] = []
-        node_bursts: list[BurstResult] = []
-        for run in range(bursts):
-            ours = ours_burst(rx, burst_n)
-            ours_bursts.append(ours)
-            print(
-                f"    ours run {run + 1}: delivered {ours.delivered:,} dropped {ours.dropped:,} "
-                f"calls {ours.detail['calls_s']:.2f}s close {ours.seconds:.2f}s "
-                f"peak backlog {mib(ours.peak_backlog or 0)} "
-                f"peak RSS +{mib(ours.rss_delta)}"
-            )
-            if not no_node:
-                node = node_burst(rx, burst_n)
-                node_bursts.append(node)
-                print(
-                    f"    node run {run + 1}: delivered {node.delivered:,} "
-                    f"discarded {node.dropped:,} calls {node.detail['calls_s']:.2f}s "
-                    f"drain {node.seconds:.2f}s peak RSS +{mib(node.rss_delta)}"
-                )
     finally:
         rx.stop()
 
-    ours_us = median(ours_calls.us_per_call)
-    lines = [
-        "",
-        "=" * 72,
-        "SUMMARY (medians)",
-        f"(a) per metric() call, {calls_n:,} calls x {call_repeats}, tight loop, live tcp",
-        f"    ours (numbat.Emitter):        {ours_us:8.3f} us/call",
-    ]
-    if node_calls is not None:
-        node_us = median(node_calls.us_per_call)
-        lines += [
-            f"    node (numbat-emitter 5.2.4):  {node_us:8.3f} us/call",
-            f"    ratio node/ours:              {node_us / ours_us:8.2f}  (>1: ours is faster)",
-            f"    events delivered per repeat:  ours {int(median(ours_calls.delivered)):,}"
-            f" / node {int(median(node_calls.delivered)):,} of {calls_n:,}",
-        ]
-    lines.append(f"(b) burst of {burst_n:,} calls, {bursts} run(s), default settings")
+    collector_ours: list[BurstResult] = []
+    collector_node: list[BurstResult] = []
+    if not no_node:
+        print(
+            f"(b) bursts of {burst_n:,} metric() calls, {bursts} runs each, default settings,"
+            f" into {NodeCollectorReceiver.label}",
+            flush=True,
+        )
+        collector_ours, collector_node = run_bursts(
+            "collector", NodeCollectorReceiver, burst_n, bursts, with_node=True
+        )
+    print(
+        f"(c) bursts of {burst_n:,} metric() calls, {bursts} runs each, default settings,"
+        f" into {Receiver.label}",
+        flush=True,
+    )
+    counter_ours, counter_node = run_bursts(
+        "newline-counter", Receiver, burst_n, bursts, with_node=not no_node
+    )
 
-    def burst_lines(label: str, runs: list[BurstResult], time_label: str) -> list[str]:
-        return [
-            f"    {label}: delivered {int(median([r.delivered for r in runs])):,} / {burst_n:,}"
-            f" (loss {100 * median([r.loss for r in runs]):.2f}%),"
-            f" dropped by emitter {int(median([r.dropped for r in runs])):,}",
-            f"          calls {median([r.detail['calls_s'] for r in runs]):.2f}s,"
-            f" {time_label} {median([r.seconds for r in runs]):.2f}s,"
-            f" peak RSS +{mib(median([r.rss_delta for r in runs]))}"
-            + (
-                f", peak backlog {mib(median([r.peak_backlog or 0 for r in runs]))}"
-                if runs[0].peak_backlog is not None
-                else ""
-            ),
-        ]
-
-    lines += burst_lines("ours", ours_bursts, "until close() returned")
-    if node_bursts:
-        lines += burst_lines("node", node_bursts, "until its buffers drained")
-    lines += [f"total bench time {time.perf_counter() - started:.1f}s", "=" * 72]
-    print("\n".join(lines))
+    print(
+        "\n".join(
+            summary(
+                calls_n,
+                call_repeats,
+                ours_calls,
+                node_calls,
+                burst_n,
+                bursts,
+                (collector_ours, collector_node),
+                (counter_ours, counter_node),
+            )
+        )
+    )
+    print(f"total bench time {time.perf_counter() - started:.1f}s")
+    print("=" * 78)
     return 0
 
 

@@ -137,7 +137,7 @@ def test_malformed_uri_named() -> None:
 def test_non_positive_backlog_rejected(key: str, val: int) -> None:
     """Backlog limits must be positive, and the error names the key."""
     msg = config_error(f"[emitter]\n{key} = {val}\n")
-    assert msg.startswith(f"<config>: emitter.{key}: must be a positive integer")
+    assert msg.startswith(f"<config>: emitter.{key}: must be positive, got")
 
 
 def test_negative_retries_rejected() -> None:

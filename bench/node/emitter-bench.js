@@ -6,8 +6,13 @@
 //     {"us_per_call": [...], "discarded": [...]} and exits.
 //   node emitter-bench.js burst PORT N
 //     one burst of N metric() calls, waits until the emitter's buffers are empty, prints
-//     {"calls_s", "drain_s", "discarded", "rss_before", "max_rss"}, then stays alive
-//     (its socket is unref'd) until stdin closes, so the parent can wait for the data.
+//     {"calls_s", "drain_s", "discarded", "peak_backlog_events", "peak_buffered_bytes",
+//      "rss_before", "max_rss"}, then stays alive (its socket is unref'd) until stdin
+//     closes, so the parent can wait for the data.
+//     peak_backlog_events: events waiting as objects (the discard-stream backlog, which
+//     discards beyond `maxbacklog`, plus the object-mode stream buffers);
+//     peak_buffered_bytes: JSON waiting in the stringify stream and the socket. Both are
+//     sampled every 1,000 calls and once after the loop.
 
 const path = require('path');
 
@@ -52,6 +57,34 @@ function burst(emitter) {
 	return Number(process.hrtime.bigint() - t0);
 }
 
+// Events queued as objects, and bytes of JSON buffered behind them.
+function queuedEvents(emitter) {
+	return emitter.input._backlog.length + emitter.input._readableState.length +
+		emitter.output._writableState.length;
+}
+
+function bufferedBytes(emitter) {
+	return emitter.output._readableState.length + (emitter.client ? emitter.client.writableLength : 0);
+}
+
+// burst(), sampling the backlog every 1,000 calls (as bench/emitter.py does for ours).
+function sampledBurst(emitter) {
+	let peakEvents = 0;
+	let peakBytes = 0;
+	const sample = () => {
+		peakEvents = Math.max(peakEvents, queuedEvents(emitter));
+		peakBytes = Math.max(peakBytes, bufferedBytes(emitter));
+	};
+	const t0 = process.hrtime.bigint();
+	for (let i = 0; i < n; i++) {
+		emitter.metric({ name: 'x', value: i });
+		if (i % 1000 === 0) sample();
+	}
+	const ns = Number(process.hrtime.bigint() - t0);
+	sample();
+	return { ns, peakEvents, peakBytes };
+}
+
 async function calls() {
 	const usPerCall = [];
 	const discarded = [];
@@ -71,13 +104,15 @@ async function oneBurst() {
 	const state = await connect();
 	const rssBefore = process.memoryUsage().rss;
 	const t0 = process.hrtime.bigint();
-	const ns = burst(state.emitter);
-	await waitDrained(state.emitter, 60000);
+	const { ns, peakEvents, peakBytes } = sampledBurst(state.emitter);
+	await waitDrained(state.emitter, 120000);
 	const drainS = Number(process.hrtime.bigint() - t0) / 1e9;
 	process.stdout.write(JSON.stringify({
 		calls_s: ns / 1e9,
 		drain_s: drainS,
 		discarded: state.discarded,
+		peak_backlog_events: peakEvents,
+		peak_buffered_bytes: peakBytes,
 		rss_before: rssBefore,
 		max_rss: process.resourceUsage().maxRSS * 1024,
 	}) + '\n');

@@ -1,7 +1,7 @@
 """The ``numbat`` command: the only place that turns exceptions into exit codes.
 
-Exit codes: 0 success; 1 the work could not be done (an event was not delivered);
-2 bad usage, bad input or a bad config file.
+Exit codes: 0 success; 1 the work could not be done (an event was not delivered, a
+daemon could not listen); 2 bad usage, bad input or a bad config file.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from typing import Any
 
 import click
 
-from numbat.errors import NumbatError
+from numbat.errors import ConfigError, EventError, NumbatError, URIError
 
 EXIT_UNDELIVERED = 1
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 
@@ -137,6 +138,58 @@ def emit(
         sys.exit(EXIT_UNDELIVERED)
 
 
+@cli.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The numbat.toml to run.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+def collector(config_path: Path, log_level: str) -> None:
+    """Run the collector daemon: receive events, fan them out to the outputs.
+
+    SIGTERM/SIGINT drain the outputs and exit 0; SIGHUP reopens log files and reloads
+    CONFIG (a config that fails validation keeps the running one).
+    """
+    from numbat.collector.daemon import Collector
+    from numbat.config import load
+
+    config = load(config_path)
+    _setup_logging(log_level)
+    drained = _run(Collector(config).run(reload=lambda: load(config_path)))
+    if not drained:
+        click.echo("numbat collector: stopped before every queued event was written", err=True)
+
+
+def _setup_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _run(coro: Any) -> Any:
+    """Run a daemon coroutine on uvloop when it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        import asyncio
+
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
@@ -146,9 +199,12 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except NumbatError as exc:
+    except (ConfigError, EventError, URIError) as exc:
         click.echo(f"numbat: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
+    except NumbatError as exc:
+        click.echo(f"numbat: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except BrokenPipeError:

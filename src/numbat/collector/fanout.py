@@ -1,0 +1,161 @@
+"""Fan-out: every batch to every output, through one bounded queue and task per output.
+
+Ingest never waits on an output. When an output's queue is full the new batch is
+dropped for that output alone and counted (``dropped``, ``reason=queue_full``); other
+outputs and the listeners carry on at full speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Iterable
+
+from numbat._encode import dumps
+from numbat._ratelimit import RateLimitedLog
+from numbat.collector.outputs import Output
+from numbat.collector.stats import Stats
+from numbat.event import Event
+
+log = logging.getLogger("numbat.collector")
+
+COALESCE_EVENTS = 20_000
+
+
+class Batch:
+    """Events delivered together; their NDJSON is encoded once, on first use.
+
+    >>> Batch([{"name": "a", "value": 1}]).ndjson
+    b'{"name":"a","value":1}\\n'
+    """
+
+    __slots__ = ("_ndjson", "events")
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self._ndjson: bytes | None = None
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    @property
+    def ndjson(self) -> bytes:
+        if self._ndjson is None:
+            self._ndjson = b"".join([dumps(event) + b"\n" for event in self.events])
+        return self._ndjson
+
+    @classmethod
+    def merge(cls, batches: Iterable[Batch]) -> Batch:
+        events: list[Event] = []
+        for batch in batches:
+            events += batch.events
+        return cls(events)
+
+
+class OutputWorker:
+    """One output's bounded queue (counted in events) and the task that drains it."""
+
+    def __init__(self, label: str, output: Output, max_events: int, stats: Stats) -> None:
+        self.label = label
+        self.output = output
+        self.max_events = max_events
+        self.queued = 0
+        self._stats = stats
+        self._queue: deque[Batch] = deque()
+        self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._warn = RateLimitedLog(log)
+        stats.gauge("output.queued", lambda: self.queued, output=label)
+
+    async def start(self) -> None:
+        await self.output.start()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.label)
+
+    def offer(self, batch: Batch) -> None:
+        if self.queued + len(batch) > self.max_events:
+            self._stats.count("dropped", len(batch), output=self.label, reason="queue_full")
+            self._warn.warning("full", "output %s: queue full, dropping events", self.label)
+            return
+        self._queue.append(batch)
+        self.queued += len(batch)
+        self._idle.clear()
+        self._ready.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until everything queued is written; False if ``timeout`` ran out first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Cancel the task and close the output; what is still queued is counted as dropped."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.queued:
+            self._stats.count("dropped", self.queued, output=self.label, reason="shutdown")
+        await self.output.close()
+        self._stats.forget(output=self.label)
+
+    async def replace_output(self, output: Output) -> None:
+        """Reload: the queue stays, the output behind it changes (after the current write)."""
+        await output.start()
+        old, self.output = self.output, output
+        await old.close()
+
+    def _take(self) -> Batch:
+        first = self._queue.popleft()
+        if not self._queue or len(first) >= COALESCE_EVENTS:
+            return first
+        batches = [first]
+        size = len(first)
+        while self._queue and size + len(self._queue[0]) <= COALESCE_EVENTS:
+            size += len(self._queue[0])
+            batches.append(self._queue.popleft())
+        return Batch.merge(batches) if len(batches) > 1 else first
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._ready.clear()
+                self._idle.set()
+                await self._ready.wait()
+                continue
+            batch = self._take()
+            try:
+                await self.output.write(batch)
+            except asyncio.CancelledError:
+                self._queue.appendleft(batch)
+                raise
+            except Exception as exc:
+                self._stats.count("dropped", len(batch), output=self.label, reason="write_error")
+                self._warn.warning("write", "output %s: write failed: %r", self.label, exc)
+            else:
+                self._stats.count("written", len(batch), output=self.label)
+            self.queued -= len(batch)
+
+
+class Fanout:
+    """Collects events submitted during one loop iteration into a batch for every output."""
+
+    def __init__(self) -> None:
+        self.workers: dict[str, OutputWorker] = {}
+        self._pending: list[Event] = []
+        self._scheduled = False
+
+    def submit(self, events: list[Event]) -> None:
+        self._pending += events
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        batch, self._pending = Batch(self._pending), []
+        for worker in self.workers.values():
+            worker.offer(batch)

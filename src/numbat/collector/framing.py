@@ -1,0 +1,113 @@
+"""Bytes off the wire -> events: line framing with a size cap, parsing, rejection reasons.
+
+The framer keeps at most one partial line (bounded by ``max_line``) between reads, finds
+newlines with ``bytes`` methods (linear in the input, whatever its shape) and skips an
+overlong line up to its newline without buffering it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from orjson import JSONDecodeError as _JSONError
+from orjson import loads as _loads
+
+from numbat.errors import EventError
+from numbat.event import Event, normalize, now_ms
+
+Reject = Callable[[str, str, bytes], None]
+"""``reject(reason, message, sample)``: count and (rate-limited) log one bad input."""
+
+
+class LineFramer:
+    """Splits a byte stream into complete lines of at most ``max_line`` bytes.
+
+    >>> framer = LineFramer(max_line=8)
+    >>> framer.feed(b'{"a":1}\\n{"b"'), framer.feed(b':2}\\n')
+    ([b'{"a":1}'], [b'{"b":2}'])
+    >>> framer.feed(b"x" * 20 + b"\\nok\\n"), framer.overlong
+    ([b'ok'], 1)
+    """
+
+    __slots__ = ("_partial", "_skipping", "max_line", "overlong")
+
+    def __init__(self, max_line: int) -> None:
+        self.max_line = max_line
+        self.overlong = 0
+        self._partial = b""
+        self._skipping = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add bytes; return the lines completed by them (without newlines)."""
+        if self._skipping:
+            cut = data.find(b"\n")
+            if cut < 0:
+                return []
+            data = data[cut + 1 :]
+            self._skipping = False
+        last = data.rfind(b"\n")
+        if last < 0:
+            self._keep(self._partial + data if self._partial else data)
+            return []
+        head = data[:last]
+        if self._partial:
+            head = self._partial + head
+        self._partial = b""
+        self._keep(data[last + 1 :])
+        lines = head.split(b"\n")
+        if len(head) > self.max_line:
+            return self._drop_overlong(lines)
+        return lines
+
+    def finish(self) -> bytes:
+        """At end of stream: the unterminated last line, if any (empty if none)."""
+        rest, self._partial = self._partial, b""
+        return rest
+
+    def _keep(self, rest: bytes) -> None:
+        if len(rest) > self.max_line:
+            self.overlong += 1
+            self._partial = b""
+            self._skipping = True
+        else:
+            self._partial = rest
+
+    def _drop_overlong(self, lines: list[bytes]) -> list[bytes]:
+        limit = self.max_line
+        kept = [line for line in lines if len(line) <= limit]
+        self.overlong += len(lines) - len(kept)
+        return kept
+
+
+def parse_lines(
+    lines: list[bytes], reject: Reject, clock: Callable[[], int] = now_ms
+) -> list[Event]:
+    """Parse and validate complete lines; report each bad one through ``reject``."""
+    events: list[Event] = []
+    append = events.append
+    for line in lines:
+        if not line:
+            continue
+        try:
+            obj = _loads(line)
+        except _JSONError:
+            if line.strip():
+                _reject_json(line, reject)
+            continue
+        if type(obj) is not dict:
+            reject("not_object", f"expected a JSON object, got {type(obj).__name__}", line)
+            continue
+        try:
+            append(normalize(obj, clock=clock))
+        except EventError as exc:
+            reject(exc.reason, str(exc), line)
+    return events
+
+
+def _reject_json(line: bytes, reject: Reject) -> None:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        reject("not_utf8", f"not valid UTF-8 at byte {exc.start}", line)
+        return
+    reject("bad_json", "not valid JSON", line)

@@ -1,0 +1,133 @@
+"""``tcp://host:port``: newline-delimited JSON, any number of events per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from numbat.collector.framing import LineFramer
+from numbat.collector.listeners import Listener, peer_name
+
+
+class StreamProtocol(asyncio.Protocol):
+    """One connection: frames lines, reports overlong and truncated ones, tracks idleness."""
+
+    def __init__(self, listener: StreamListener) -> None:
+        self.listener = listener
+        self.framer = LineFramer(listener.max_line)
+        self.peer = "?"
+        self.last_read = time.monotonic()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport: trust the protocol.
+        transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = peer_name(peer)
+        if not self.listener.admit(peer) or not self.listener.register(self):
+            transport.abort()
+            return
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.last_read = time.monotonic()
+        framer = self.framer
+        overlong = framer.overlong
+        lines = framer.feed(data)
+        if framer.overlong != overlong:
+            self._overlong(framer.overlong - overlong)
+        if lines:
+            self.listener.receive(lines, self.peer)
+
+    def eof_received(self) -> bool:
+        self._finish()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # A reset (RST) mid-stream lands here too: keep what was complete, carry on.
+        self._finish()
+        if self.transport is not None:
+            self.listener.unregister(self)
+            self.transport = None
+
+    def _finish(self) -> None:
+        rest = self.framer.finish()
+        if rest.strip():
+            self.listener.receive([rest], self.peer, truncated=True)
+
+    def _overlong(self, count: int) -> None:
+        message = f"line over {self.listener.max_line} bytes"
+        self.listener.reject("line_too_long", message, b"", self.peer, count)
+
+
+class StreamListener(Listener):
+    """Shared by TCP and unix sockets: connection limit and idle timeout."""
+
+    server: asyncio.Server | None = None
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.connections: set[StreamProtocol] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def register(self, proto: StreamProtocol) -> bool:
+        if len(self.connections) >= self.config.max_connections:
+            self.stats.count("refused", listener=self.label, reason="too_many_connections")
+            self._warn.warning(
+                "full",
+                "%s: refused %s: %d connections open",
+                self.label,
+                proto.peer,
+                len(self.connections),
+            )
+            return False
+        self.connections.add(proto)
+        return True
+
+    def unregister(self, proto: StreamProtocol) -> None:
+        self.connections.discard(proto)
+
+    def protocol(self) -> StreamProtocol:
+        return StreamProtocol(self)
+
+    async def start(self) -> None:
+        self.server = await self._serve()
+        if self.config.idle_timeout:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _serve(self) -> asyncio.Server:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self.server is not None:
+            self.server.close()
+        for proto in list(self.connections):
+            if proto.transport is not None:
+                proto.transport.close()
+        if self.server is not None:
+            await self.server.wait_closed()
+
+    async def _sweep(self) -> None:
+        """Close connections silent for longer than idle_timeout."""
+        timeout = self.config.idle_timeout
+        while True:
+            await asyncio.sleep(min(timeout / 4, 5.0))
+            cutoff = time.monotonic() - timeout
+            for proto in [p for p in self.connections if p.last_read < cutoff]:
+                self.stats.count("closed_idle", listener=self.label)
+                if proto.transport is not None:
+                    proto.transport.close()
+
+
+class TCPListener(StreamListener):
+    """NDJSON over TCP, as the original collector's default listener."""
+
+    async def _serve(self) -> asyncio.Server:
+        parts = urlsplit(self.config.uri)
+        return await asyncio.get_running_loop().create_server(
+            self.protocol, parts.hostname, int(parts.port or 0), reuse_address=True, backlog=1024
+        )

@@ -1,0 +1,49 @@
+"""``unix:///path``: NDJSON over a unix stream socket; a stale socket file is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import stat
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from numbat.collector.listeners.tcp import StreamListener
+
+
+class UnixListener(StreamListener):
+    """The cheapest way for services on the host to reach their collector.
+
+    A socket file left by a collector that died is removed; one that a live process
+    still answers on is an error (``EADDRINUSE``), never silently taken over.
+    """
+
+    async def _serve(self) -> asyncio.Server:
+        path = Path(urlsplit(self.config.uri).path)
+        _remove_stale(path)
+        return await asyncio.get_running_loop().create_unix_server(self.protocol, str(path))
+
+    async def stop(self) -> None:
+        await super().stop()
+        with contextlib.suppress(FileNotFoundError):
+            Path(urlsplit(self.config.uri).path).unlink()
+
+
+def _remove_stale(path: Path) -> None:
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)  # nobody listens: a leftover
+        return
+    finally:
+        probe.close()
+    raise OSError(98, f"{path} is in use by another process")

@@ -1,0 +1,111 @@
+"""``ws://host:port/path``: one JSON object per websocket message (text or binary).
+
+The server pings every 20 s and drops a client that stops answering, as the original
+collector's keep-alive did. With ``token`` set, clients must connect with
+``?key=TOKEN`` (the original example's spelling) or ``?token=TOKEN``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from numbat.collector.listeners import Listener, peer_name
+
+# Request lines carry the token: keep the library's own access logging quiet.
+_quiet = logging.getLogger("numbat.collector.ws")
+_quiet.setLevel(logging.WARNING)
+
+
+class WebSocketListener(Listener):
+    """Websocket listener with path and token checks, a connection limit and idle timeout."""
+
+    _server: Server | None = None
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.connections: set[ServerConnection] = set()
+        self.path = urlsplit(self.config.uri).path or "/"
+
+    async def start(self) -> None:
+        parts = urlsplit(self.config.uri)
+        self._server = await serve(
+            self._handle,
+            parts.hostname,
+            parts.port,
+            process_request=self._check,
+            compression=None,
+            max_size=max(self.max_line * 16, 1 << 20),
+            logger=_quiet,
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    def _check(self, conn: ServerConnection, request: Request) -> Response | None:
+        peer = conn.remote_address
+        if not self.admit(peer):
+            return conn.respond(HTTPStatus.FORBIDDEN, "peer not allowed\n")
+        target = urlsplit(request.path)
+        if target.path != self.path:
+            return conn.respond(HTTPStatus.NOT_FOUND, f"events go to {self.path}\n")
+        if self.config.token is not None and not self._token_ok(target.query):
+            self.stats.count("refused", listener=self.label, reason="bad_token")
+            self._warn.warning(
+                "token", "%s: refused %s: missing or wrong token", self.label, peer_name(peer)
+            )
+            return conn.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
+        if len(self.connections) >= self.config.max_connections:
+            self.stats.count("refused", listener=self.label, reason="too_many_connections")
+            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
+        return None
+
+    def _token_ok(self, query: str) -> bool:
+        params = parse_qs(query)
+        given = (params.get("key") or params.get("token") or [""])[0]
+        assert self.config.token is not None
+        return hmac.compare_digest(given.encode(), self.config.token.encode())
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        self.connections.add(conn)
+        peer = peer_name(conn.remote_address)
+        idle = self.config.idle_timeout or None
+        try:
+            while True:
+                message = await asyncio.wait_for(conn.recv(), idle)
+                data = message.encode() if isinstance(message, str) else message
+                self._receive_message(data, peer)
+        except TimeoutError:
+            self.stats.count("closed_idle", listener=self.label)
+            await conn.close(1001, "idle")
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections.discard(conn)
+
+    def _receive_message(self, data: bytes, peer: str) -> None:
+        lines = data.split(b"\n")
+        limit = self.max_line
+        if len(data) > limit:
+            kept = [line for line in lines if len(line) <= limit]
+            if len(kept) != len(lines):
+                self.reject(
+                    "line_too_long",
+                    f"message over {limit} bytes",
+                    b"",
+                    peer,
+                    len(lines) - len(kept),
+                )
+            lines = kept
+        self.receive(lines, peer)

@@ -1,0 +1,70 @@
+"""Collector outputs: the :class:`Output` ABC and a registry of type -> ``"module:Class"``.
+
+An output ``type`` that is not in :data:`OUTPUTS` is taken as an import path
+(``"mypackage.outputs:MyOutput"``), so third-party outputs need no change here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from numbat.collector.fanout import Batch
+    from numbat.config import OutputConfig
+
+OUTPUTS: dict[str, str] = {
+    "logfile": "numbat.collector.outputs.logfile:LogfileOutput",
+    "prettylog": "numbat.collector.outputs.prettylog:PrettylogOutput",
+    "graphite": "numbat.collector.outputs.graphite:GraphiteOutput",
+    "analyzer": "numbat.collector.outputs.analyzer:AnalyzerOutput",
+    "null": "numbat.collector.outputs.null:NullOutput",
+}
+
+
+class Output(ABC):
+    """Where the collector delivers events. One task calls ``write`` for one batch at a time.
+
+    A subclass may declare ``Options``, a subclass of :class:`numbat.config.OutputConfig`
+    with its settings; the collector passes the validated options to ``__init__``.
+
+    >>> class Stdout(Output):
+    ...     async def write(self, batch):
+    ...         print(len(batch.events), "events")
+    """
+
+    Options: ClassVar[Any] = None
+
+    def __init__(self, options: OutputConfig) -> None:
+        self.options = options
+
+    async def start(self) -> None:
+        """Open files or connections; called once before the first write."""
+
+    @abstractmethod
+    async def write(self, batch: Batch) -> None:
+        """Deliver one batch; raise to have it counted as a write error."""
+
+    async def flush(self) -> None:
+        """Push out anything buffered inside the output."""
+
+    async def close(self) -> None:
+        """Flush and release resources."""
+        await self.flush()
+
+    def reopen(self) -> None:
+        """SIGHUP: reopen files (logrotate); outputs without files ignore it."""
+
+    def stats(self) -> dict[str, float]:
+        """Extra gauges to report, e.g. an internal backlog's depth."""
+        return {}
+
+
+def output_class(kind: str) -> type[Output]:
+    """The class for an output ``type``: a registered name or ``"module:Class"``."""
+    module, _, name = OUTPUTS.get(kind, kind).partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, Output)):
+        raise TypeError(f"{kind!r} is not a numbat.collector.outputs.Output subclass")
+    return cls

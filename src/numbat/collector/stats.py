@@ -1,0 +1,73 @@
+"""The collector's own counters, turned into events for its pipeline (self-monitoring)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from numbat.event import Event, now_ms
+
+Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+class Stats:
+    """Counters by metric and tags, reported as deltas since the previous report.
+
+    >>> stats = Stats(host="h1", clock=lambda: 1000)
+    >>> stats.count("received", listener="tcp://127.0.0.1:3333", amount=5)
+    >>> received, heartbeat = stats.report(interval=10.0)
+    >>> received["name"], received["value"], received["listener"]
+    ('numbat.collector.received', 5, 'tcp://127.0.0.1:3333')
+    >>> heartbeat["name"], heartbeat["ttl"]
+    ('numbat.collector.heartbeat', 25000)
+    """
+
+    def __init__(self, host: str, clock: Callable[[], int] = now_ms) -> None:
+        self.host = host
+        self.totals: Counter[Key] = Counter()
+        self._reported: Counter[Key] = Counter()
+        self._gauges: dict[Key, Callable[[], float]] = {}
+        self._clock = clock
+
+    def count(self, metric: str, amount: int = 1, **tags: str) -> None:
+        self.totals[(metric, tuple(sorted(tags.items())))] += amount
+
+    def get(self, metric: str, **tags: str) -> int:
+        return self.totals[(metric, tuple(sorted(tags.items())))]
+
+    def sum(self, metric: str) -> int:
+        """Total of ``metric`` over every tag combination."""
+        return sum(n for (name, _), n in self.totals.items() if name == metric)
+
+    def gauge(self, metric: str, read: Callable[[], float], **tags: str) -> None:
+        """Report ``read()`` under ``metric`` at every report (e.g. a queue depth)."""
+        self._gauges[(metric, tuple(sorted(tags.items())))] = read
+
+    def forget(self, **tags: str) -> None:
+        """Stop reporting gauges carrying these tags (a removed listener or output)."""
+        wanted = set(tags.items())
+        for key in [k for k in self._gauges if wanted <= set(k[1])]:
+            del self._gauges[key]
+
+    def report(self, interval: float) -> list[Event]:
+        """Events for what changed since the last report, the gauges, and a heartbeat."""
+        now = self._clock()
+        events = [
+            self._event(key, total - self._reported[key], now)
+            for key, total in self.totals.items()
+            if total != self._reported[key]
+        ]
+        self._reported = Counter(self.totals)
+        events += [self._event(key, read(), now) for key, read in self._gauges.items()]
+        # The ttl spans two reports: missing both means the collector is gone.
+        heartbeat = self._event(("heartbeat", ()), 1, now)
+        heartbeat["ttl"] = round(interval * 2500)
+        events.append(heartbeat)
+        return events
+
+    def _event(self, key: Key, value: float, now: int) -> Event:
+        metric, tags = key
+        event: Event = {"name": f"numbat.collector.{metric}", "host": self.host, "time": now}
+        event.update(tags)
+        event["value"] = value
+        return event
