@@ -1,6 +1,6 @@
 """Emitter benchmark: our numbat.Emitter against the original Node numbat-emitter.
 
-    python bench/emitter.py            # full run (about two minutes on 2 cores)
+    python bench/emitter.py            # full run (under a minute on 2 cores)
     python bench/emitter.py --quick    # smaller numbers, for a smoke test
 
 (a) Microseconds per ``metric()`` call in a tight loop from a sync caller, into a live
@@ -590,6 +590,12 @@ def summary(
                 "    ours delivers every event with default settings and reports zero drops,"
                 f" into {name}: {verdict} ({len(runs)} runs)"
             )
+    if collector_node:
+        lossy = sum(r.delivered < r.n for r in collector_node)
+        lines.append(
+            f"    (the Node original into the Node collector lost events in {lossy} of"
+            f" {len(collector_node)} runs: loss {spread([r.loss for r in collector_node], pct)})"
+        )
     return lines
 
 
