@@ -159,12 +159,18 @@ def collector(config_path: Path, log_level: str) -> None:
     SIGTERM/SIGINT drain the outputs and exit 0; SIGHUP reopens log files and reloads
     CONFIG (a config that fails validation keeps the running one).
     """
+    from numbat._loop import run
     from numbat.collector.daemon import Collector
     from numbat.config import load
 
     config = load(config_path)
     _setup_logging(log_level)
-    drained = _run(Collector(config).run(reload=lambda: load(config_path)))
+    if config.collector.workers > 1:
+        from numbat.collector.supervisor import Supervisor
+
+        drained = Supervisor(config_path, config).run()
+    else:
+        drained = run(Collector(config).run(reload=lambda: load(config_path)))
     if not drained:
         click.echo("numbat collector: stopped before every queued event was written", err=True)
 
@@ -177,17 +183,6 @@ def _setup_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-
-
-def _run(coro: Any) -> Any:
-    """Run a daemon coroutine on uvloop when it is installed, else on asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:
-        import asyncio
-
-        return asyncio.run(coro)
-    return uvloop.run(coro)
 
 
 def main() -> None:

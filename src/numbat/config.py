@@ -178,6 +178,7 @@ class CollectorConfig(Section):
     drain_timeout: float = 10.0
     stats_interval: float = 10.0
     udp_buffer_bytes: int = 8 * 1024 * 1024
+    workers: int = 1
 
     def __post_init__(self) -> None:
         self.listen = [
@@ -185,7 +186,9 @@ class CollectorConfig(Section):
             for i, entry in enumerate(self.listen)
         ]
         self.outputs = [_output(entry, i) for i, entry in enumerate(self.outputs)]
-        _positive(self, "max_line_bytes", "queue_size", "stats_interval", "udp_buffer_bytes")
+        _positive(
+            self, "max_line_bytes", "queue_size", "stats_interval", "udp_buffer_bytes", "workers"
+        )
         if self.drain_timeout < 0:
             raise ValueError("drain_timeout: must be 0 or more seconds")
         labels = [out.label for out in self.outputs]
@@ -231,7 +234,7 @@ def _plugin_options(path: str, where: str) -> type[OutputConfig]:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"{where}.type: cannot import {path!r}: {exc}") from None
-    options = getattr(cls, "Options", OutputConfig)
+    options = getattr(cls, "Options", None) or OutputConfig
     if not (isinstance(options, type) and issubclass(options, OutputConfig)):
         raise ValueError(f"{where}.type: {path}.Options must subclass numbat.config.OutputConfig")
     return options

@@ -12,7 +12,8 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from numbat.collector.fanout import Fanout, OutputWorker
 from numbat.collector.listeners import Listener, listener_class
@@ -37,13 +38,16 @@ class Collector:
         asyncio.run(Collector(config).run(reload=lambda: numbat.config.load("numbat.toml")))
     """
 
-    def __init__(self, config: Config, *, hostname: str | None = None) -> None:
+    def __init__(self, config: Config, *, hostname: str | None = None, worker: int = 0) -> None:
         self.config: CollectorConfig = config.collector
-        self.stats = Stats(hostname or socket.gethostname())
+        self.worker = worker
+        tags = {"worker": str(worker)} if self.config.workers > 1 else {}
+        self.stats = Stats(hostname or socket.gethostname(), tags=tags)
         self.fanout = Fanout()
         self.listeners: dict[str, Listener] = {}
         self._reporter: asyncio.Task[None] | None = None
         self._stopping: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def workers(self) -> dict[str, OutputWorker]:
@@ -60,7 +64,7 @@ class Collector:
         except ListenError:
             await self.stop(drain_timeout=0)
             raise
-        self._reporter = asyncio.get_running_loop().create_task(self._report_loop())
+        self._start_reporter()
         log.info("collector listening on %s", ", ".join(self.listeners) or "nothing")
 
     async def stop(self, drain_timeout: float | None = None) -> bool:
@@ -73,9 +77,9 @@ class Collector:
         self.fanout.submit(self.stats.report(self.config.stats_interval))
         await asyncio.sleep(0)  # let the fan-out hand the last batch to the queues
         timeout = self.config.drain_timeout if drain_timeout is None else drain_timeout
-        drained = all(await asyncio.gather(*(w.drain(timeout) for w in self.workers.values())))
-        for worker in list(self.workers.values()):
-            await worker.stop()
+        workers = list(self.workers.values())
+        drained = all(await asyncio.gather(*(w.drain(timeout) for w in workers)))
+        await asyncio.gather(*(w.stop() for w in workers))
         self.workers.clear()
         return drained
 
@@ -92,27 +96,49 @@ class Collector:
         """Apply a new config; queued events of outputs that remain are kept."""
         new = config.collector
         restart_all = _globals(new) != _globals(self.config)
+        if new.stats_interval != self.config.stats_interval:
+            self._start_reporter(new.stats_interval)
         self.config = new
         await self._reload_outputs(new)
-        wanted = {lc.uri: lc for lc in new.listeners}
+        wanted = {lc.uri: lc for lc in new.listeners if self._serves(lc)}
         for uri, listener in list(self.listeners.items()):
             if restart_all or wanted.get(uri) != listener.config:
                 await listener.stop()
                 del self.listeners[uri]
+        # Listeners that fail to bind are reported; the others, old and new, keep running.
+        errors = []
         for uri, lc in wanted.items():
             if uri not in self.listeners:
-                await self._add_listener(lc)
+                try:
+                    await self._add_listener(lc)
+                except ListenError as exc:
+                    errors.append(str(exc))
+        if errors:
+            raise ListenError("; ".join(errors))
         log.info("config reloaded")
 
-    async def run(self, reload: Callable[[], Config] | None = None) -> bool:
-        """Run until SIGTERM/SIGINT; SIGHUP reopens files and, given ``reload``, reloads."""
-        await self.start()
+    async def run(
+        self, reload: Callable[[], Config] | None = None, ready: Callable[[], None] | None = None
+    ) -> bool:
+        """Run until SIGTERM/SIGINT; SIGHUP reopens files and, given ``reload``, reloads.
+
+        ``ready`` is called once every listener is bound.
+        """
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
-        loop.add_signal_handler(signal.SIGINT, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._on_hup(reload)))
+        stop_early = asyncio.Event()
+        # Handlers go in before binding: a signal during startup must not kill the process.
+        loop.add_signal_handler(signal.SIGTERM, stop_early.set)
+        loop.add_signal_handler(signal.SIGINT, stop_early.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._on_hup(reload)))
         try:
+            await self.start()
             assert self._stopping is not None
+            loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+            loop.add_signal_handler(signal.SIGINT, self.request_stop)
+            if stop_early.is_set():
+                self.request_stop()
+            if ready is not None:
+                ready()
             await self._stopping.wait()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -150,6 +176,23 @@ class Collector:
             if kept.output.options != oc:
                 await kept.replace_output(output_class(oc.type)(oc))
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        # Keep a reference: the loop holds tasks weakly, and a reload must not vanish.
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start_reporter(self, interval: float | None = None) -> None:
+        if self._reporter is not None:
+            self._reporter.cancel()
+        self._reporter = asyncio.get_running_loop().create_task(
+            self._report_loop(interval or self.config.stats_interval)
+        )
+
+    def _serves(self, config: ListenerConfig) -> bool:
+        # A unix socket path can be bound by one process only: worker 0's.
+        return config.scheme != "unix" or self.worker == 0
+
     async def _add_output(self, config: OutputConfig) -> None:
         output = output_class(config.type)(config)
         worker = OutputWorker(
@@ -159,8 +202,14 @@ class Collector:
         self.workers[config.label] = worker
 
     async def _add_listener(self, config: ListenerConfig) -> None:
+        if not self._serves(config):
+            return
         listener = listener_class(config.scheme)(
-            config, self.config, self.fanout.submit, self.stats
+            config,
+            self.config,
+            self.fanout.submit,
+            self.stats,
+            reuse_port=self.config.workers > 1,
         )
         try:
             await listener.start()
@@ -168,8 +217,7 @@ class Collector:
             raise ListenError(f"cannot listen on {config.uri}: {exc.strerror or exc}") from None
         self.listeners[config.uri] = listener
 
-    async def _report_loop(self) -> None:
-        interval = self.config.stats_interval
+    async def _report_loop(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
             self.fanout.submit(self.stats.report(interval))

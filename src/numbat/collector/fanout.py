@@ -1,8 +1,8 @@
 """Fan-out: every batch to every output, through one bounded queue and task per output.
 
-Ingest never waits on an output. When an output's queue is full the new batch is
-dropped for that output alone and counted (``dropped``, ``reason=queue_full``); other
-outputs and the listeners carry on at full speed.
+Ingest never waits on an output. When an output's queue is full the events of a new
+batch that do not fit are dropped for that output alone and counted (``dropped``,
+``reason=queue_full``); other outputs and the listeners carry on at full speed.
 """
 
 from __future__ import annotations
@@ -67,18 +67,28 @@ class OutputWorker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._writing: Output | None = None  # the output a write is in progress on
         self._warn = RateLimitedLog(log)
         stats.gauge("output.queued", lambda: self.queued, output=label)
+        # An output's own figures (e.g. a reconnecting output's backlog and its drops).
+        stats.gauges("output.", lambda: self.output.stats(), output=label)  # noqa: PLW0108 - output changes on reload
 
     async def start(self) -> None:
         await self.output.start()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.label)
 
     def offer(self, batch: Batch) -> None:
-        if self.queued + len(batch) > self.max_events:
-            self._stats.count("dropped", len(batch), output=self.label, reason="queue_full")
+        """Queue ``batch``; what does not fit in the queue is dropped and counted."""
+        room = self.max_events - self.queued
+        if len(batch) > room:
+            # Keep the part that fits: a batch bigger than the whole queue must not be
+            # lost entirely by an output that is keeping up.
+            kept = max(room, 0)
+            self._stats.count("dropped", len(batch) - kept, output=self.label, reason="queue_full")
             self._warn.warning("full", "output %s: queue full, dropping events", self.label)
-            return
+            if not kept:
+                return
+            batch = Batch(batch.events[:kept])
         self._queue.append(batch)
         self.queued += len(batch)
         self._idle.clear()
@@ -103,10 +113,15 @@ class OutputWorker:
         self._stats.forget(output=self.label)
 
     async def replace_output(self, output: Output) -> None:
-        """Reload: the queue stays, the output behind it changes (after the current write)."""
+        """Reload: the queue stays and the next write goes to ``output``.
+
+        The old output is closed at once if idle, else as soon as its current write ends
+        (never under it, and without making the reload wait for a stuck write).
+        """
         await output.start()
         old, self.output = self.output, output
-        await old.close()
+        if self._writing is not old:
+            await old.close()
 
     def _take(self) -> Batch:
         first = self._queue.popleft()
@@ -127,8 +142,9 @@ class OutputWorker:
                 await self._ready.wait()
                 continue
             batch = self._take()
+            output = self._writing = self.output
             try:
-                await self.output.write(batch)
+                await output.write(batch)
             except asyncio.CancelledError:
                 self._queue.appendleft(batch)
                 raise
@@ -137,7 +153,18 @@ class OutputWorker:
                 self._warn.warning("write", "output %s: write failed: %r", self.label, exc)
             else:
                 self._stats.count("written", len(batch), output=self.label)
+            finally:
+                self._writing = None
+                if output is not self.output:  # replaced during the write: close it now
+                    await self._close_replaced(output)
             self.queued -= len(batch)
+
+    async def _close_replaced(self, output: Output) -> None:
+        # A failing close must not end the task that serves the new output.
+        try:
+            await output.close()
+        except Exception as exc:
+            self._warn.warning("close", "output %s: closing the old output: %r", self.label, exc)
 
 
 class Fanout:

@@ -34,8 +34,14 @@ class LineFramer:
     def __init__(self, max_line: int) -> None:
         self.max_line = max_line
         self.overlong = 0
-        self._partial = b""
+        # A bytearray grows in place: a line arriving a byte at a time costs linear time.
+        self._partial = bytearray()
         self._skipping = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for the incomplete last line (never more than ``max_line``)."""
+        return len(self._partial)
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add bytes; return the lines completed by them (without newlines)."""
@@ -47,13 +53,22 @@ class LineFramer:
             self._skipping = False
         last = data.rfind(b"\n")
         if last < 0:
-            self._keep(self._partial + data if self._partial else data)
+            if len(self._partial) + len(data) > self.max_line:
+                self._skip()
+            else:
+                self._partial += data
             return []
-        head = data[:last]
         if self._partial:
-            head = self._partial + head
-        self._partial = b""
-        self._keep(data[last + 1 :])
+            self._partial += data[:last]
+            head = bytes(self._partial)
+            self._partial.clear()
+        else:
+            head = data[:last]
+        rest = data[last + 1 :]
+        if len(rest) > self.max_line:
+            self._skip()
+        else:
+            self._partial += rest
         lines = head.split(b"\n")
         if len(head) > self.max_line:
             return self._drop_overlong(lines)
@@ -61,16 +76,15 @@ class LineFramer:
 
     def finish(self) -> bytes:
         """At end of stream: the unterminated last line, if any (empty if none)."""
-        rest, self._partial = self._partial, b""
+        rest = bytes(self._partial)
+        self._partial.clear()
         return rest
 
-    def _keep(self, rest: bytes) -> None:
-        if len(rest) > self.max_line:
-            self.overlong += 1
-            self._partial = b""
-            self._skipping = True
-        else:
-            self._partial = rest
+    def _skip(self) -> None:
+        """The current line is over the cap: count it, forget it, skip to its newline."""
+        self.overlong += 1
+        self._partial.clear()
+        self._skipping = True
 
     def _drop_overlong(self, lines: list[bytes]) -> list[bytes]:
         limit = self.max_line

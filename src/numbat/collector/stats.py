@@ -22,11 +22,15 @@ class Stats:
     ('numbat.collector.heartbeat', 25000)
     """
 
-    def __init__(self, host: str, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self, host: str, clock: Callable[[], int] = now_ms, tags: dict[str, str] | None = None
+    ) -> None:
         self.host = host
+        self.tags = tags or {}
         self.totals: Counter[Key] = Counter()
         self._reported: Counter[Key] = Counter()
         self._gauges: dict[Key, Callable[[], float]] = {}
+        self._gauge_sets: dict[Key, Callable[[], dict[str, float]]] = {}
         self._clock = clock
 
     def count(self, metric: str, amount: int = 1, **tags: str) -> None:
@@ -43,11 +47,16 @@ class Stats:
         """Report ``read()`` under ``metric`` at every report (e.g. a queue depth)."""
         self._gauges[(metric, tuple(sorted(tags.items())))] = read
 
+    def gauges(self, prefix: str, read: Callable[[], dict[str, float]], **tags: str) -> None:
+        """Report every ``name: value`` of ``read()`` as ``prefix + name`` at every report."""
+        self._gauge_sets[(prefix, tuple(sorted(tags.items())))] = read
+
     def forget(self, **tags: str) -> None:
         """Stop reporting gauges carrying these tags (a removed listener or output)."""
         wanted = set(tags.items())
-        for key in [k for k in self._gauges if wanted <= set(k[1])]:
-            del self._gauges[key]
+        for table in (self._gauges, self._gauge_sets):
+            for key in [k for k in table if wanted <= set(k[1])]:
+                del table[key]
 
     def report(self, interval: float) -> list[Event]:
         """Events for what changed since the last report, the gauges, and a heartbeat."""
@@ -59,6 +68,10 @@ class Stats:
         ]
         self._reported = Counter(self.totals)
         events += [self._event(key, read(), now) for key, read in self._gauges.items()]
+        for (prefix, tags), read_all in self._gauge_sets.items():
+            events += [
+                self._event((prefix + name, tags), value, now) for name, value in read_all().items()
+            ]
         # The ttl spans two reports: missing both means the collector is gone.
         heartbeat = self._event(("heartbeat", ()), 1, now)
         heartbeat["ttl"] = round(interval * 2500)
@@ -68,6 +81,7 @@ class Stats:
     def _event(self, key: Key, value: float, now: int) -> Event:
         metric, tags = key
         event: Event = {"name": f"numbat.collector.{metric}", "host": self.host, "time": now}
+        event.update(self.tags)
         event.update(tags)
         event["value"] = value
         return event

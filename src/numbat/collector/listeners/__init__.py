@@ -41,9 +41,17 @@ class Listener(ABC):
     """
 
     def __init__(
-        self, config: ListenerConfig, collector: CollectorConfig, sink: Sink, stats: Stats
+        self,
+        config: ListenerConfig,
+        collector: CollectorConfig,
+        sink: Sink,
+        stats: Stats,
+        *,
+        reuse_port: bool = False,
     ) -> None:
         self.config = config
+        # Several worker processes bind the same address; the kernel spreads the load.
+        self.reuse_port = reuse_port
         self.collector_config = collector
         self.label = config.uri
         self.max_line = config.max_line_bytes or collector.max_line_bytes

@@ -67,8 +67,8 @@ class StreamListener(Listener):
 
     server: asyncio.Server | None = None
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.connections: set[StreamProtocol] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -129,5 +129,10 @@ class TCPListener(StreamListener):
     async def _serve(self) -> asyncio.Server:
         parts = urlsplit(self.config.uri)
         return await asyncio.get_running_loop().create_server(
-            self.protocol, parts.hostname, int(parts.port or 0), reuse_address=True, backlog=1024
+            self.protocol,
+            parts.hostname,
+            int(parts.port or 0),
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
+            backlog=1024,
         )

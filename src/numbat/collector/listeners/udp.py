@@ -19,12 +19,21 @@ class _Datagrams(asyncio.DatagramProtocol):
         listener = self.listener
         if listener.has_allow_list and not listener.admit(addr):
             return
-        if len(data) > listener.max_line:
-            listener.reject(
-                "line_too_long", f"datagram over {listener.max_line} bytes", b"", peer_name(addr)
-            )
-            return
-        listener.receive(data.split(b"\n"), peer_name(addr))
+        lines = data.split(b"\n")
+        limit = listener.max_line
+        if len(data) > limit:
+            # The cap is per line: good lines beside an overlong one are kept.
+            kept = [line for line in lines if len(line) <= limit]
+            if len(kept) != len(lines):
+                listener.reject(
+                    "line_too_long",
+                    f"line over {limit} bytes",
+                    b"",
+                    peer_name(addr),
+                    len(lines) - len(kept),
+                )
+            lines = kept
+        listener.receive(lines, peer_name(addr))
 
     def error_received(self, exc: Exception) -> None:
         self.listener.stats.count("socket_errors", listener=self.listener.label)
@@ -45,6 +54,8 @@ class UDPListener(Listener):
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             _grow_buffer(sock, self._buffer_bytes)
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((parts.hostname, parts.port))
         except OSError:
             sock.close()

@@ -30,8 +30,8 @@ class WebSocketListener(Listener):
 
     _server: Server | None = None
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.connections: set[ServerConnection] = set()
         self.path = urlsplit(self.config.uri).path or "/"
 
@@ -45,6 +45,7 @@ class WebSocketListener(Listener):
             compression=None,
             max_size=max(self.max_line * 16, 1 << 20),
             logger=_quiet,
+            reuse_port=self.reuse_port or None,
         )
 
     async def stop(self) -> None:
@@ -59,6 +60,7 @@ class WebSocketListener(Listener):
             return conn.respond(HTTPStatus.FORBIDDEN, "peer not allowed\n")
         target = urlsplit(request.path)
         if target.path != self.path:
+            self.stats.count("refused", listener=self.label, reason="bad_path")
             return conn.respond(HTTPStatus.NOT_FOUND, f"events go to {self.path}\n")
         if self.config.token is not None and not self._token_ok(target.query):
             self.stats.count("refused", listener=self.label, reason="bad_token")
