@@ -89,6 +89,8 @@ Output = Literal["logfile", "null", "stall"]
 Who = Literal["ours", "node"]
 # Extra ``[collector]`` settings for ours (``--ours-set workers=2``), as TOML lines.
 OURS_SETTINGS: list[str] = []
+# How ours is started (``--ours-cmd``, e.g. a wrapper that patches a change in to try it).
+OURS_CMD: list[str] = [sys.executable, "-m", "numbat"]
 
 
 def cpu_self() -> float:
@@ -364,7 +366,7 @@ class Collector:
             self.log_path.unlink(missing_ok=True)
         stderr = (self.workdir / f"{self.who}-stderr.txt").open("ab")
         if self.who == "ours":
-            cmd = [sys.executable, "-m", "numbat", "collector", "-c", str(self._ours_config())]
+            cmd = [*OURS_CMD, "collector", "-c", str(self._ours_config())]
             cmd += ["--log-level", "warning"]
         else:
             cmd = ["node", str(NODE_COLLECTOR), str(self._node_config())]
@@ -904,7 +906,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=TOML",
         help="extra [collector] setting for ours, e.g. workers=2 (repeatable)",
     )
+    parser.add_argument(
+        "--ours-cmd",
+        help="command that runs ours instead of `python -m numbat` (split on spaces)",
+    )
     args = parser.parse_args(argv)
+    if args.ours_cmd:
+        OURS_CMD[:] = args.ours_cmd.split()
     OURS_SETTINGS[:] = [
         f"{k.strip()} = {v.strip()}"
         for k, _, v in map(lambda item: item.partition("="), args.ours_set)
@@ -930,7 +938,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; collectors: "
         + ", ".join(
-            f"ours (python -m numbat collector{''.join(f'; {x}' for x in OURS_SETTINGS)})"
+            f"ours ({' '.join(OURS_CMD[1:])} collector{''.join(f'; {x}' for x in OURS_SETTINGS)})"
             if w == "ours"
             else f"node numbat-collector {COLLECTOR_VERSION}"
             for w in whos

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -27,6 +29,7 @@ from numbat.collector.listeners.ws import WebSocketListener
 from numbat.collector.outputs import Output
 from numbat.config import Config, OutputConfig, from_dict
 from numbat.event import Event
+from tests.helpers import wait_until
 
 LOOPBACK = "127.0.0.1"
 MEMORY = "tests.collector.conftest:MemoryOutput"
@@ -161,3 +164,72 @@ def short_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="nbt-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def toml(listen: list[str], outputs: list[dict[str, Any]], **collector: Any) -> str:
+    """A numbat.toml with a [collector] section (values: str, int, float, list of str)."""
+    out = ["[collector]", f"listen = {json.dumps(listen)}"]
+    out += [f"{key} = {json.dumps(val)}" for key, val in collector.items()]
+    for output in outputs:
+        out.append("[[collector.outputs]]")
+        out += [f"{key} = {json.dumps(val)}" for key, val in output.items()]
+    return "\n".join(out) + "\n"
+
+
+class Daemon:
+    """``python -m numbat collector -c FILE`` in a subprocess, its stderr in a file."""
+
+    def __init__(self, config_path: Path, workdir: Path) -> None:
+        self.stderr_path = workdir / "stderr.txt"
+        with self.stderr_path.open("wb") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "numbat", "collector", "-c", str(config_path)],
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_log(self, text: str, count: int = 1, timeout: float = 15.0) -> None:
+        wait_until(
+            lambda: self.stderr().count(text) >= count or self.proc.poll() is not None,
+            timeout,
+            f"{text!r} in the collector's log",
+        )
+        assert self.stderr().count(text) >= count, self.stderr()
+
+    def signal(self, sig: int) -> None:
+        assert self.proc.poll() is None, self.stderr()
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+def start(daemons: list[Daemon], workdir: Path, text: str) -> Daemon:
+    """Write the config, start the daemon and wait until it listens."""
+    path = workdir / "numbat.toml"
+    path.write_text(text)
+    daemon = Daemon(path, workdir)
+    daemons.append(daemon)
+    daemon.wait_log("collector listening on")
+    return daemon

@@ -7,12 +7,10 @@ In-process tests drive :class:`Collector` with ``asyncio.run``; the subprocess t
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,8 @@ from numbat.config import OutputConfig
 from tests.collector.conftest import (
     LOOPBACK,
     MEMORY,
+    ROOT,
+    Daemon,
     address,
     config,
     line,
@@ -32,13 +32,14 @@ from tests.collector.conftest import (
     read_jsonl,
     running,
     seqs,
+    start,
+    toml,
     until,
 )
 from tests.collector.test_fanout import GateOutput
 from tests.collector.test_listeners import send, tcp_connect, udp_send
 from tests.helpers import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 SLOW = "tests.collector.test_daemon:SlowFileOutput"
 GATE = "tests.collector.test_fanout:GateOutput"
 TCP = f"tcp://{LOOPBACK}:0"
@@ -251,72 +252,6 @@ def test_reload_with_changed_options_replaces_the_output_but_not_its_queue(
 
 
 # ---------------------------------------------------------------- the CLI daemon
-
-
-def toml(listen: list[str], outputs: list[dict[str, Any]], **collector: Any) -> str:
-    """A numbat.toml with a [collector] section (values: str, int, float, list of str)."""
-    out = ["[collector]", f"listen = {json.dumps(listen)}"]
-    out += [f"{key} = {json.dumps(val)}" for key, val in collector.items()]
-    for output in outputs:
-        out.append("[[collector.outputs]]")
-        out += [f"{key} = {json.dumps(val)}" for key, val in output.items()]
-    return "\n".join(out) + "\n"
-
-
-class Daemon:
-    """``python -m numbat collector -c FILE`` in a subprocess, its stderr in a file."""
-
-    def __init__(self, config_path: Path, workdir: Path) -> None:
-        self.stderr_path = workdir / "stderr.txt"
-        with self.stderr_path.open("wb") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "numbat", "collector", "-c", str(config_path)],
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
-
-    def wait_log(self, text: str, count: int = 1, timeout: float = 15.0) -> None:
-        wait_until(
-            lambda: self.stderr().count(text) >= count or self.proc.poll() is not None,
-            timeout,
-            f"{text!r} in the collector's log",
-        )
-        assert self.stderr().count(text) >= count, self.stderr()
-
-    def signal(self, sig: int) -> None:
-        assert self.proc.poll() is None, self.stderr()
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = 15.0) -> int:
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.kill()
-
-
-def start(daemons: list[Daemon], workdir: Path, text: str) -> Daemon:
-    """Write the config, start the daemon and wait until it listens."""
-    path = workdir / "numbat.toml"
-    path.write_text(text)
-    daemon = Daemon(path, workdir)
-    daemons.append(daemon)
-    daemon.wait_log("collector listening on")
-    return daemon
 
 
 def unix_send(path: Path, data: bytes) -> None:

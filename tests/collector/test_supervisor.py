@@ -1,0 +1,101 @@
+"""``workers = N``: several collector processes sharing their ports, under one supervisor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.collector.conftest import LOOPBACK, ROOT, Daemon, line, read_jsonl, start, toml
+from tests.collector.test_daemon import unix_send, wait_events
+from tests.helpers import wait_until
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _send_many(port: int, connections: int, per_connection: int) -> None:
+    for c in range(connections):
+        with socket.create_connection((LOOPBACK, port)) as sock:
+            sock.sendall(b"".join(line(c * per_connection + i) for i in range(per_connection)))
+
+
+def _config(short_dir: Path, port: int, **collector: object) -> str:
+    listen = [f"tcp://{LOOPBACK}:{port}", f"unix://{short_dir / 'c.sock'}"]
+    output = {"type": "logfile", "path": str(short_dir / "events.jsonl")}
+    return toml(listen, [output], workers=2, stats_interval=0.2, **collector)
+
+
+def test_two_workers_share_the_port_and_every_event_arrives_once(
+    short_dir: Path, daemons: list[Daemon]
+) -> None:
+    """Connections spread over both workers; every event is written exactly once."""
+    port = _free_port()
+    daemon = start(daemons, short_dir, _config(short_dir, port))
+    daemon.wait_log("collector listening on", count=2)
+    _send_many(port, connections=32, per_connection=50)
+    unix_send(short_dir / "c.sock", line(5000))
+    seqs = wait_events(short_dir / "events.jsonl", 1601)
+    assert sorted(seqs) == [*range(1600), 5000]
+    log = short_dir / "events.jsonl"
+    wait_until(
+        lambda: (
+            {e.get("worker") for e in read_jsonl(log) if e["name"] == "numbat.collector.received"}
+            == {"0", "1"}
+        ),
+        what="both workers reporting received events",
+    )
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0, daemon.stderr()
+    assert not (short_dir / "c.sock").exists()
+
+
+def test_a_dead_worker_is_restarted(short_dir: Path, daemons: list[Daemon]) -> None:
+    """kill -9 of a worker: the supervisor starts another, and events keep arriving."""
+    port = _free_port()
+    daemon = start(daemons, short_dir, _config(short_dir, port))
+    daemon.wait_log("collector running with 2 workers")
+    workers = _children(daemon.proc.pid)
+    assert len(workers) == 2
+    os.kill(workers[1], signal.SIGKILL)
+    daemon.wait_log("restarting it")
+    wait_until(
+        lambda: len(set(_children(daemon.proc.pid)) - {workers[1]}) == 2,
+        what="a replacement worker",
+    )
+    daemon.wait_log("collector listening on", count=3)
+    _send_many(port, connections=16, per_connection=10)
+    assert sorted(wait_events(short_dir / "events.jsonl", 160)) == list(range(160))
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0, daemon.stderr()
+
+
+def test_a_worker_that_cannot_bind_stops_startup(short_dir: Path) -> None:
+    """A port held by another process: exit 1 naming the worker and the URI."""
+    with socket.socket() as busy:
+        busy.bind((LOOPBACK, 0))
+        busy.listen(1)
+        cfg = short_dir / "numbat.toml"
+        cfg.write_text(_config(short_dir, busy.getsockname()[1]))
+        result = subprocess.run(
+            [sys.executable, "-m", "numbat", "collector", "-c", str(cfg)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    assert "numbat: worker 0: cannot listen on tcp://" in result.stderr
+    assert "Traceback" not in result.stderr
