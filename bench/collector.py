@@ -1,8 +1,9 @@
 """Collector benchmark: our collector against the original Node numbat-collector 1.1.0.
 
-    python bench/collector.py            # full run (about three minutes on 2 cores)
+    python bench/collector.py            # full run (about two minutes on 2 cores)
     python bench/collector.py --quick    # smaller numbers, for a smoke test
-    python bench/collector.py --only ours --skip udp,stall
+    python bench/collector.py --only ours --skip udp,stall --ours-set workers=2
+    python bench/collector.py --profile tcp-logfile   # where ours spends its time (py-spy)
 
 Both collectors run as subprocesses (ours: ``python -m numbat collector -c cfg.toml``;
 Node: ``numbat-collector/bin/run-server.js cfg.js`` from tests/interop/node/node_modules),
@@ -34,15 +35,27 @@ never shares a GIL with a collector.
 (b) UDP: one event per datagram (as numbat-emitter sends over UDP; the Node collector
     ``JSON.parse``s each datagram whole), from 4 source sockets (so SO_REUSEPORT workers
     would share them), at a fixed offered rate (``--udp-rate``, paced every ms) and flat
-    out; into the logfile output. Loss = 1 - event lines in the file / datagrams sent.
+    out; into the logfile output; one run each. Loss = 1 - event lines in the file /
+    datagrams sent.
     The kernel's drop counter of the listening socket (/proc/net/udp) is shown beside it.
 (c) RSS: /proc/PID/status VmRSS of the collector (and any child processes) sampled every
-    100 ms during every run; peak = the highest sample, VmHWM is the kernel's peak. CPU =
-    user+system seconds of the collector's processes over the run / wall time (cores).
+    100 ms during every run; peak = the highest sample, HWM = the kernel's VmHWM (summed
+    over the processes). "Flat" = the peak of the run's second half is within 10% + 16 MiB
+    of the first half's. CPU = user+system seconds of the collector's processes over the
+    run / wall time (cores); the generator's own CPU is shown too, and so is the CPU that
+    other processes on the machine used meanwhile (from /proc/stat): a run where they used
+    more than 0.15 cores is flagged in the summary, its figures are skewed.
 (d) A stalled output: ours with a logfile output and an ``analyzer`` output pointing at a
     TCP server that accepts and never reads, fed ``--stall-events`` events over TCP; RSS
-    must level off (bounded queues) while the logfile output keeps up. Skipped with a note
-    when the analyzer output is not there yet.
+    must level off (bounded queues). Where the analyzer output is not there, a plugin
+    output whose write never returns (bench/stall_output.py) stands in for it.
+(e) ``--profile tcp-logfile|tcp-null|udp``: instead of the above, run ours under that load
+    with ``py-spy record --native`` (``pip install py-spy``) and print the share of samples
+    by part of the pipeline (orjson.loads, normalize, framing, fan-out, ...) and the top
+    functions by self time. ``--raw FILE`` keeps py-spy's collapsed stacks.
+
+``--ours-set KEY=TOML`` adds a line to ours' ``[collector]`` table (``workers=2``);
+``--ours-cmd`` starts ours with another command (a wrapper that patches in a change to try).
 
 Figures are medians with [min..max] over ``--runs`` runs; ours and Node alternate.
 The Node parts need ``npm ci --prefix tests/interop/node``; without it they are skipped.
@@ -495,6 +508,9 @@ class Collector:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self.stall_server is not None:
+            with contextlib.suppress(OSError):
+                self.stall_server.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
         for sock in [*self.stall_conns, *([self.stall_server] if self.stall_server else [])]:
             sock.close()
         if self.log_path is not None:
@@ -842,10 +858,16 @@ def profile(test: str, events: int | None, conns: int, rate: float, keep: Path |
     print(f"{total:,} samples (sampling pauses the process: rates are lower than unprofiled)")
     if res is not None and kind == "tcp":
         print(f"    all read after {max(res['eof']) - res['start']:.2f}s")
-    print("by part (share of all samples):")
+    main_total = sum(n for name, n in parts.items() if not name.startswith("other threads"))
+    print("the main thread (event loop) by part, share of its samples:")
     for name, n in parts.most_common():
-        print(f"    {100 * n / total:5.1f}%  {name}")
-    print("top functions by self time:")
+        if not name.startswith("other threads"):
+            print(f"    {100 * n / max(main_total, 1):5.1f}%  {name}")
+    print("other threads, share of all samples:")
+    for name, n in parts.most_common():
+        if name.startswith("other threads"):
+            print(f"    {100 * n / total:5.1f}%  {name}")
+    print("top functions by self time, share of all samples:")
     for name, n in leaves.most_common(15):
         print(f"    {100 * n / total:5.1f}%  {name}")
     return 0
@@ -938,7 +960,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; collectors: "
         + ", ".join(
-            f"ours ({' '.join(OURS_CMD[1:])} collector{''.join(f'; {x}' for x in OURS_SETTINGS)})"
+            f"ours ({' '.join([Path(OURS_CMD[0]).name, *OURS_CMD[1:]])} collector"
+            f"{''.join(f'; {x}' for x in OURS_SETTINGS)})"
             if w == "ours"
             else f"node numbat-collector {COLLECTOR_VERSION}"
             for w in whos

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from typing import Any
@@ -537,3 +538,36 @@ def test_parse_never_raises_anything_but_event_error(data: bytes | str) -> None:
         pass
     else:
         assert isinstance(event, dict)
+
+
+def _outcome(obj: dict[str, Any], owned: bool) -> tuple[str, Any]:
+    try:
+        return "ok", normalize(obj, clock=clock, owned=owned)
+    except EventError as exc:
+        return "error", (exc.field, exc.reason)
+
+
+@settings(max_examples=500)
+@given(obj=st.dictionaries(any_key, json_ish, max_size=8), warm=st.booleans())
+def test_owned_fast_path_gives_the_same_result(obj: dict[str, Any], warm: bool) -> None:
+    """normalize(owned=True) returns exactly what the copying path does, or the same error."""
+    if warm:  # names and keys already seen take the in-place path
+        _outcome(copy.deepcopy(obj), owned=False)
+    expected = _outcome(copy.deepcopy(obj), owned=False)
+    got = _outcome(copy.deepcopy(obj), owned=True)
+    assert got == expected
+    if got[0] == "ok":
+        assert list(got[1]) == list(expected[1])  # same field order on the wire
+
+
+@settings(max_examples=300)
+@given(name=names, known_fields=known, extra=st.dictionaries(keys, scalars, max_size=10))
+def test_owned_fast_path_on_valid_events(
+    name: str, known_fields: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    """Valid events, seen before or not, come out of the in-place path unchanged in meaning."""
+    obj = {**extra, **known_fields, "name": name}
+    expected = normalize(copy.deepcopy(obj), clock=clock)
+    for _ in range(2):  # the second round finds every name and key already checked
+        got = normalize(copy.deepcopy(obj), clock=clock, owned=True)
+        assert got == expected and list(got) == list(expected)

@@ -52,6 +52,11 @@ STATES: Mapping[str, str] = {
 
 _CONTROL = frozenset(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)))
 
+# Known fields whose string value is kept as-is when already seen as clean (or, for
+# status, already canonical); numeric fields, known or not, that a plain number fits.
+_TEXT_AS_IS = frozenset({"name", "host", "app", "node", "status"})
+_CANONICAL = frozenset({"ok", "warning", "critical", "unknown"})
+
 # Strings known to be valid names and keys (non-empty printable ASCII, at most 255
 # bytes). Bounded, so a stream of ever-new names costs a little speed, never memory.
 _CLEAN: set[str] = set()
@@ -90,23 +95,21 @@ def normalize(
     *,
     clock: Callable[[], int] = now_ms,
     defaults: Mapping[str, Scalar] | None = None,
+    owned: bool = False,
 ) -> Event:
-    """Return a new, valid event built from ``obj``, or raise :class:`EventError`.
+    """Return a valid event built from ``obj``, or raise :class:`EventError`.
 
     ``defaults`` fill fields that ``obj`` lacks (the emitter's ``host`` and ``node``).
+    ``owned``: the caller gives ``obj`` away (a dict fresh from a JSON parser), so when
+    it needs no change it is completed in place and returned instead of copied.
 
     >>> normalize({"name": "db.query", "value": 12.5, "time": 1000.4, "meta": {"rows": 3}})
     {'name': 'db.query', 'value': 12.5, 'time': 1000, 'meta.rows': 3}
     """
-    event: Event = {}
-    for key, val in obj.items():
-        if key in _KNOWN:
-            if val is not None:
-                event[key] = _KNOWN[key](val)
-        elif key in _CLEAN and _plain(val):
-            event[key] = val
-        else:
-            _add_extra(event, key, val, 0)
+    if owned and type(obj) is dict and _already_valid(obj):
+        event: Event = obj
+    else:
+        event = _rebuild(obj)
     if defaults:
         for key, val in defaults.items():
             if key not in event:
@@ -119,6 +122,53 @@ def normalize(
         event["value"] = 1
     if len(event) > MAX_FIELDS:
         raise EventError(None, "too_many_fields", f"{len(event)} fields; the limit is {MAX_FIELDS}")
+    return event
+
+
+def _already_valid(obj: dict[str, Any]) -> bool:
+    """True when every field of ``obj`` is kept unchanged by :func:`_rebuild`.
+
+    One loop with inline checks: the collector runs this for every event, and nearly
+    all of them are like this (names and keys already seen, plain ASCII, ints in range).
+    """
+    clean = _CLEAN
+    for key, val in obj.items():
+        kind = type(val)
+        if kind is str:
+            if key in _TEXT_AS_IS:
+                plain = val in clean if key != "status" else val in _CANONICAL
+            elif key in _KNOWN:
+                plain = key == "description" and val.isascii() and len(val) <= MAX_DESCRIPTION_BYTES
+            else:
+                plain = val.isascii() and len(val) <= MAX_STRING_BYTES
+        elif kind is int:
+            if key == "time":
+                plain = 0 <= val < MAX_TIME_MS
+            elif key == "ttl":
+                plain = 0 < val < _INT64
+            else:
+                plain = (key == "value" or key not in _KNOWN) and -_INT64 <= val < _INT64
+        elif kind is float:
+            # A float time is rounded to whole ms, so it is never kept as-is.
+            finite = val - val == 0
+            plain = finite and (key == "value" or key not in _KNOWN or (key == "ttl" and val > 0))
+        else:
+            plain = kind is bool and key not in _KNOWN
+        if not plain or (key not in clean and key not in _KNOWN):
+            return False
+    return True
+
+
+def _rebuild(obj: Mapping[str, Any]) -> Event:
+    event: Event = {}
+    for key, val in obj.items():
+        if key in _KNOWN:
+            if val is not None:
+                event[key] = _KNOWN[key](val)
+        elif key in _CLEAN and _plain(val):
+            event[key] = val
+        else:
+            _add_extra(event, key, val, 0)
     return event
 
 
@@ -147,7 +197,7 @@ def _name(val: Any) -> str:
 
 def _label(field: str) -> Callable[[Any], str]:
     def check(val: Any) -> str:
-        if type(val) is str and val.isascii() and val.isprintable() and len(val) <= MAX_NAME_BYTES:
+        if type(val) is str and val in _CLEAN:
             return val
         if (isinstance(val, float) and math.isfinite(val)) or (
             isinstance(val, int) and not isinstance(val, bool)

@@ -21,6 +21,7 @@ from numbat.event import Event
 log = logging.getLogger("numbat.collector")
 
 COALESCE_EVENTS = 20_000
+FLUSH_EVENTS = 20_000
 
 
 class Batch:
@@ -177,12 +178,17 @@ class Fanout:
 
     def submit(self, events: list[Event]) -> None:
         self._pending += events
-        if not self._scheduled:
+        if len(self._pending) >= FLUSH_EVENTS:
+            # A busy loop turn can read far more than a queue holds: hand over now.
+            self._flush()
+        elif not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
+        if not self._pending:
+            return
         batch, self._pending = Batch(self._pending), []
         for worker in self.workers.values():
             worker.offer(batch)

@@ -112,7 +112,7 @@ def parse_lines(
             reject("not_object", f"expected a JSON object, got {type(obj).__name__}", line)
             continue
         try:
-            append(normalize(obj, clock=clock))
+            append(normalize(obj, clock=clock, owned=True))
         except EventError as exc:
             reject(exc.reason, str(exc), line)
     return events

@@ -59,6 +59,7 @@ class Listener(ABC):
         self.stats = stats
         self._allow: list[Network] = [ipaddress.ip_network(n, strict=False) for n in config.allow]
         self._warn = RateLimitedLog(log)
+        self._received = stats.key("received", listener=self.label)
 
     @abstractmethod
     async def start(self) -> None:
@@ -82,8 +83,12 @@ class Listener(ABC):
         self._warn.warning("refused", "%s: refused %s: not in the allow list", self.label, peer[0])
         return False
 
-    def receive(self, lines: list[bytes], peer: str, *, truncated: bool = False) -> None:
-        """Parse complete lines from ``peer`` and pass the good events on.
+    def receive(self, lines: list[bytes], peer: Any, *, truncated: bool = False) -> None:
+        """Parse complete lines from ``peer`` and pass the good events on."""
+        self.deliver(self.parse(lines, peer, truncated=truncated))
+
+    def parse(self, lines: list[bytes], peer: Any, *, truncated: bool = False) -> list[Event]:
+        """The valid events among ``lines``; each bad line is rejected (counted, logged).
 
         ``truncated``: the lines are what was left when the stream ended inside a line;
         a whole event there is kept, anything else is rejected as ``truncated``.
@@ -94,18 +99,20 @@ class Listener(ABC):
                 reason, message = "truncated", f"stream ended inside a line ({message})"
             self.reject(reason, message, sample, peer)
 
-        events = parse_lines(lines, reject)
+        return parse_lines(lines, reject)
+
+    def deliver(self, events: list[Event]) -> None:
         if events:
-            self.stats.count("received", len(events), listener=self.label)
+            self.stats.add(self._received, len(events))
             self.sink(events)
 
-    def reject(self, reason: str, message: str, sample: bytes, peer: str, count: int = 1) -> None:
+    def reject(self, reason: str, message: str, sample: bytes, peer: Any, count: int = 1) -> None:
         self.stats.count("rejected", count, listener=self.label, reason=reason)
         self._warn.warning(
             f"reject:{reason}",
             "%s: rejected input from %s: %s (%r)",
             self.label,
-            peer,
+            peer_name(peer),
             message,
             sample[:80],
         )

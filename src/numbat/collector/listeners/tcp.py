@@ -30,6 +30,7 @@ class StreamProtocol(asyncio.Protocol):
             transport.abort()
             return
         self.transport = transport
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self.last_read = time.monotonic()
@@ -40,6 +41,15 @@ class StreamProtocol(asyncio.Protocol):
             self._overlong(framer.overlong - overlong)
         if lines:
             self.listener.receive(lines, self.peer)
+        # uvloop reads a busy socket up to 32 times per loop turn: pausing after each
+        # read lets the fan-out hand batches over and the outputs write in between.
+        if self.transport is not None:
+            self.transport.pause_reading()
+            self._loop.call_soon(self._resume)
+
+    def _resume(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool:
         self._finish()

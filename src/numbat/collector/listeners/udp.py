@@ -8,32 +8,49 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
-from numbat.collector.listeners import Listener, peer_name
+from numbat.collector.listeners import Listener
+from numbat.event import Event
 
 
 class _Datagrams(asyncio.DatagramProtocol):
+    """Gathers the datagrams of one loop turn and parses them together.
+
+    Per datagram only a list append happens here; counting, fan-out and the
+    allow-list cache are paid once per turn, which is what keeps up with a flood.
+    """
+
     def __init__(self, listener: UDPListener) -> None:
         self.listener = listener
+        self._pending: list[tuple[bytes, Any]] = []
+        self._loop = asyncio.get_running_loop()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._process)
+        self._pending.append((data, addr))
+
+    def _process(self) -> None:
+        pending, self._pending = self._pending, []
         listener = self.listener
-        if listener.has_allow_list and not listener.admit(addr):
-            return
+        events: list[Event] = []
+        for data, addr in pending:
+            if listener.has_allow_list and not listener.admit(addr):
+                continue
+            events += listener.parse(self._lines(data, addr), addr)
+        listener.deliver(events)
+
+    def _lines(self, data: bytes, addr: Any) -> list[bytes]:
         lines = data.split(b"\n")
-        limit = listener.max_line
+        limit = self.listener.max_line
         if len(data) > limit:
             # The cap is per line: good lines beside an overlong one are kept.
             kept = [line for line in lines if len(line) <= limit]
             if len(kept) != len(lines):
-                listener.reject(
-                    "line_too_long",
-                    f"line over {limit} bytes",
-                    b"",
-                    peer_name(addr),
-                    len(lines) - len(kept),
+                self.listener.reject(
+                    "line_too_long", f"line over {limit} bytes", b"", addr, len(lines) - len(kept)
                 )
             lines = kept
-        listener.receive(lines, peer_name(addr))
+        return lines
 
     def error_received(self, exc: Exception) -> None:
         self.listener.stats.count("socket_errors", listener=self.listener.label)
