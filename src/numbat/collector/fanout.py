@@ -121,6 +121,8 @@ class OutputWorker:
         """
         await output.start()
         old, self.output = self.output, output
+        if type(old) is type(output):
+            output.adopt(old)  # an internal backlog (a peer that is down) moves over too
         if self._writing is not old:
             await old.close()
 

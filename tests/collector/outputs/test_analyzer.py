@@ -6,7 +6,9 @@ import asyncio
 import json
 import socket
 
+from numbat.collector.fanout import OutputWorker
 from numbat.collector.outputs.analyzer import AnalyzerOutput, LineBacklog
+from numbat.collector.stats import Stats
 from numbat.config import AnalyzerOutputConfig
 from numbat.event import Event
 from tests.collector.outputs.conftest import LOOPBACK, LineServer, batch, line_server
@@ -180,3 +182,24 @@ def test_line_backlog_trims_oldest_lines_inside_a_chunk() -> None:
     assert backlog.trim() == 3
     assert backlog.take(1 << 20) == (b"5\n6\n7\n8\n", 4)
     assert len(backlog) == 0
+
+
+def test_reload_hands_the_backlog_to_the_new_output() -> None:
+    """Options changed while the analyzer is down: its buffered events are not lost."""
+
+    async def main() -> list[int]:
+        async with line_server() as server:
+            await server.stop()  # the analyzer is down from the start
+            worker = OutputWorker("analyzer", _output(server.uri), 1000, Stats("h"))
+            await worker.start()
+            worker.offer(batch(*_events(range(5))))
+            assert await worker.drain(5)  # written into the output's own backlog
+            assert worker.output.stats()["backlog"] == 5
+            await worker.replace_output(_output(server.uri, max_backlog=50))
+            worker.offer(batch(*_events(range(5, 8))))
+            await server.start()
+            lines = await server.wait_for(8)
+            await worker.stop()
+            return _values(lines)
+
+    assert asyncio.run(main()) == list(range(8))

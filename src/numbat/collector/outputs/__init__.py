@@ -53,6 +53,9 @@ class Output(ABC):
         """Flush and release resources."""
         await self.flush()
 
+    def adopt(self, old: Output) -> None:
+        """Reload: take over what ``old`` (the same type, replaced) still buffers."""
+
     def reopen(self) -> None:
         """SIGHUP: reopen files (logrotate); outputs without files ignore it."""
 

@@ -289,6 +289,14 @@ class LineSender:
     def stats(self) -> dict[str, float]:
         return {"backlog": self.queued, "dropped": self.dropped}
 
+    def adopt(self, old: LineSender) -> None:
+        """Move ``old``'s waiting lines in front of this sender's (a reload)."""
+        data, count = old._backlog.take(1 << 62)
+        if count:
+            self._backlog.putback(data, count)
+            self._drop(self._backlog.trim(), "backlog full")
+            self._notify()
+
     # -- the sender task ---------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -451,3 +459,7 @@ class AnalyzerOutput(Output):
 
     def stats(self) -> dict[str, float]:
         return self.sender.stats()
+
+    def adopt(self, old: Output) -> None:
+        if isinstance(old, AnalyzerOutput):
+            self.sender.adopt(old.sender)

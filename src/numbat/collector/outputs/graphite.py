@@ -288,6 +288,10 @@ class GraphiteOutput(Output):
         if self.udp is not None:
             await self.udp.close()
 
+    def adopt(self, old: Output) -> None:
+        if isinstance(old, GraphiteOutput) and old.tcp is not None and self.tcp is not None:
+            self.tcp.adopt(old.tcp)
+
     def stats(self) -> dict[str, float]:
         sender = self.tcp or self.udp
         assert sender is not None
