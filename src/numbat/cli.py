@@ -175,6 +175,43 @@ def collector(config_path: Path, log_level: str) -> None:
         click.echo("numbat collector: stopped before every queued event was written", err=True)
 
 
+@cli.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("numbat-data"),
+    show_default=True,
+    help="Where the embedded store, the spool and the unix socket live.",
+)
+@click.option(
+    "--influx", metavar="URL", help="Store in InfluxDB at URL instead (http://host:8086)."
+)
+@click.option("--database", default="numbat", show_default=True, help="InfluxDB database.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=3333, show_default=True, help="tcp and udp port.")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+def up(
+    data_dir: Path, influx: str | None, database: str, host: str, port: int, log_level: str
+) -> None:
+    """Run numbat on this machine: collector, storage and self-monitoring, no setup."""
+    from numbat._loop import run
+    from numbat.collector.daemon import Collector
+    from numbat.up import UpSettings
+
+    settings = UpSettings(data_dir=data_dir, host=host, port=port, influx=influx, database=database)
+    config = settings.config()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _setup_logging(log_level)
+    drained = run(Collector(config).run(ready=lambda: click.echo(settings.banner())))
+    if not drained:
+        click.echo("numbat up: stopped before every queued event was stored", err=True)
+
+
 def _setup_logging(level: str) -> None:
     import logging
 

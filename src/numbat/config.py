@@ -152,6 +152,65 @@ class AnalyzerOutputConfig(OutputConfig):
         _positive(self, "max_backlog")
 
 
+class InfluxDBOutputConfig(OutputConfig):
+    """``type = "influxdb"``: line protocol over HTTP to InfluxDB 1.x (or VictoriaMetrics).
+
+    Every batch goes through an on-disk spool per host before it is sent, so nothing
+    is lost while a host is down or across a restart of the collector.
+    """
+
+    urls: list[str] = msgspec.field(default_factory=lambda: ["http://127.0.0.1:8086"])
+    mode: Literal["replicate", "failover"] = "replicate"
+    database: str = "numbat"
+    create_database: bool = True
+    username: str | None = None
+    password: str | None = None
+    retention_policy: str | None = None
+    batch_size: int = 5000
+    flush_interval: float = 1.0
+    timeout: float = 10.0
+    gzip: bool = False
+    spool_dir: str = "numbat-data/spool"
+    spool_max_bytes: int = 1024**3
+    fsync_interval: float = 1.0
+    text_fields: list[str] = msgspec.field(default_factory=lambda: ["description", "message"])
+    write_heartbeats: bool = False
+    max_series_per_measurement: int = 100_000
+    on_cardinality: Literal["field", "drop"] = "field"
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise ValueError('urls: give at least one, e.g. ["http://127.0.0.1:8086"]')
+        for i, url in enumerate(self.urls):
+            parts = _split_uri(f"urls[{i}]", url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"urls[{i}]: expected http://host:port, got {url!r}")
+        if not self.database:
+            raise ValueError("database: must not be empty")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("password: username and password go together")
+        _positive(
+            self,
+            "batch_size",
+            "flush_interval",
+            "timeout",
+            "spool_max_bytes",
+            "max_series_per_measurement",
+        )
+        if self.fsync_interval < 0:
+            raise ValueError("fsync_interval: must be 0 (every batch) or more seconds")
+
+
+class SQLiteOutputConfig(OutputConfig):
+    """``type = "sqlite"``: the embedded store, for one machine with no InfluxDB."""
+
+    path: str = "numbat-data/numbat.db"
+    retention_days: float = 7.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "retention_days")
+
+
 class NullOutputConfig(OutputConfig):
     """``type = "null"``: discards events (benchmarks, and a collector with no outputs)."""
 
@@ -161,6 +220,8 @@ OUTPUT_CONFIGS: dict[str, type[OutputConfig]] = {
     "prettylog": PrettylogOutputConfig,
     "graphite": GraphiteOutputConfig,
     "analyzer": AnalyzerOutputConfig,
+    "influxdb": InfluxDBOutputConfig,
+    "sqlite": SQLiteOutputConfig,
     "null": NullOutputConfig,
 }
 

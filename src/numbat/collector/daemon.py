@@ -17,7 +17,7 @@ from typing import Any
 
 from numbat.collector.fanout import Fanout, OutputWorker
 from numbat.collector.listeners import Listener, listener_class
-from numbat.collector.outputs import output_class
+from numbat.collector.outputs import Output, output_class
 from numbat.collector.stats import Stats
 from numbat.config import CollectorConfig, Config, ListenerConfig, OutputConfig
 from numbat.errors import ConfigError, NumbatError
@@ -174,7 +174,7 @@ class Collector:
                 continue
             kept.max_events = oc.queue_size or new.queue_size
             if kept.output.options != oc:
-                await kept.replace_output(output_class(oc.type)(oc))
+                await kept.replace_output(self._output(oc))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         # Keep a reference: the loop holds tasks weakly, and a reload must not vanish.
@@ -193,8 +193,13 @@ class Collector:
         # A unix socket path can be bound by one process only: worker 0's.
         return config.scheme != "unix" or self.worker == 0
 
-    async def _add_output(self, config: OutputConfig) -> None:
+    def _output(self, config: OutputConfig) -> Output:
         output = output_class(config.type)(config)
+        output.worker, output.workers = self.worker, self.config.workers
+        return output
+
+    async def _add_output(self, config: OutputConfig) -> None:
+        output = self._output(config)
         worker = OutputWorker(
             config.label, output, config.queue_size or self.config.queue_size, self.stats
         )

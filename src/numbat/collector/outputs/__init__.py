@@ -19,6 +19,8 @@ OUTPUTS: dict[str, str] = {
     "prettylog": "numbat.collector.outputs.prettylog:PrettylogOutput",
     "graphite": "numbat.collector.outputs.graphite:GraphiteOutput",
     "analyzer": "numbat.collector.outputs.analyzer:AnalyzerOutput",
+    "influxdb": "numbat.collector.outputs.influxdb:InfluxDBOutput",
+    "sqlite": "numbat.collector.outputs.sqlite:SQLiteOutput",
     "null": "numbat.collector.outputs.null:NullOutput",
 }
 
@@ -35,6 +37,9 @@ class Output(ABC):
     """
 
     Options: ClassVar[Any] = None
+    # Set by the collector before start(): which of its worker processes this is.
+    worker: int = 0
+    workers: int = 1
 
     def __init__(self, options: OutputConfig) -> None:
         self.options = options

@@ -1,0 +1,354 @@
+"""``type = "influxdb"``: line protocol over HTTP ``/write`` to InfluxDB 1.x, never losing a batch.
+
+Events are rendered to line protocol (``numbat.store.lineprotocol``), gathered into
+batches of ``batch_size`` points or ``flush_interval`` seconds, and appended to an
+on-disk spool per host (``numbat.store.spool``). A sender task per host posts the
+oldest spooled batch and removes it only once the host has stored it, so a host that
+is down, slow or restarting costs nothing but disk: its batches are replayed in order
+when it answers again, also after a restart of the collector.
+
+Answers: 2xx stored; a partial write (400 naming dropped points) stored the rest, the
+dropped ones are counted; other 4xx are not retried (counted as rejected); 5xx,
+timeouts and connection errors are retried with exponential backoff and full jitter.
+``mode = "replicate"`` writes every batch to every host (a cluster of open-source
+InfluxDBs); ``mode = "failover"`` sends each batch to the first host that takes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from numbat._ratelimit import RateLimitedLog
+from numbat.collector.fanout import Batch
+from numbat.collector.outputs import Output
+from numbat.config import InfluxDBOutputConfig
+from numbat.store.lineprotocol import LineRenderer
+from numbat.store.spool import Spool
+
+log = logging.getLogger("numbat.collector")
+
+T = TypeVar("T")
+_PARTIAL = re.compile(r"partial write.*dropped=(\d+)")
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 30.0
+
+
+def full_jitter(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1, 2, ...): uniform in [0, min(cap, base*2^n)]."""
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 30)))
+
+
+@dataclass
+class Counters:
+    """What happened to the points of one host."""
+
+    written: int = 0
+    rejected: int = 0  # 4xx: points the host refused and will not take on a retry
+    retries: int = 0
+
+
+class Host:
+    """A spool and the task that drains it into one server, or the first of several
+    that takes each batch (failover)."""
+
+    def __init__(self, urls: list[str], spool: Spool, output: InfluxDBOutput) -> None:
+        self.urls = [url.rstrip("/") for url in urls]
+        self.name = "+".join(_host(url) for url in self.urls)
+        self.spool = spool
+        self.counters = Counters()
+        self._output = output
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._current = 0  # failover: the server that took the last batch goes first
+        self._created: set[str] = set() if output.options.create_database else set(self.urls)
+        # The spool is not thread-safe: every call goes through this one thread, in order.
+        self._io = ThreadPoolExecutor(1, thread_name_prefix=f"numbat-spool-{self.name}")
+
+    async def io(self, call: Callable[..., T], *args: Any) -> T:
+        """Run a spool call on the spool's own thread (disk I/O never blocks the loop)."""
+        return await asyncio.get_running_loop().run_in_executor(self._io, call, *args)
+
+    async def append(self, payload: bytes, points: int) -> None:
+        await self.io(self.spool.append, payload, points)
+        self.wake()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.io(self.spool.close)
+        self._io.shutdown(wait=True)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until the spool is empty (everything stored), at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while len(self.spool) and time.monotonic() < deadline:
+            self.wake()
+            await asyncio.sleep(0.05)
+        return not len(self.spool)
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            record = await self.io(self.spool.peek)
+            if record is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if await self._deliver(record.payload, record.points):
+                await self.io(self.spool.ack, record.id)
+                attempt = 0
+                continue
+            attempt += 1
+            self.counters.retries += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), full_jitter(attempt))
+            self._wakeup.clear()
+
+    async def _deliver(self, payload: bytes, points: int) -> bool:
+        """Post one batch; True when it is settled (stored, or refused for good)."""
+        count = len(self.urls)
+        for step in range(count):
+            url = self.urls[(self._current + step) % count]
+            if await self._deliver_to(url, payload, points):
+                self._current = (self._current + step) % count
+                return True
+        return False
+
+    async def _deliver_to(self, url: str, payload: bytes, points: int) -> bool:
+        if url not in self._created and not await self._create_database(url):
+            return False
+        try:
+            status, text = await self._output.post(url, payload)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self._output.warn(f"down:{url}", "influxdb %s: %s; will retry", _host(url), exc)
+            return False
+        if status == 404 and "database not found" in text and self._output.options.create_database:
+            self._created.discard(url)  # dropped under us: create it again, then retry
+            return False
+        return self._settle(url, status, text, points)
+
+    def _settle(self, url: str, status: int, text: str, points: int) -> bool:
+        if 200 <= status < 300:
+            self.counters.written += points
+            return True
+        if status >= 500:
+            self._output.warn(
+                f"5xx:{url}", "influxdb %s: %d %s; will retry", _host(url), status, text[:200]
+            )
+            return False
+        dropped = _partial_dropped(text)
+        stored = points - dropped if dropped is not None else 0
+        self.counters.written += stored
+        self.counters.rejected += points - stored
+        self._output.warn(
+            f"4xx:{url}",
+            "influxdb %s refused %d of %d points: %d %s",
+            _host(url),
+            points - stored,
+            points,
+            status,
+            text[:300],
+        )
+        return True
+
+    async def _create_database(self, url: str) -> bool:
+        query = f'CREATE DATABASE "{_quote(self._output.options.database)}"'
+        try:
+            status, text = await self._output.query(url, query)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self._output.warn(f"down:{url}", "influxdb %s: %s; will retry", _host(url), exc)
+            return False
+        if 200 <= status < 300:
+            self._created.add(url)
+            return True
+        self._output.warn(
+            f"create:{url}", "influxdb %s: CREATE DATABASE: %d %s", _host(url), status, text[:200]
+        )
+        return False
+
+
+class InfluxDBOutput(Output):
+    """Writes every event to one or several InfluxDB 1.x hosts, spooling to disk first.
+
+    Config::
+
+        [[collector.outputs]]
+        type = "influxdb"
+        urls = ["http://influx-1:8086", "http://influx-2:8086"]
+        mode = "replicate"
+        database = "numbat"
+        spool_dir = "/var/lib/numbat/spool"
+    """
+
+    Options = InfluxDBOutputConfig
+    options: InfluxDBOutputConfig
+
+    def __init__(self, options: InfluxDBOutputConfig) -> None:
+        super().__init__(options)
+        self.renderer = self._renderer()
+        self.hosts: list[Host] = []
+        self.skipped = 0
+        self._pending: list[bytes] = []
+        self._pending_points = 0
+        self._first_pending = 0.0
+        self._flusher: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._warn = RateLimitedLog(log)
+        self._auth = (
+            aiohttp.BasicAuth(options.username, options.password)
+            if options.username is not None and options.password is not None
+            else None
+        )
+
+    async def start(self) -> None:
+        self.renderer = self._renderer()  # now that the worker index is known
+        timeout = aiohttp.ClientTimeout(total=self.options.timeout)
+        self._session = aiohttp.ClientSession(timeout=timeout, auth=self._auth)
+        for index, urls in enumerate(self._groups()):
+            spool = await asyncio.to_thread(self._open_spool, index, urls[0])  # before any I/O
+            host = Host(urls, spool, self)
+            host.start()
+            self.hosts.append(host)
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def write(self, batch: Batch) -> None:
+        size = self.options.batch_size
+        events = batch.events
+        for start in range(0, len(events), size):
+            result = self.renderer.render(events[start : start + size])
+            self.skipped += result.skipped
+            if result.points:
+                if not self._pending:
+                    self._first_pending = time.monotonic()
+                self._pending.append(result.data)
+                self._pending_points += result.points
+            if self._pending_points >= size:
+                await self._spool_pending()
+
+    async def flush(self) -> None:
+        await self._spool_pending()
+        for host in self.hosts:
+            host.wake()
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self._spool_pending()
+        await asyncio.gather(*(h.drain(min(self.options.timeout, 5.0)) for h in self.hosts))
+        await asyncio.gather(*(h.stop() for h in self.hosts))
+        if self._session is not None:
+            await self._session.close()
+
+    def stats(self) -> dict[str, float]:
+        out: dict[str, float] = {"skipped": self.skipped, "demoted": self.renderer.demoted}
+        for host in self.hosts:
+            out[f"{host.name}.written"] = host.counters.written
+            out[f"{host.name}.rejected"] = host.counters.rejected
+            out[f"{host.name}.retries"] = host.counters.retries
+            out[f"{host.name}.spooled"] = host.spool.pending_points
+            out[f"{host.name}.spool_dropped"] = host.spool.dropped_points
+        return out
+
+    # -- used by Host ---------------------------------------------------------------
+
+    async def post(self, url: str, payload: bytes) -> tuple[int, str]:
+        assert self._session is not None
+        params = {"db": self.options.database, "precision": "ns"}
+        if self.options.retention_policy:
+            params["rp"] = self.options.retention_policy
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.options.gzip:
+            payload = await asyncio.to_thread(gzip.compress, payload, 1)
+            headers["Content-Encoding"] = "gzip"
+        async with self._session.post(
+            f"{url}/write", params=params, data=payload, headers=headers
+        ) as resp:
+            return resp.status, await resp.text()
+
+    async def query(self, url: str, q: str) -> tuple[int, str]:
+        assert self._session is not None
+        async with self._session.post(f"{url}/query", data={"q": q}) as resp:
+            return resp.status, await resp.text()
+
+    def warn(self, key: str, msg: str, *args: object) -> None:
+        self._warn.warning(key, msg, *args)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _renderer(self) -> LineRenderer:
+        options = self.options
+        return LineRenderer(
+            text_fields=tuple(options.text_fields),
+            write_heartbeats=options.write_heartbeats,
+            max_series_per_measurement=options.max_series_per_measurement,
+            on_cardinality=options.on_cardinality,
+            worker=self.worker,
+            workers=self.workers,
+        )
+
+    def _groups(self) -> list[list[str]]:
+        """Replicate: a spool per server. Failover: one spool, the servers in order."""
+        urls = self.options.urls
+        return [[url] for url in urls] if self.options.mode == "replicate" else [urls]
+
+    def _open_spool(self, index: int, url: str) -> Spool:
+        # Per output, worker and server: two processes never share a spool directory.
+        name = f"{index}-{urlsplit(url).netloc.replace(':', '_')}"
+        root = Path(self.options.spool_dir) / self.options.label / f"worker-{self.worker}"
+        return Spool(
+            root / name,
+            max_bytes=self.options.spool_max_bytes,
+            fsync_interval=self.options.fsync_interval,
+        )
+
+    async def _spool_pending(self) -> None:
+        if not self._pending:
+            return
+        payload, points = b"".join(self._pending), self._pending_points
+        self._pending, self._pending_points = [], 0
+        for host in self.hosts:
+            await host.append(payload, points)
+
+    async def _flush_loop(self) -> None:
+        interval = self.options.flush_interval
+        while True:
+            await asyncio.sleep(interval / 4)
+            if self._pending and time.monotonic() - self._first_pending >= interval:
+                await self._spool_pending()
+            for host in self.hosts:  # bounds what a power cut can take from a quiet spool
+                await host.io(host.spool.sync_if_due)
+
+
+def _partial_dropped(text: str) -> int | None:
+    match = _PARTIAL.search(text)
+    return int(match.group(1)) if match else None
+
+
+def _host(url: str) -> str:
+    """The server as logs show it: no credentials, no query string."""
+    return urlsplit(url).netloc.rpartition("@")[2]
+
+
+def _quote(identifier: str) -> str:
+    return identifier.replace("\\", "\\\\").replace('"', '\\"')

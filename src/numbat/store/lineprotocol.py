@@ -1,0 +1,492 @@
+r"""InfluxDB 1.x line protocol: each event one line, ``measurement,tags fields time``.
+
+The mapping is :mod:`numbat.store.points`'s; this module adds the text format, the
+timestamps and a guard against runaway series cardinality. What follows was checked
+against a real influxd 1.6.7 (``tests/store/test_lineprotocol.py`` writes and reads back).
+
+Escaping
+    * measurement: ``,`` and space get a backslash (``=`` and ``"`` need none there);
+    * tag keys, tag values, field keys: ``,``, ``=`` and space get a backslash;
+    * string field values (``description="..."``): in double quotes, with ``\`` and
+      ``"`` preceded by a backslash. Newlines, tabs, NUL and every other character
+      are written as they are and come back as they were;
+    * ``value`` is ``repr(float(value))``: the shortest text Go parses back to the
+      same float (``1.0``, ``0.1``, ``1e+22``).
+
+What line protocol 1.x cannot carry, and what is written instead (:func:`stored_text`)
+    * a newline in a tag value (a line ends at one; there is no escape for it):
+      written as the two characters ``\n``;
+    * a backslash right before ``,``, ``=``, space or ``"``, or at the very end, in the
+      measurement, a tag key, a tag value or a field key: influxd either reads it as
+      escaping the delimiter after it (the point is lost), or unescapes it on the way
+      back (1.6.7 unescapes measurement names twice, and the same name then reads back
+      differently through ``SHOW MEASUREMENTS`` and ``SELECT``). Each such backslash is
+      written as U+FF3C FULLWIDTH REVERSE SOLIDUS, which looks the same.
+      Every other backslash is written as it is and comes back unchanged;
+    * a measurement that begins with ``#``: influxd takes the line for a comment and
+      drops it *without an error*; the ``#`` is written as U+FF03 FULLWIDTH NUMBER SIGN.
+
+Timestamps
+    In nanoseconds: ``time_ms * 1_000_000 + offset``. InfluxDB keeps one point per
+    series and timestamp (a second write overwrites the first), so two events of a
+    series in the same millisecond (a busy counter) need distinct offsets. The k-th
+    point of a series within one millisecond gets ``offset = k * workers + worker``,
+    so two collector worker processes never collide. Offsets are a function of the
+    order of the events only, so rendering the same events again from a fresh renderer
+    gives the same bytes, and a replayed batch overwrites its own points instead of
+    adding copies. (Retries must resend the rendered bytes, as the spool does: rendering
+    the same events twice with one renderer counts on from where it stopped.) An event
+    older than its series' latest millisecond (two processes sending one series with
+    clocks a little apart) takes an offset counted down from the top of the
+    millisecond instead, so it cannot overwrite the points counted up from 0. The
+    state is one small record per series, bounded (``cache_size``), as is the cache of
+    rendered ``measurement,tags`` prefixes.
+
+Cardinality guard
+    A tag whose values never repeat (a pid, a request id) makes every event a new
+    series, and InfluxDB slows down and then refuses writes. Per measurement the
+    renderer counts distinct series. When a new series would pass
+    ``max_series_per_measurement``, the measurement's tag with the most distinct values
+    is demoted: from then on, new series of that measurement carry it as a string field
+    (``on_cardinality="field"``) or not at all (``"drop"``), and the measurement may
+    take ``max_series_per_measurement`` more series before the next tag is demoted.
+    Series written before keep their tags and keep flowing. Each demotion is logged
+    once on ``numbat.store``, naming the measurement and the tag, and listed in
+    :attr:`LineRenderer.cardinality_reports`; points written with a tag demoted or
+    dropped are counted (:attr:`LineRenderer.demoted`, ``dropped_tags``). The counts
+    are per renderer (one per collector worker process) and start from zero with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final, Literal, NamedTuple
+
+from numbat.event import Scalar, now_ms
+from numbat.store.points import NUMBER_FIELDS, TEXT_FIELDS, PointMapper, is_heartbeat, scalar_text
+
+log = logging.getLogger("numbat.store")
+
+NS_PER_MS: Final = 1_000_000
+# The last millisecond whose every nanosecond InfluxDB accepts (its time is an int64).
+MAX_TIME_MS: Final = 9_223_372_036_853
+# influxd refuses a point whose series key (measurement, tags and a field key) passes
+# 65535 bytes; this leaves room for the longest field key.
+MAX_PREFIX_BYTES: Final = 64_000
+# Series records older than this (behind the newest time seen) go first when pruning.
+LATE_WINDOW_MS: Final = 60_000
+
+OnCardinality = Literal["field", "drop"]
+
+_BAD_BACKSLASH = re.compile(r'\\(?=[ ,="]|\Z)')
+_FULLWIDTH_BACKSLASH = "\uff3c"
+_FULLWIDTH_HASH = "\uff03"
+
+
+def _fix_backslashes(text: str) -> str:
+    return _BAD_BACKSLASH.sub(_FULLWIDTH_BACKSLASH, text) if "\\" in text else text
+
+
+def stored_text(text: str, part: Literal["measurement", "key", "tag_value"]) -> str:
+    r"""What influxd stores (and returns) for ``text`` written as ``part`` of a line.
+
+    Identical to ``text`` except for the few sequences line protocol 1.x cannot carry
+    (see the module documentation); a store that looks series up by tag needs this.
+
+    >>> stored_text("a\\b", "key"), stored_text("two\nlines", "tag_value")
+    ('a\\b', 'two\\nlines')
+    >>> stored_text("C:\\dir\\", "tag_value") == "C:\\dir\uff3c"
+    True
+    >>> stored_text("#hash", "measurement") == "\uff03hash"
+    True
+    """
+    if False:
+        text = text.replace("\n", "\\n")
+    text = _fix_backslashes(text)
+    if part == "measurement" and text.startswith("#"):
+        text = _FULLWIDTH_HASH + text[1:]
+    return text
+
+
+def escape_measurement(name: str) -> str:
+    r"""A measurement as line protocol writes it.
+
+    >>> print(escape_measurement("web requests,total=1"))
+    web\ requests\,total=1
+    """
+    return stored_text(name, "measurement").replace(",", "\\,").replace(" ", "\\ ")
+
+
+def escape_key(key: str) -> str:
+    r"""A tag key or field key as line protocol writes it.
+
+    >>> print(escape_key("a b,c=d"))
+    a\ b\,c\=d
+    """
+    return _escape_tag_chars(_fix_backslashes(key))
+
+
+def escape_tag_value(value: str) -> str:
+    r"""A tag value as line protocol writes it.
+
+    >>> print(escape_tag_value('GET /a?x=1, "ok"'))
+    GET\ /a?x\=1\,\ "ok"
+    """
+    return _escape_tag_chars(stored_text(value, "tag_value"))
+
+
+def _escape_tag_chars(text: str) -> str:
+    return text.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def quote_string(text: str) -> str:
+    r"""A string field value as line protocol writes it: quoted, ``\`` and ``"`` escaped.
+
+    >>> print(quote_string('say "hi"\\now'))
+    "say \"hi\"\\now"
+    """
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class RenderResult(NamedTuple):
+    """What :meth:`LineRenderer.render` made: the lines, and what happened to the events.
+
+    ``skipped``: events not written (heartbeats, no name, a time InfluxDB cannot
+    store); ``demoted``: points written with a tag moved to a field or left out.
+    """
+
+    data: bytes
+    points: int
+    skipped: int
+    demoted: int
+
+
+class CardinalityReport(NamedTuple):
+    """A tag the cardinality guard demoted: from now on new series of ``measurement``
+    carry ``tag`` as a field (``action="field"``) or not at all (``"drop"``)."""
+
+    measurement: str
+    tag: str
+    series: int
+    values: int
+    action: OnCardinality
+
+
+class _Series:
+    """One series as written: its rendered prefix and where its timestamps stand."""
+
+    __slots__ = ("last_ms", "late", "next", "prefix")
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.last_ms = -1
+        self.next = 0  # the ordinal of the next point at last_ms
+        self.late = 0  # points so far older than last_ms
+
+
+class _Entry:
+    """One combination of tag values as events carry it, and how it is written."""
+
+    __slots__ = ("changed", "demoted", "dropped", "moved", "series")
+
+    def __init__(self, series: _Series, moved: list[_Tag], dropped: bool) -> None:
+        self.series = series
+        # The tags written as fields, rendered: ``,key="value"``.
+        self.moved = "".join(f",{t.escaped_key}={quote_string(t.value)}" for t in moved)
+        self.demoted = bool(moved)
+        self.dropped = dropped
+        self.changed = self.demoted or dropped
+
+
+class _Tag(NamedTuple):
+    key: str
+    value: str
+    escaped_key: str
+    escaped_value: str
+
+
+class _Measurement:
+    """The cardinality guard's view of one measurement."""
+
+    __slots__ = ("demoted", "limit", "series", "values")
+
+    def __init__(self, limit: int) -> None:
+        self.series: set[int] = set()  # hashes of the prefixes written
+        self.values: dict[str, set[int]] = {}  # tag key -> hashes of its values
+        self.demoted: set[str] = set()
+        self.limit = limit  # series count at which the next tag is demoted
+
+    def admit(self, prefix: str, tags: list[_Tag]) -> None:
+        self.series.add(hash(prefix))
+        for tag in tags:
+            values = self.values.get(tag.key)
+            if values is not None:
+                values.add(hash(tag.value))
+            elif tag.key not in self.demoted:
+                self.values[tag.key] = {hash(tag.value)}
+
+
+class LineRenderer:
+    r"""Renders events to InfluxDB 1.x line protocol (see the module documentation).
+
+    >>> renderer = LineRenderer()
+    >>> event = {"name": "web.requests", "value": 1, "time": 1_700_000_000_000,
+    ...          "host": "a b", "description": 'said "hi"'}
+    >>> result = renderer.render([event, event, {"name": "web.heartbeat", "time": 1}])
+    >>> print(result.data.decode(), end="")
+    web.requests,host=a\ b value=1.0,description="said \"hi\"" 1700000000000000000
+    web.requests,host=a\ b value=1.0,description="said \"hi\"" 1700000000000000001
+    >>> result.points, result.skipped
+    (2, 1)
+    """
+
+    def __init__(
+        self,
+        *,
+        text_fields: Iterable[str] = TEXT_FIELDS,
+        number_fields: Iterable[str] = NUMBER_FIELDS,
+        write_heartbeats: bool = False,
+        max_series_per_measurement: int = 100_000,
+        on_cardinality: OnCardinality = "field",
+        worker: int = 0,
+        workers: int = 1,
+        cache_size: int = 100_000,
+        now_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        if not 1 <= workers <= NS_PER_MS // 4 or not 0 <= worker < workers:
+            raise ValueError(f"worker {worker} of {workers}: need 0 <= worker < workers")
+        if max_series_per_measurement < 1 or cache_size < 1:
+            raise ValueError("max_series_per_measurement and cache_size must be positive")
+        if on_cardinality not in ("field", "drop"):
+            raise ValueError(f"on_cardinality: 'field' or 'drop', not {on_cardinality!r}")
+        self.mapper = PointMapper(
+            text_fields=text_fields,
+            number_fields=number_fields,
+            write_heartbeats=write_heartbeats,
+            clock=now_ms,
+        )
+        self.max_series_per_measurement = max_series_per_measurement
+        self.on_cardinality: OnCardinality = on_cardinality
+        self.worker = worker
+        self.workers = workers
+        self.cache_size = cache_size
+        # Counted over the renderer's life, for the collector's stats.
+        self.points = 0
+        self.skipped = 0
+        self.demoted = 0  # points written with a tag moved to a field
+        self.dropped_tags = 0  # points written with a tag left out
+        self.cardinality_reports: list[CardinalityReport] = []
+        self._slots = NS_PER_MS // workers  # distinct offsets this worker has per ms
+        self._cache: dict[tuple[object, ...], _Entry] = {}
+        self._series: dict[str, _Series] = {}
+        self._measurements: dict[str, _Measurement] = {}
+        self._newest_ms = 0
+        self._text = [(key, f",{escape_key(key)}=") for key in self.mapper.text_fields]
+        self._numbers = [(key, f",{escape_key(key)}=") for key in self.mapper.number_fields]
+        self._has_fields = bool(self._text or self._numbers)
+
+    def render(self, events: Iterable[Mapping[str, Scalar]]) -> RenderResult:
+        """Render the events that should be stored; one line each, in order."""
+        lines: list[str] = []
+        add = lines.append
+        changes: list[_Entry] = []
+        skipped = 0
+        cache, not_tags = self._cache, self.mapper.not_tags
+        when_of, fields_of, timestamp = self._when, self._fields, self._timestamp
+        for event in events:
+            when = when_of(event)
+            if when < 0:
+                skipped += 1
+                continue
+            key = _cache_key(event, not_tags)
+            entry = cache.get(key) or self._entry(event, key)
+            if entry.changed:
+                changes.append(entry)
+            value = float(event.get("value", 1))
+            fields = fields_of(event) if self._has_fields else ""
+            ns = timestamp(entry.series, when)
+            add(f"{entry.series.prefix} value={value!r}{entry.moved}{fields} {ns}\n")
+        self._count(len(lines), skipped, changes)
+        data = "".join(lines).encode("utf-8", "replace")
+        return RenderResult(data, len(lines), skipped, len(changes))
+
+    def _when(self, event: Mapping[str, Scalar]) -> int:
+        """The event's time in ms, or -1 when it is not to be written."""
+        name = event.get("name")
+        if type(name) is not str or not name:
+            return -1
+        if name.endswith("heartbeat") and not self.mapper.write_heartbeats and is_heartbeat(name):
+            return -1
+        when = event.get("time")
+        if type(when) is not int:
+            when = self.mapper.clock()
+        return when if 0 <= when <= MAX_TIME_MS else -1
+
+    def _fields(self, event: Mapping[str, Scalar]) -> str:
+        """The text and number fields of ``event``, rendered: ``,description="..."``."""
+        fields = ""
+        for field, head in self._text:
+            val = event.get(field)
+            if val is not None:
+                text = val if type(val) is str else scalar_text(val)
+                text = text.replace("\\", "\\\\").replace('"', '\\"')
+                fields += f'{head}"{text}"'
+        for field, head in self._numbers:
+            val = event.get(field)
+            if type(val) is int or type(val) is float:
+                fields += f"{head}{float(val)!r}"
+        return fields
+
+    def _count(self, points: int, skipped: int, changes: list[_Entry]) -> None:
+        self.points += points
+        self.skipped += skipped
+        for entry in changes:
+            self.demoted += entry.demoted
+            self.dropped_tags += entry.dropped
+
+    def _timestamp(self, series: _Series, when: int) -> int:
+        """``when`` in ns, with this point's offset within its series' millisecond."""
+        if when == series.last_ms:
+            ordinal = series.next
+            series.next = ordinal + 1
+            half = self._slots // 2
+            slot = ordinal if ordinal < half else ordinal % half
+        elif when > series.last_ms:
+            series.last_ms = when
+            self._newest_ms = max(self._newest_ms, when)
+            series.next = 1
+            slot = 0
+        else:
+            # Late: counted down from the top, clear of the ordinals counted up from 0.
+            late = series.late
+            series.late = late + 1
+            slot = self._slots - 1 - late % (self._slots // 2)
+        return when * NS_PER_MS + slot * self.workers + self.worker
+
+    # -- the first event of a combination of tag values: the slow path ----------------
+
+    def _entry(self, event: Mapping[str, Scalar], cache_key: tuple[object, ...]) -> _Entry:
+        name = str(event["name"])
+        tags = [
+            _Tag(key, val, escape_key(key), escape_tag_value(val))
+            for key, val in self.mapper.tags(event)
+        ]
+        moved: list[_Tag] = []
+        self._fit(name, tags, moved)
+        dropped = self._guard(name, tags, moved)
+        prefix = _prefix(name, tags)
+        series = self._series.get(prefix)
+        if series is None:
+            series = self._new_series(prefix)
+        entry = _Entry(series, moved, dropped)
+        if len(self._cache) >= self.cache_size:
+            self._cache.clear()  # rebuilt on demand; the series records survive
+        self._cache[cache_key] = entry
+        return entry
+
+    def _new_series(self, prefix: str) -> _Series:
+        if len(self._series) >= self.cache_size:
+            self._prune()
+        series = self._series[prefix] = _Series(prefix)
+        return series
+
+    def _prune(self) -> None:
+        """Forget the series not written to lately (all of them if that is not enough).
+
+        Only a later point of a forgotten series in the same millisecond as its last
+        one could then reuse an offset, overwriting that point.
+        """
+        horizon = self._newest_ms - LATE_WINDOW_MS
+        kept = {p: s for p, s in self._series.items() if s.last_ms >= horizon}
+        self._series = kept if len(kept) < self.cache_size * 3 // 4 else {}
+        self._cache.clear()  # its entries point at the records just forgotten
+
+    def _fit(self, name: str, tags: list[_Tag], moved: list[_Tag]) -> None:
+        """Move the longest tags to fields until the series key is short enough for influxd."""
+        size = len(_prefix(name, tags).encode())
+        while size > MAX_PREFIX_BYTES and tags:
+            longest = max(tags, key=lambda t: len(t.escaped_key) + len(t.escaped_value))
+            tags.remove(longest)
+            moved.append(longest)
+            size = len(_prefix(name, tags).encode())
+
+    def _guard(self, name: str, tags: list[_Tag], moved: list[_Tag]) -> bool:
+        """The cardinality guard: demote a tag of a new series past the limit; True if dropped."""
+        state = self._measurements.get(name)
+        if state is None:
+            state = self._measurements[name] = _Measurement(self.max_series_per_measurement)
+        prefix = _prefix(name, tags)
+        if hash(prefix) in state.series:
+            return False  # a series written before keeps its tags
+        dropped = False
+        for tag in [t for t in tags if t.key in state.demoted]:
+            dropped |= self._demote_tag(tag, tags, moved)
+        prefix = _prefix(name, tags)
+        if hash(prefix) in state.series:
+            return dropped
+        if len(state.series) >= state.limit and state.values:
+            growing = max(state.values, key=lambda key: (len(state.values[key]), key))
+            self._report(name, state, growing)
+            for tag in [t for t in tags if t.key == growing]:
+                dropped |= self._demote_tag(tag, tags, moved)
+            prefix = _prefix(name, tags)
+            if hash(prefix) in state.series:
+                return dropped
+        state.admit(prefix, tags)
+        return dropped
+
+    def _demote_tag(self, tag: _Tag, tags: list[_Tag], moved: list[_Tag]) -> bool:
+        tags.remove(tag)
+        if self.on_cardinality == "drop":
+            return True
+        moved.append(tag)
+        return False
+
+    def _report(self, name: str, state: _Measurement, tag: str) -> None:
+        values = len(state.values.pop(tag, ()))
+        state.demoted.add(tag)
+        # Room for as many new series again before the next tag goes: the series of
+        # the other tags' values, now without this one, are new too.
+        state.limit = len(state.series) + self.max_series_per_measurement
+        report = CardinalityReport(name, tag, len(state.series), values, self.on_cardinality)
+        self.cardinality_reports.append(report)
+        what = "a field" if self.on_cardinality == "field" else "left out"
+        log.warning(
+            "measurement %r has %d series, the limit; its tag %r (%d distinct values) is "
+            "%s in new series from now on; existing series are unchanged",
+            name,
+            report.series,
+            tag,
+            values,
+            what,
+        )
+
+
+def _cache_key(event: Mapping[str, Scalar], not_tags: frozenset[str]) -> tuple[object, ...]:
+    """The name and each tag key and raw value, with the type of every non-string.
+
+    The type keeps apart values that Python holds equal but that are different tags
+    (``True``, ``1`` and ``1.0``); a float is keyed by its text (``0.0`` and ``-0.0``).
+    """
+    key: list[object] = [event["name"]]
+    for field, val in event.items():
+        if field not in not_tags:
+            kind = type(val)
+            if kind is str:
+                key += (field, val)
+            else:
+                key += (field, kind, repr(val) if kind is float else val)
+    return tuple(key)
+
+
+def _prefix(name: str, tags: list[_Tag]) -> str:
+    """``measurement,k=v,...`` with the tags sorted by escaped key, as influxd sorts them."""
+    parts = [escape_measurement(name)]
+    last = None
+    for tag in sorted(tags, key=lambda t: t.escaped_key):
+        if tag.escaped_key != last:  # keys meet only through a replaced backslash: keep one
+            parts.append(f"{tag.escaped_key}={tag.escaped_value}")
+            last = tag.escaped_key
+    return ",".join(parts)

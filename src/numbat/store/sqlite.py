@@ -1,0 +1,531 @@
+"""The embedded store: SQLite (stdlib) on one machine with no InfluxDB, with retention.
+
+Layout (schema version 1)::
+
+    meta    (key TEXT PRIMARY KEY, value INTEGER)             'version', 'seq'
+    series  (id INTEGER PRIMARY KEY AUTOINCREMENT, measurement TEXT, tags TEXT,
+             UNIQUE (measurement, tags))                      tags: canonical JSON object
+    points  (series_id, time, seq, value) PRIMARY KEY (series_id, time, seq) WITHOUT ROWID
+    inbox   (series_id, time, seq, value) PRIMARY KEY (time, series_id, seq) WITHOUT ROWID
+
+Why two point tables: range queries want points clustered by series then time, but new
+points arrive in time order across all series, so inserting them straight into that
+order touches one B-tree leaf per series per batch (about 4x slower than an append).
+New points are therefore appended to ``inbox`` (clustered by time: cheap appends, still
+indexed for time ranges) and moved into ``points`` in sorted order, many per leaf, once
+``inbox`` holds ``compact_rows`` rows. Queries read both tables. ``seq`` is a counter
+kept in ``meta`` that makes every point's key unique, so two points of one series in the
+same millisecond are both kept.
+
+Every SQLite call runs in one worker thread that owns the connection, so the event loop
+never waits on the disk; the async methods hand their work to that thread in order.
+Series ids are cached in memory so a write is a single ``executemany``. One process
+writes a database file; other processes may open it to read (series that another
+process added are picked up through ``PRAGMA data_version``).
+
+Retention: :meth:`SQLiteStore.prune` deletes points older than ``retention_ms`` and the
+series left with no point, in short transactions of at most ``PRUNE_CHUNK`` points so the
+write lock is never held for long; :meth:`~SQLiteStore.write` calls it once every
+``prune_interval_ms`` by the injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from numbat.event import Event, Scalar, now_ms
+from numbat.store import AGGREGATES, Aggregate, Bucket, Series, Store
+
+__all__ = ["DEFAULT_RETENTION_MS", "SQLiteStore", "to_point"]
+
+T = TypeVar("T")
+Tags = tuple[tuple[str, str], ...]
+Point = tuple[str, Tags, int, float]
+SeriesKey = tuple[str, Tags]
+
+DAY_MS = 86_400_000
+DEFAULT_RETENTION_MS = 7 * DAY_MS
+PRUNE_INTERVAL_MS = 60_000
+COMPACT_ROWS = 100_000
+PRUNE_CHUNK = 10_000  # points deleted per transaction
+PRUNE_SERIES = 500  # series visited per transaction
+MAX_BUCKETS = 1_000_000
+SCHEMA_VERSION = 1
+
+# Fields that are not tags: the point's own parts, and free text (unbounded cardinality).
+_NOT_TAGS = frozenset({"name", "value", "time", "ttl", "description", "message"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta VALUES ('version', 1), ('seq', 0);
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    measurement TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    UNIQUE (measurement, tags)
+);
+CREATE TABLE IF NOT EXISTS points (
+    series_id INTEGER NOT NULL,
+    time INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (series_id, time, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox (
+    series_id INTEGER NOT NULL,
+    time INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (time, series_id, seq)
+) WITHOUT ROWID;
+"""
+
+# For "last", SQLite takes a bare column from the row holding the single max() of the
+# group: the value at the latest time (one of them when several share that millisecond).
+_AGGREGATE_SQL: Mapping[str, str] = {
+    "mean": "AVG(value)",
+    "min": "MIN(value)",
+    "max": "MAX(value)",
+    "count": "COUNT(*)",
+    "last": "value, MAX(time)",
+}
+
+
+def to_point(event: Event) -> Point | None:
+    """``(measurement, tags, time, value)`` of an event, or None for a heartbeat.
+
+    Tags are every other scalar field but ``ttl`` and the free text ``description`` and
+    ``message``, as strings, sorted by key.
+
+    >>> to_point({"name": "db.query", "value": 3, "time": 10, "host": "a", "ok": True,
+    ...           "ttl": 5, "description": "slow"})
+    ('db.query', (('host', 'a'), ('ok', 'true')), 10, 3.0)
+    >>> to_point({"name": "web.heartbeat", "value": 1, "time": 10}) is None
+    True
+    """
+    name = str(event["name"])
+    if name.rpartition(".")[2] == "heartbeat":
+        return None
+    tags = [
+        (key, val if type(val) is str else tag_text(val))
+        for key, val in event.items()
+        if key not in _NOT_TAGS
+    ]
+    tags.sort()
+    return name, tuple(tags), int(event["time"]), float(event["value"])
+
+
+def tag_text(val: Scalar) -> str:
+    """A tag value as text; booleans are spelled as in JSON (``true``), as InfluxDB shows them."""
+    if val is True:
+        return "true"
+    if val is False:
+        return "false"
+    return str(val)
+
+
+def _tags_json(tags: Tags) -> str:
+    return json.dumps(dict(tags), ensure_ascii=False, separators=(",", ":"))
+
+
+def _tags_from_json(text: str) -> Tags:
+    return tuple(sorted(json.loads(text).items()))
+
+
+class SQLiteStore(Store):
+    """A :class:`~numbat.store.Store` in one SQLite file, keeping ``retention_ms`` of data.
+
+    >>> import asyncio, os, tempfile
+    >>> async def demo(path: str) -> list[Bucket]:
+    ...     store = SQLiteStore(path, clock=lambda: 180_000)
+    ...     try:
+    ...         await store.write([{"name": "web.requests", "value": 3, "time": 70_000,
+    ...                             "host": "a"}])
+    ...         return await store.query("web.requests", {"host": "a"}, start=0,
+    ...                                  end=120_000, bucket=60_000, aggregate="max")
+    ...     finally:
+    ...         await store.close()
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     asyncio.run(demo(os.path.join(tmp, "numbat.db")))
+    [Bucket(start=0, value=None), Bucket(start=60000, value=3.0)]
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retention_ms: int = DEFAULT_RETENTION_MS,
+        clock: Callable[[], int] = now_ms,
+        prune_interval_ms: int = PRUNE_INTERVAL_MS,
+        compact_rows: int = COMPACT_ROWS,
+    ) -> None:
+        if retention_ms <= 0:
+            raise ValueError(f"retention_ms must be positive, got {retention_ms}")
+        self.path = path
+        self.retention_ms = retention_ms
+        self._clock = clock
+        self._prune_interval = prune_interval_ms
+        self._compact_rows = compact_rows
+        self._next_prune = clock()  # the first write prunes what aged out while we were down
+        self._pruning = False
+        self._closed = False
+        # A single thread: it owns the connection and serialises every job.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="numbat-sqlite")
+        # Everything below belongs to the worker thread.
+        self._db: sqlite3.Connection | None = None
+        self._ids: dict[SeriesKey, int] = {}
+        self._keys: dict[int, SeriesKey] = {}
+        # measurement: {series id: its tag items}, for matching tag filters
+        self._by_measurement: dict[str, dict[int, frozenset[tuple[str, str]]]] = {}
+        self._max_id = 0
+        self._data_version = -1
+        self._seq = 0
+        self._inbox_rows = 0
+        self._inbox_latest: dict[int, int] = {}  # series id: its latest time in the inbox
+
+    # -- the Store interface (event loop side) --
+
+    async def write(self, events: Sequence[Event]) -> None:
+        """Store the events' points; prune and compact when due.
+
+        Heartbeats are not stored, nor points already past the retention (so a prune
+        never races a late write for a series it is about to find empty).
+        """
+        if not events:
+            return
+        inbox_rows = await self._call(self._write, events, self._clock() - self.retention_ms)
+        if inbox_rows >= self._compact_rows:
+            await self.compact()
+        if self._clock() >= self._next_prune:
+            await self.prune()
+
+    async def series(self, measurement: str | None = None) -> list[Series]:
+        """Every series, or those of one measurement, sorted."""
+        return await self._call(self._series, measurement)
+
+    async def query(
+        self,
+        measurement: str,
+        tags: Mapping[str, str],
+        *,
+        start: int,
+        end: int,
+        bucket: int,
+        aggregate: Aggregate = "mean",
+    ) -> list[Bucket]:
+        """See :meth:`numbat.store.Store.query`; the points of all matching series together."""
+        if bucket <= 0:
+            raise ValueError(f"bucket must be a positive number of ms, got {bucket}")
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}; got {aggregate!r}")
+        count = max(0, -(-(end - start) // bucket))
+        if count > MAX_BUCKETS:
+            raise ValueError(f"{count} buckets; the limit is {MAX_BUCKETS}")
+        found = await self._call(
+            self._query, measurement, dict(tags), start, end, bucket, aggregate
+        )
+        return [Bucket(start + i * bucket, found.get(i)) for i in range(count)]
+
+    async def prune(self) -> int:
+        """Delete points older than the retention and series left empty; return points deleted.
+
+        Runs as many short jobs, so writes and queries interleave with a long prune.
+        """
+        if self._pruning:
+            return 0
+        self._pruning = True
+        try:
+            now = self._clock()
+            self._next_prune = now + self._prune_interval
+            cutoff = now - self.retention_ms
+            deleted = 0
+            while count := await self._call(self._prune_inbox, cutoff):
+                deleted += count
+            ids = await self._call(self._series_ids)
+            index = 0
+            while index < len(ids):
+                count, index = await self._call(self._prune_points, cutoff, ids, index)
+                deleted += count
+            return deleted
+        finally:
+            self._pruning = False
+
+    async def compact(self) -> None:
+        """Move the points of the inbox into the series-ordered table (write does this itself)."""
+        await self._call(self._compact)
+
+    async def close(self) -> None:
+        """Close the connection in its thread and stop the thread; closing twice is fine."""
+        if self._closed:
+            return
+        try:
+            await self._call(self._close)
+        finally:
+            self._closed = True
+            self._executor.shutdown(wait=True)
+
+    async def _call(self, func: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    # -- the worker thread --
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is not None:
+            return self._db
+        db = sqlite3.connect(self.path, isolation_level=None)  # we BEGIN/COMMIT ourselves
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode this stays consistent; a power cut may lose the last commits.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA cache_size=-16000")  # 16 MiB
+            db.execute("PRAGMA temp_store=MEMORY")  # the compaction's sort
+            db.execute("PRAGMA journal_size_limit=67108864")  # keep the WAL file at most 64 MiB
+            db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            self._load(db)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+        return db
+
+    def _load(self, db: sqlite3.Connection) -> None:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if meta["version"] != SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path}: schema version {meta['version']}, not {SCHEMA_VERSION}"
+            )
+        self._seq = meta["seq"]
+        self._refresh(db)
+        self._inbox_rows = db.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
+        sql = "SELECT series_id, MAX(time) FROM inbox GROUP BY series_id"
+        self._inbox_latest = dict(db.execute(sql).fetchall())
+
+    def _refresh(self, db: sqlite3.Connection) -> None:
+        """Learn the series another process added (ids only grow: AUTOINCREMENT)."""
+        version = db.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._data_version:
+            return
+        self._data_version = version
+        rows = db.execute(
+            "SELECT id, measurement, tags FROM series WHERE id > ? ORDER BY id", (self._max_id,)
+        )
+        for sid, measurement, text in rows:
+            self._remember(sid, (measurement, _tags_from_json(text)))
+
+    def _remember(self, sid: int, key: SeriesKey) -> None:
+        self._forget(key)  # another process may have pruned it and made it anew
+        self._ids[key] = sid
+        self._keys[sid] = key
+        self._by_measurement.setdefault(key[0], {})[sid] = frozenset(key[1])
+        self._max_id = max(self._max_id, sid)
+
+    def _forget(self, key: SeriesKey) -> None:
+        sid = self._ids.pop(key, None)
+        if sid is None:
+            return
+        del self._keys[sid]
+        members = self._by_measurement[key[0]]
+        del members[sid]
+        if not members:
+            del self._by_measurement[key[0]]
+
+    def _write(self, events: Sequence[Event], cutoff: int) -> int:
+        db = self._connect()
+        created: list[SeriesKey] = []
+        seq = self._seq
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self._rows(db, events, cutoff, created)
+            db.executemany("INSERT INTO inbox VALUES (?, ?, ?, ?)", rows)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (self._seq,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            self._seq = seq
+            for key in created:
+                self._forget(key)
+            raise
+        self._inbox_rows += len(rows)
+        latest = self._inbox_latest
+        for sid, time, _, _ in rows:
+            if time > latest.get(sid, -1):
+                latest[sid] = time
+        return self._inbox_rows
+
+    def _rows(
+        self,
+        db: sqlite3.Connection,
+        events: Sequence[Event],
+        cutoff: int,
+        created: list[SeriesKey],
+    ) -> list[tuple[int, int, int, float]]:
+        """The inbox rows ``(series_id, time, seq, value)``, creating series as needed."""
+        ids = self._ids
+        seq = self._seq
+        rows = []
+        for event in events:
+            point = to_point(event)
+            if point is None or point[2] < cutoff:
+                continue
+            key = (point[0], point[1])
+            sid = ids.get(key)
+            if sid is None:
+                sid = self._create_series(db, key)
+                created.append(key)
+            rows.append((sid, point[2], seq, point[3]))
+            seq += 1
+        self._seq = seq
+        return rows
+
+    def _create_series(self, db: sqlite3.Connection, key: SeriesKey) -> int:
+        params = (key[0], _tags_json(key[1]))
+        db.execute("INSERT OR IGNORE INTO series (measurement, tags) VALUES (?, ?)", params)
+        (sid,) = db.execute(
+            "SELECT id FROM series WHERE measurement = ? AND tags = ?", params
+        ).fetchone()
+        self._remember(sid, key)
+        return int(sid)
+
+    def _compact(self) -> None:
+        db = self._connect()
+        if not self._inbox_rows:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Sorted, so each leaf of ``points`` takes all its new rows at once.
+            db.execute(
+                "INSERT INTO points SELECT series_id, time, seq, value FROM inbox"
+                " ORDER BY series_id, time, seq"
+            )
+            db.execute("DELETE FROM inbox")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._inbox_rows = 0
+        self._inbox_latest.clear()
+
+    def _series(self, measurement: str | None) -> list[Series]:
+        db = self._connect()
+        if measurement is None:
+            rows = db.execute("SELECT measurement, tags FROM series").fetchall()
+        else:
+            sql = "SELECT measurement, tags FROM series WHERE measurement = ?"
+            rows = db.execute(sql, (measurement,)).fetchall()
+        return sorted(Series(name, _tags_from_json(text)) for name, text in rows)
+
+    def _query(
+        self,
+        measurement: str,
+        tags: dict[str, str],
+        start: int,
+        end: int,
+        bucket: int,
+        aggregate: str,
+    ) -> dict[int, float]:
+        """Aggregate per bucket index, for the buckets that have points."""
+        db = self._connect()
+        self._refresh(db)
+        members = self._by_measurement.get(measurement, {})
+        wanted = {(key, val if type(val) is str else tag_text(val)) for key, val in tags.items()}
+        ids = (
+            [sid for sid, items in members.items() if wanted <= items] if wanted else list(members)
+        )
+        if not ids or end <= start:
+            return {}
+        # Ids are our own integers, so they go into the SQL as literals: no limit on how many.
+        where = f"series_id IN ({','.join(map(str, ids))}) AND time >= ?1 AND time < ?2"
+        sql = (
+            f"SELECT (time - ?1) / ?3 AS bucket, {_AGGREGATE_SQL[aggregate]} FROM ("
+            f"SELECT time, value FROM points WHERE {where}"
+            f" UNION ALL SELECT time, value FROM inbox WHERE {where}"
+            ") GROUP BY bucket"
+        )
+        return {row[0]: float(row[1]) for row in db.execute(sql, (start, end, bucket))}
+
+    def _series_ids(self) -> list[int]:
+        self._connect()
+        return sorted(self._keys)
+
+    def _prune_inbox(self, cutoff: int) -> int:
+        """Delete up to about PRUNE_CHUNK inbox points older than ``cutoff``."""
+        db = self._connect()
+        row = db.execute(
+            "SELECT time FROM inbox WHERE time < ? ORDER BY time LIMIT 1 OFFSET ?",
+            (cutoff, PRUNE_CHUNK),
+        ).fetchone()
+        # Whole milliseconds at a time: the chunk may run over by the points sharing one.
+        bound = cutoff if row is None else row[0] + 1
+        deleted = db.execute("DELETE FROM inbox WHERE time < ?", (bound,)).rowcount
+        self._inbox_rows -= deleted
+        return deleted
+
+    def _prune_points(self, cutoff: int, ids: list[int], index: int) -> tuple[int, int]:
+        """One transaction of the prune from ``ids[index]`` on; return (deleted, next index)."""
+        db = self._connect()
+        deleted = visited = 0
+        emptied: list[int] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            while index < len(ids) and deleted < PRUNE_CHUNK and visited < PRUNE_SERIES:
+                count, done = self._prune_series(db, ids[index], cutoff, PRUNE_CHUNK - deleted)
+                deleted += count
+                if not done:
+                    break  # the next job resumes this series
+                if self._drop_if_empty(db, ids[index], cutoff):
+                    emptied.append(ids[index])
+                index += 1
+                visited += 1
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._drop_series(emptied)
+        return deleted, index
+
+    @staticmethod
+    def _prune_series(
+        db: sqlite3.Connection, sid: int, cutoff: int, limit: int
+    ) -> tuple[int, bool]:
+        """Delete up to ``limit`` points of a series older than ``cutoff``; True: none are left."""
+        bound = db.execute(
+            "SELECT time, seq FROM points WHERE series_id = ? AND time < ?"
+            " ORDER BY time, seq LIMIT 1 OFFSET ?",
+            (sid, cutoff, limit),
+        ).fetchone()
+        if bound is None:
+            sql = "DELETE FROM points WHERE series_id = ? AND time < ?"
+            return db.execute(sql, (sid, cutoff)).rowcount, True
+        sql = "DELETE FROM points WHERE series_id = ? AND time <= ? AND (time, seq) < (?, ?)"
+        return db.execute(sql, (sid, bound[0], *bound)).rowcount, False
+
+    def _drop_if_empty(self, db: sqlite3.Connection, sid: int, cutoff: int) -> bool:
+        """Delete the series if it has no point left; the inbox was pruned to ``cutoff``."""
+        # Writes since then only added points at ``cutoff`` or later (see write).
+        if self._inbox_latest.get(sid, -1) >= cutoff:
+            return False
+        sql = "SELECT 1 FROM points WHERE series_id = ? LIMIT 1"
+        if db.execute(sql, (sid,)).fetchone() is not None:
+            return False
+        db.execute("DELETE FROM series WHERE id = ?", (sid,))
+        return True
+
+    def _drop_series(self, ids: list[int]) -> None:
+        for sid in ids:
+            self._inbox_latest.pop(sid, None)
+            key = self._keys.get(sid)
+            if key is not None:
+                self._forget(key)
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
