@@ -378,7 +378,12 @@ def test_guard_in_influxd(influx_db: InfluxDatabase) -> None:
 def test_long_tags_become_fields_so_influxd_takes_the_point(influx_db: InfluxDatabase) -> None:
     """Tags too long for influxd's 64 KiB series key are written as fields instead."""
     event = normalize(
-        {"name": "big", "value": 1, "time": T0, **{f"t{i:02}": chr(97 + i) * 4000 for i in range(20)}}
+        {
+            "name": "big",
+            "value": 1,
+            "time": T0,
+            **{f"t{i:02}": chr(97 + i) * 4000 for i in range(20)},
+        }
     )
     renderer = LineRenderer()
     result = renderer.render([event])

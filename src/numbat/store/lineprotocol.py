@@ -18,9 +18,9 @@ What line protocol 1.x cannot carry, and what is written instead (:func:`stored_
       written as the two characters ``\n``;
     * a backslash right before ``,``, ``=``, space or ``"``, or at the very end, in the
       measurement, a tag key, a tag value or a field key: influxd either reads it as
-      escaping the delimiter after it (the point is lost), or unescapes it on the way
-      back (1.6.7 unescapes measurement names twice, and the same name then reads back
-      differently through ``SHOW MEASUREMENTS`` and ``SELECT``). Each such backslash is
+      escaping the delimiter after it (the point is lost, or the line is cut in two),
+      or unescapes it on the way back (for measurements, ``SHOW MEASUREMENTS`` and
+      ``SELECT`` then disagree about the name, and ``SELECT`` finds nothing). Each is
       written as U+FF3C FULLWIDTH REVERSE SOLIDUS, which looks the same.
       Every other backslash is written as it is and comes back unchanged;
     * a measurement that begins with ``#``: influxd takes the line for a comment and
@@ -38,9 +38,15 @@ Timestamps
     the same events twice with one renderer counts on from where it stopped.) An event
     older than its series' latest millisecond (two processes sending one series with
     clocks a little apart) takes an offset counted down from the top of the
-    millisecond instead, so it cannot overwrite the points counted up from 0. The
-    state is one small record per series, bounded (``cache_size``), as is the cache of
-    rendered ``measurement,tags`` prefixes.
+    millisecond instead, so it cannot overwrite the points counted up from 0. (Each
+    half holds ``500_000 // workers`` offsets per series and millisecond; past that
+    they wrap.) The state is one small record per series, bounded (``cache_size``;
+    when full, the series not written to in the last minute are forgotten, or all if
+    that is not enough), as is the cache of rendered ``measurement,tags`` prefixes.
+
+Long series keys
+    influxd refuses a point whose series key (measurement and tags) passes 64 KiB;
+    the longest tags of such a point are written as string fields instead.
 
 Cardinality guard
     A tag whose values never repeat (a pid, a request id) makes every event a new
@@ -102,7 +108,7 @@ def stored_text(text: str, part: Literal["measurement", "key", "tag_value"]) -> 
     >>> stored_text("#hash", "measurement") == "\uff03hash"
     True
     """
-    if False:
+    if part == "tag_value" and "\n" in text:
         text = text.replace("\n", "\\n")
     text = _fix_backslashes(text)
     if part == "measurement" and text.startswith("#"):

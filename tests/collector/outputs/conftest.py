@@ -156,3 +156,7 @@ async def datagram_server() -> AsyncIterator[DatagramServer]:
     finally:
         transport.close()
         await server.closed.wait()  # the socket really is closed: no ResourceWarning
+
+
+# The real servers of the storage tests, for the InfluxDB output's tests.
+from tests.store.conftest import influx_db, influxd, victoria_metrics  # noqa: E402, F401

@@ -1,0 +1,283 @@
+"""The InfluxDB output against real influxd (and VictoriaMetrics) servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from numbat.collector.daemon import Collector
+from numbat.collector.fanout import Batch
+from numbat.collector.outputs.influxdb import InfluxDBOutput
+from numbat.config import InfluxDBOutputConfig, from_dict
+from numbat.event import Event
+from tests.helpers import wait_until
+from tests.store.conftest import (
+    _INFLUXD_CONFIG,
+    INFLUXD,
+    InfluxDatabase,
+    InfluxServer,
+    VictoriaMetrics,
+    _Process,
+    free_port,
+)
+
+T0 = 1_700_000_000_000
+
+
+class RestartableInflux:
+    """An influxd that a test can stop and start again on the same port and files."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        config = root / "influxd.conf"
+        config.write_text(
+            _INFLUXD_CONFIG.format(root=root, http_port=self.port, rpc_port=free_port())
+        )
+        self.args = [INFLUXD, "run", "-config", str(config)]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = InfluxServer(self.url)
+        self.process: _Process | None = None
+
+    def start(self) -> RestartableInflux:
+        self.process = _Process(self.args, self.root / "influxd.log")
+        assert self.process.wait_ready(self.url + "/ping", 204), (
+            self.root / "influxd.log"
+        ).read_text()
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+
+    def count(self, db: str, measurement: str) -> int:
+        try:
+            result = self.server.query(f'SELECT count("value") FROM "{measurement}"', db=db)
+        except AssertionError:
+            return 0
+        series = result.get("series") or [{"values": [[0, 0]]}]
+        return int(series[0]["values"][0][1])
+
+
+@pytest.fixture
+def restartable(tmp_path: Path) -> Iterator[RestartableInflux]:
+    server = RestartableInflux(tmp_path / "influx")
+    yield server.start()
+    server.stop()
+
+
+def _options(urls: list[str], spool: Path, **extra: Any) -> InfluxDBOutputConfig:
+    raw = {
+        "type": "influxdb",
+        "urls": urls,
+        "spool_dir": str(spool),
+        "flush_interval": 0.05,
+        "timeout": 2.0,
+        **extra,
+    }
+    output = from_dict({"collector": {"listen": [], "outputs": [raw]}}).collector.outputs[0]
+    assert isinstance(output, InfluxDBOutputConfig)
+    return output
+
+
+def _events(n: int, **fields: Any) -> list[Event]:
+    # Ten events per millisecond of one series: the tie-breaker must keep them all.
+    return [
+        {"name": "web.requests", "value": i, "time": T0 + i // 10, "host": "h1", **fields}
+        for i in range(n)
+    ]
+
+
+async def _write(options: InfluxDBOutputConfig, events: list[Event]) -> InfluxDBOutput:
+    output = InfluxDBOutput(options)
+    await output.start()
+    await output.write(Batch(events))
+    await output.flush()
+    return output
+
+
+def test_events_are_stored_with_text_fields_as_fields(
+    influx_db: InfluxDatabase, tmp_path: Path
+) -> None:
+    """Tags, a float value, description as a field, every same-ms event kept."""
+    options = _options([influx_db.server.url], tmp_path, database=influx_db.name)
+
+    async def main() -> None:
+        output = await _write(options, _events(30, route="/a", description="slow, then fast"))
+        await output.close()
+        assert output.hosts[0].counters.written == 30
+
+    asyncio.run(main())
+    rows = influx_db.rows("web.requests")
+    assert sorted(r["value"] for r in rows) == list(range(30))
+    assert {(r["host"], r["route"], r["description"]) for r in rows} == {
+        ("h1", "/a", "slow, then fast")
+    }
+    tags = influx_db.query('SHOW TAG KEYS FROM "web.requests"')["series"][0]["values"]
+    assert sorted(t[0] for t in tags) == ["host", "route"]
+
+
+def test_heartbeats_are_not_written(influx_db: InfluxDatabase, tmp_path: Path) -> None:
+    """Events named *.heartbeat are skipped by default, as in the original."""
+    options = _options([influx_db.server.url], tmp_path, database=influx_db.name)
+
+    async def main() -> InfluxDBOutput:
+        output = await _write(
+            options,
+            [
+                {"name": "svc.heartbeat", "value": 1, "time": T0},
+                {"name": "svc.up", "value": 1, "time": T0},
+            ],
+        )
+        await output.close()
+        return output
+
+    assert asyncio.run(main()).skipped == 1
+    assert influx_db.measurements() == ["svc.up"]
+
+
+def test_replicate_writes_every_point_to_every_host(
+    influx_db: InfluxDatabase, restartable: RestartableInflux, tmp_path: Path
+) -> None:
+    """mode=replicate: two servers each get every point."""
+    options = _options(
+        [influx_db.server.url, restartable.url], tmp_path, database=influx_db.name, mode="replicate"
+    )
+
+    async def main() -> None:
+        output = await _write(options, _events(200))
+        await output.close()
+
+    asyncio.run(main())
+    assert len(influx_db.rows("web.requests")) == 200
+    assert restartable.count(influx_db.name, "web.requests") == 200
+
+
+def test_failover_skips_a_dead_host(influx_db: InfluxDatabase, tmp_path: Path) -> None:
+    """mode=failover: with the first server down, the second takes every batch."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    options = _options(
+        [dead, influx_db.server.url], tmp_path, database=influx_db.name, mode="failover"
+    )
+
+    async def main() -> None:
+        output = await _write(options, _events(100))
+        await output.close()
+
+    asyncio.run(main())
+    assert len(influx_db.rows("web.requests")) == 100
+
+
+def test_spooled_batches_survive_a_restart(restartable: RestartableInflux, tmp_path: Path) -> None:
+    """Written while influxd is down, closed, reopened later: every point arrives."""
+    restartable.stop()
+    options = _options([restartable.url], tmp_path / "spool", database="survive")
+
+    async def first_run() -> None:
+        output = await _write(options, _events(500))
+        await output.close()  # influxd is down: the points stay in the spool
+        assert output.hosts[0].spool.pending_points == 500
+
+    async def second_run() -> None:
+        output = InfluxDBOutput(options)
+        await output.start()
+        await output.close()
+
+    asyncio.run(first_run())
+    restartable.start()
+    asyncio.run(second_run())
+    assert restartable.count("survive", "web.requests") == 500
+
+
+def test_partial_write_keeps_the_good_points(influx_db: InfluxDatabase, tmp_path: Path) -> None:
+    """One point InfluxDB refuses (a field type clash) does not cost the rest of the batch."""
+    # A float description in the same shard (same week) makes a text one a type clash.
+    influx_db.write(b"web.requests,host=h1 description=1.5 %d\n" % (T0 * 1_000_000 + 999_999))
+    options = _options([influx_db.server.url], tmp_path, database=influx_db.name)
+    events = _events(5)
+    events[2]["description"] = "text where InfluxDB already has a float"
+
+    async def main() -> InfluxDBOutput:
+        output = await _write(options, events)
+        await output.close()
+        return output
+
+    output = asyncio.run(main())
+    assert output.hosts[0].counters.rejected == 1
+    assert output.hosts[0].counters.written == 4
+    assert len([r for r in influx_db.rows("web.requests") if "value" in r]) == 4
+
+
+def test_client_errors_are_not_retried(influxd: InfluxServer, tmp_path: Path) -> None:
+    """A 4xx (here: no such database, creation off) is counted and dropped, not retried."""
+    options = _options([influxd.url], tmp_path, database="nowhere", create_database=False)
+
+    async def main() -> InfluxDBOutput:
+        output = await _write(options, _events(10))
+        host = output.hosts[0]
+        await asyncio.to_thread(wait_until, lambda: host.counters.rejected == 10, 10.0)
+        await output.close()
+        return output
+
+    output = asyncio.run(main())
+    assert output.hosts[0].counters.retries == 0 and output.hosts[0].spool.pending_points == 0
+
+
+def test_gzip_and_victoria_metrics(victoria_metrics: VictoriaMetrics, tmp_path: Path) -> None:
+    """VictoriaMetrics takes the same line protocol, gzip-compressed, as a cluster-ready target."""
+    options = _options([victoria_metrics.url], tmp_path, create_database=False, gzip=True)
+
+    async def main() -> None:
+        output = await _write(options, _events(20, route="/vm"))
+        await output.close()
+        assert output.hosts[0].counters.written == 20
+
+    asyncio.run(main())
+    victoria_metrics.flush()
+    series = victoria_metrics.export('{__name__="web.requests_value",route="/vm"}')
+    assert sorted(v for s in series for v in s["values"]) == list(range(20))
+
+
+def test_no_loss_while_influxd_is_down(restartable: RestartableInflux, tmp_path: Path) -> None:
+    """50,000 events through the collector while influxd stops and starts: each stored once."""
+    port = free_port()
+    raw = {
+        "type": "influxdb",
+        "urls": [restartable.url],
+        "database": "outage",
+        "spool_dir": str(tmp_path / "spool"),
+        "flush_interval": 0.05,
+        "timeout": 2.0,
+    }
+    config = from_dict({"collector": {"listen": [f"tcp://127.0.0.1:{port}"], "outputs": [raw]}})
+    total = 50_000
+
+    def send(start: int, stop: int) -> None:
+        lines = b"".join(
+            b'{"name":"outage.events","value":%d,"time":%d,"host":"h1"}\n' % (i, T0 + i // 10)
+            for i in range(start, stop)
+        )
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(lines)
+
+    async def main() -> None:
+        collector = Collector(config, hostname="test")
+        await collector.start()
+        await asyncio.to_thread(send, 0, total // 2)
+        await asyncio.to_thread(restartable.stop)
+        await asyncio.to_thread(send, total // 2, total)
+        await asyncio.to_thread(restartable.start)
+        await asyncio.to_thread(
+            wait_until, lambda: restartable.count("outage", "outage.events") >= total, 60.0
+        )
+        await collector.stop()
+
+    asyncio.run(main())
+    assert restartable.count("outage", "outage.events") == total
