@@ -242,3 +242,42 @@ def test_check_missing_file(tmp_path: Path) -> None:
     result = run_check(tmp_path / "absent.toml")
     assert result.returncode == 2
     assert "cannot read" in result.stderr
+
+
+# --- storage outputs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('type = "influxdb"\nurls = []\n', "collector.outputs[0].urls: give at least one"),
+        (
+            'type = "influxdb"\nurls = ["tcp://h:1"]\n',
+            "collector.outputs[0].urls[0]: expected http",
+        ),
+        ('type = "influxdb"\nusername = "u"\n', "collector.outputs[0].password: username and"),
+        ('type = "influxdb"\nmode = "both"\n', "collector.outputs[0].mode: got 'both'"),
+        (
+            'type = "influxdb"\nbatch_size = 0\n',
+            "collector.outputs[0].batch_size: must be positive",
+        ),
+        ('type = "influxdb"\non_cardinality = "x"\n', "collector.outputs[0].on_cardinality: got"),
+        ('type = "sqlite"\nretention_days = 0\n', "collector.outputs[0].retention_days: must be"),
+    ],
+)
+def test_storage_output_errors_name_the_key(body: str, message: str) -> None:
+    """Bad influxdb and sqlite output settings are refused, naming the key."""
+    assert message in config_error(f"[[collector.outputs]]\n{body}")
+
+
+def test_sqlite_output_refuses_several_workers() -> None:
+    """The embedded store has one writer: workers > 1 with a sqlite output is an error."""
+    text = '[collector]\nworkers = 2\n[[collector.outputs]]\ntype = "sqlite"\n'
+    assert "collector.workers: the sqlite output takes one writing process" in config_error(text)
+
+
+def test_influxdb_output_defaults() -> None:
+    """An influxdb output with no keys writes to localhost, spooling under numbat-data."""
+    (out,) = loads('[[collector.outputs]]\ntype = "influxdb"\n').collector.outputs
+    assert (out.urls, out.database, out.mode) == (["http://127.0.0.1:8086"], "numbat", "replicate")
+    assert (out.spool_dir, out.fsync_interval, out.batch_size) == ("numbat-data/spool", 1.0, 5000)
