@@ -262,7 +262,9 @@ class LineRenderer:
         now_ms: Callable[[], int] = now_ms,
     ) -> None:
         if not 1 <= workers <= NS_PER_MS // 4 or not 0 <= worker < workers:
-            raise ValueError(f"worker {worker} of {workers}: need 0 <= worker < workers")
+            raise ValueError(
+                f"worker {worker} of {workers}: need 0 <= worker < workers <= {NS_PER_MS // 4}"
+            )
         if max_series_per_measurement < 1 or cache_size < 1:
             raise ValueError("max_series_per_measurement and cache_size must be positive")
         if on_cardinality not in ("field", "drop"):
