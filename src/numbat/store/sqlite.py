@@ -39,8 +39,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from numbat.event import Event, Scalar, now_ms
+from numbat.event import Event, now_ms
 from numbat.store import AGGREGATES, Aggregate, Bucket, Series, Store
+from numbat.store.points import PointMapper, scalar_text
 
 __all__ = ["DEFAULT_RETENTION_MS", "SQLiteStore", "to_point"]
 
@@ -58,8 +59,7 @@ PRUNE_SERIES = 500  # series visited per transaction
 MAX_BUCKETS = 1_000_000
 SCHEMA_VERSION = 1
 
-# Fields that are not tags: the point's own parts, and free text (unbounded cardinality).
-_NOT_TAGS = frozenset({"name", "value", "time", "ttl", "description", "message"})
+_MAPPER = PointMapper()
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -100,8 +100,8 @@ _AGGREGATE_SQL: Mapping[str, str] = {
 def to_point(event: Event) -> Point | None:
     """``(measurement, tags, time, value)`` of an event, or None for a heartbeat.
 
-    Tags are every other scalar field but ``ttl`` and the free text ``description`` and
-    ``message``, as strings, sorted by key.
+    The mapping is :mod:`numbat.store.points`'s, as for InfluxDB: tags are every other
+    scalar field but ``ttl`` and the free text ``description`` and ``message``.
 
     >>> to_point({"name": "db.query", "value": 3, "time": 10, "host": "a", "ok": True,
     ...           "ttl": 5, "description": "slow"})
@@ -109,25 +109,9 @@ def to_point(event: Event) -> Point | None:
     >>> to_point({"name": "web.heartbeat", "value": 1, "time": 10}) is None
     True
     """
-    name = str(event["name"])
-    if name.rpartition(".")[2] == "heartbeat":
+    if not _MAPPER.should_store(event):
         return None
-    tags = [
-        (key, val if type(val) is str else tag_text(val))
-        for key, val in event.items()
-        if key not in _NOT_TAGS
-    ]
-    tags.sort()
-    return name, tuple(tags), int(event["time"]), float(event["value"])
-
-
-def tag_text(val: Scalar) -> str:
-    """A tag value as text; booleans are spelled as in JSON (``true``), as InfluxDB shows them."""
-    if val is True:
-        return "true"
-    if val is False:
-        return "false"
-    return str(val)
+    return str(event["name"]), _MAPPER.tags(event), int(event["time"]), float(event["value"])
 
 
 def _tags_json(tags: Tags) -> str:
@@ -435,7 +419,7 @@ class SQLiteStore(Store):
         db = self._connect()
         self._refresh(db)
         members = self._by_measurement.get(measurement, {})
-        wanted = {(key, val if type(val) is str else tag_text(val)) for key, val in tags.items()}
+        wanted = {(key, scalar_text(val)) for key, val in tags.items()}
         ids = (
             [sid for sid, items in members.items() if wanted <= items] if wanted else list(members)
         )
