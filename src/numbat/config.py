@@ -253,8 +253,10 @@ class CollectorConfig(Section):
         if self.drain_timeout < 0:
             raise ValueError("drain_timeout: must be 0 or more seconds")
         if self.workers > 1 and any(out.type == "sqlite" for out in self.outputs):
-            raise ValueError("workers: the sqlite output takes one writing process; "
-                             "use workers = 1, or an influxdb output")
+            raise ValueError(
+                "workers: the sqlite output takes one writing process; "
+                "use workers = 1, or an influxdb output"
+            )
         labels = [out.label for out in self.outputs]
         for label in labels:
             if labels.count(label) > 1:

@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -298,3 +299,28 @@ def victoria_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Victo
     process, url = _start(make_args, "/health", 200, root / "victoria-metrics.log")
     yield VictoriaMetrics(url)
     process.stop()
+
+
+ADMIN, PASSWORD = "admin", "pä:ss wörd"
+
+
+@pytest.fixture(scope="module")
+def secure_influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second influxd, with authentication on and one admin user; its URL."""
+    root = tmp_path_factory.mktemp("influxd-auth")
+
+    def make_args() -> tuple[list[str], str]:
+        http_port, rpc_port = free_port(), free_port()
+        config = root / "influxd.conf"
+        text = _INFLUXD_CONFIG.format(root=root, http_port=http_port, rpc_port=rpc_port)
+        config.write_text(text.replace("auth-enabled = false", "auth-enabled = true"))
+        return [INFLUXD, "run", "-config", str(config)], f"http://127.0.0.1:{http_port}"
+
+    process, url = _start(make_args, "/ping", 204, root / "influxd.log")
+    try:
+        query = f"CREATE USER {ADMIN} WITH PASSWORD '{PASSWORD}' WITH ALL PRIVILEGES"
+        status, body = http("POST", f"{url}/query?{urlencode({'q': query})}")
+        assert status == 200 and b"error" not in body, body
+        yield url
+    finally:
+        process.stop()

@@ -68,6 +68,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
+from operator import itemgetter
 from typing import Final, Literal, NamedTuple
 
 from numbat.event import Scalar, now_ms
@@ -195,15 +196,46 @@ class _Series:
 class _Entry:
     """One combination of tag values as events carry it, and how it is written."""
 
-    __slots__ = ("changed", "demoted", "dropped", "moved", "series")
+    __slots__ = ("changed", "demoted", "dropped", "head", "moved", "series")
 
     def __init__(self, series: _Series, moved: list[_Tag], dropped: bool) -> None:
         self.series = series
+        self.head = f"{series.prefix} value="
         # The tags written as fields, rendered: ``,key="value"``.
         self.moved = "".join(f",{t.escaped_key}={quote_string(t.value)}" for t in moved)
         self.demoted = bool(moved)
         self.dropped = dropped
-        self.changed = self.demoted or dropped
+        self.changed = self.demoted or dropped  # counted by render (or, for _SKIP: skipped)
+
+
+# The entry of events that are not written: no name, or a heartbeat (unless configured).
+_SKIP = _Entry(_Series(""), [], False)
+_SKIP.changed = True
+
+
+class _Shape:
+    """The keys of events, in their order: which are tags, whether any is a field.
+
+    Events of one shape are looked up in the cache by their name and tag values alone
+    (``(shape, values)``), which is cheaper than :func:`_cache_key`. Python holds
+    ``True``, ``1`` and ``1.0`` equal, so once a shape meets a tag value that is not a
+    string, its events are looked up by :func:`_cache_key` (which keeps the types).
+    """
+
+    __slots__ = ("fields", "mixed", "values")
+
+    def __init__(self, keys: tuple[str, ...], not_tags: frozenset[str], fields: set[str]) -> None:
+        # The name alone, or a tuple of the name and the tag values; no name: None.
+        tags = [key for key in keys if key not in not_tags]
+        self.values: Callable[[Mapping[str, Scalar]], object] = (
+            itemgetter("name", *tags) if "name" in keys else _no_name
+        )
+        self.fields = not fields.isdisjoint(keys)
+        self.mixed = False
+
+
+def _no_name(event: Mapping[str, Scalar]) -> None:
+    return None
 
 
 class _Tag(NamedTuple):
@@ -288,49 +320,78 @@ class LineRenderer:
         self.cardinality_reports: list[CardinalityReport] = []
         self._slots = NS_PER_MS // workers  # distinct offsets this worker has per ms
         self._cache: dict[tuple[object, ...], _Entry] = {}
+        self._shapes: dict[tuple[str, ...], _Shape] = {}
         self._series: dict[str, _Series] = {}
         self._measurements: dict[str, _Measurement] = {}
         self._newest_ms = 0
         self._text = [(key, f",{escape_key(key)}=") for key in self.mapper.text_fields]
         self._numbers = [(key, f",{escape_key(key)}=") for key in self.mapper.number_fields]
-        self._has_fields = bool(self._text or self._numbers)
+        self._field_keys = {*self.mapper.text_fields, *self.mapper.number_fields}
 
     def render(self, events: Iterable[Mapping[str, Scalar]]) -> RenderResult:
         """Render the events that should be stored; one line each, in order."""
+        # The per-event work is inlined here: it is most of what the collector's
+        # InfluxDB output costs.
         lines: list[str] = []
         add = lines.append
         changes: list[_Entry] = []
         skipped = 0
-        cache, not_tags = self._cache, self.mapper.not_tags
-        when_of, fields_of, timestamp = self._when, self._fields, self._timestamp
+        cache, shapes, not_tags = self._cache, self._shapes, self.mapper.not_tags
+        clock, fields_of = self.mapper.clock, self._fields
+        workers, worker = self.workers, self.worker
+        half, top = self._slots // 2, self._slots - 1
+        newest = self._newest_ms
         for event in events:
-            when = when_of(event)
-            if when < 0:
-                skipped += 1
-                continue
-            key = _cache_key(event, not_tags)
-            entry = cache.get(key) or self._entry(event, key)
+            # How the series is written: cached by the event's keys, name and tag values.
+            keys = tuple(event)
+            shape = shapes.get(keys) or self._shape(keys)
+            key = _cache_key(event, not_tags) if shape.mixed else (shape, shape.values(event))
+            entry = cache.get(key)
+            if entry is None:
+                self._newest_ms = newest  # for _prune
+                entry = self._miss(event, key, shape)
             if entry.changed:
+                if entry is _SKIP:
+                    skipped += 1
+                    continue
                 changes.append(entry)
+            # The time in ms; one InfluxDB cannot store is skipped.
+            when = event.get("time")
+            if type(when) is not int:
+                when = clock()
+            if not 0 <= when <= MAX_TIME_MS:
+                skipped += 1
+                if entry.changed:
+                    changes.pop()
+                continue
+            # The timestamp in ns, with this point's offset within its series' millisecond.
+            series = entry.series
+            last = series.last_ms
+            if when > last:
+                series.last_ms = when
+                series.next = 1
+                if when > newest:
+                    newest = when
+                ns = when * NS_PER_MS + worker
+            elif when == last:
+                ordinal = series.next
+                series.next = ordinal + 1
+                slot = ordinal if ordinal < half else ordinal % half
+                ns = when * NS_PER_MS + slot * workers + worker
+            else:
+                # Late: counted down from the top, clear of the ordinals counted up from 0.
+                late = series.late
+                series.late = late + 1
+                ns = when * NS_PER_MS + (top - late % half) * workers + worker
             value = float(event.get("value", 1))
-            fields = fields_of(event) if self._has_fields else ""
-            ns = timestamp(entry.series, when)
-            add(f"{entry.series.prefix} value={value!r}{entry.moved}{fields} {ns}\n")
+            if shape.fields:
+                add(f"{entry.head}{value!r}{entry.moved}{fields_of(event)} {ns}\n")
+            else:
+                add(f"{entry.head}{value!r}{entry.moved} {ns}\n")
+        self._newest_ms = newest
         self._count(len(lines), skipped, changes)
         data = "".join(lines).encode("utf-8", "replace")
         return RenderResult(data, len(lines), skipped, len(changes))
-
-    def _when(self, event: Mapping[str, Scalar]) -> int:
-        """The event's time in ms, or -1 when it is not to be written."""
-        name = event.get("name")
-        if type(name) is not str or not name:
-            return -1
-        if name.endswith("heartbeat") and not self.mapper.write_heartbeats and is_heartbeat(name):
-            return -1
-        when = event.get("time")
-        if type(when) is not int:
-            when = self.mapper.clock()
-        return when if 0 <= when <= MAX_TIME_MS else -1
 
     def _fields(self, event: Mapping[str, Scalar]) -> str:
         """The text and number fields of ``event``, rendered: ``,description="..."``."""
@@ -354,26 +415,31 @@ class LineRenderer:
             self.demoted += entry.demoted
             self.dropped_tags += entry.dropped
 
-    def _timestamp(self, series: _Series, when: int) -> int:
-        """``when`` in ns, with this point's offset within its series' millisecond."""
-        if when == series.last_ms:
-            ordinal = series.next
-            series.next = ordinal + 1
-            half = self._slots // 2
-            slot = ordinal if ordinal < half else ordinal % half
-        elif when > series.last_ms:
-            series.last_ms = when
-            self._newest_ms = max(self._newest_ms, when)
-            series.next = 1
-            slot = 0
-        else:
-            # Late: counted down from the top, clear of the ordinals counted up from 0.
-            late = series.late
-            series.late = late + 1
-            slot = self._slots - 1 - late % (self._slots // 2)
-        return when * NS_PER_MS + slot * self.workers + self.worker
-
     # -- the first event of a combination of tag values: the slow path ----------------
+
+    def _heartbeat(self, name: str) -> bool:
+        return not self.mapper.write_heartbeats and is_heartbeat(name)
+
+    def _shape(self, keys: tuple[str, ...]) -> _Shape:
+        if len(self._shapes) >= self.cache_size:
+            self._shapes.clear()
+        shape = self._shapes[keys] = _Shape(keys, self.mapper.not_tags, self._field_keys)
+        return shape
+
+    def _miss(self, event: Mapping[str, Scalar], key: tuple[object, ...], shape: _Shape) -> _Entry:
+        """The entry of an event not found in the cache under ``key``."""
+        name = event.get("name")
+        if type(name) is not str or not name or (self._heartbeat(name)):
+            self._cache[key] = _SKIP
+            return _SKIP
+        values = key[1]
+        if not shape.mixed and type(values) is tuple and any(type(v) is not str for v in values):
+            shape.mixed = True  # see _Shape
+            key = _cache_key(event, self.mapper.not_tags)
+            entry = self._cache.get(key)
+            if entry is not None:
+                return entry
+        return self._entry(event, key)
 
     def _entry(self, event: Mapping[str, Scalar], cache_key: tuple[object, ...]) -> _Entry:
         name = str(event["name"])

@@ -159,4 +159,9 @@ async def datagram_server() -> AsyncIterator[DatagramServer]:
 
 
 # The real servers of the storage tests, for the InfluxDB output's tests.
-from tests.store.conftest import influx_db, influxd, victoria_metrics  # noqa: E402, F401
+from tests.store.conftest import (  # noqa: E402, F401
+    influx_db,
+    influxd,
+    secure_influxd,
+    victoria_metrics,
+)

@@ -18,7 +18,9 @@ from numbat.event import Event
 from tests.helpers import wait_until
 from tests.store.conftest import (
     _INFLUXD_CONFIG,
+    ADMIN,
     INFLUXD,
+    PASSWORD,
     InfluxDatabase,
     InfluxServer,
     VictoriaMetrics,
@@ -281,3 +283,28 @@ def test_no_loss_while_influxd_is_down(restartable: RestartableInflux, tmp_path:
 
     asyncio.run(main())
     assert restartable.count("outage", "outage.events") == total
+
+
+def test_credentials_are_sent_and_never_logged(
+    secure_influxd: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """username/password reach an auth-enabled influxd; a wrong password is never logged."""
+    good = _options(
+        [secure_influxd], tmp_path / "a", database="authdb", username=ADMIN, password=PASSWORD
+    )
+    bad = _options(
+        [secure_influxd], tmp_path / "b", database="authdb", username=ADMIN, password="wrong-secret"
+    )
+
+    async def main() -> tuple[InfluxDBOutput, InfluxDBOutput]:
+        ok = await _write(good, _events(10))
+        await ok.close()
+        refused = await _write(bad, _events(10))
+        host = refused.hosts[0]
+        await asyncio.to_thread(wait_until, lambda: host.counters.rejected == 10, 10.0)
+        await refused.close()
+        return ok, refused
+
+    ok, _ = asyncio.run(main())
+    assert ok.hosts[0].counters.written == 10
+    assert "wrong-secret" not in caplog.text and PASSWORD not in caplog.text

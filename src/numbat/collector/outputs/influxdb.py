@@ -36,6 +36,7 @@ from numbat._ratelimit import RateLimitedLog
 from numbat.collector.fanout import Batch
 from numbat.collector.outputs import Output
 from numbat.config import InfluxDBOutputConfig
+from numbat.store.influx import basic_auth
 from numbat.store.lineprotocol import LineRenderer
 from numbat.store.spool import Spool
 
@@ -74,7 +75,6 @@ class Host:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._current = 0  # failover: the server that took the last batch goes first
-        self._created: set[str] = set() if output.options.create_database else set(self.urls)
         # The spool is not thread-safe: every call goes through this one thread, in order.
         self._io = ThreadPoolExecutor(1, thread_name_prefix=f"numbat-spool-{self.name}")
 
@@ -136,17 +136,27 @@ class Host:
         return False
 
     async def _deliver_to(self, url: str, payload: bytes, points: int) -> bool:
-        if url not in self._created and not await self._create_database(url):
+        # Write first, create the database only when told it is missing: a user with
+        # write but no admin rights works as long as the database exists.
+        answer = await self._post(url, payload)
+        if answer is None:
             return False
+        status, text = answer
+        if status == 404 and "database not found" in text and self._output.options.create_database:
+            if not await self._create_database(url):
+                return False
+            answer = await self._post(url, payload)
+            if answer is None:
+                return False
+            status, text = answer
+        return self._settle(url, status, text, points)
+
+    async def _post(self, url: str, payload: bytes) -> tuple[int, str] | None:
         try:
-            status, text = await self._output.post(url, payload)
+            return await self._output.post(url, payload)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._output.warn(f"down:{url}", "influxdb %s: %s; will retry", _host(url), exc)
-            return False
-        if status == 404 and "database not found" in text and self._output.options.create_database:
-            self._created.discard(url)  # dropped under us: create it again, then retry
-            return False
-        return self._settle(url, status, text, points)
+            return None
 
     def _settle(self, url: str, status: int, text: str, points: int) -> bool:
         if 200 <= status < 300:
@@ -180,7 +190,6 @@ class Host:
             self._output.warn(f"down:{url}", "influxdb %s: %s; will retry", _host(url), exc)
             return False
         if 200 <= status < 300:
-            self._created.add(url)
             return True
         self._output.warn(
             f"create:{url}", "influxdb %s: CREATE DATABASE: %d %s", _host(url), status, text[:200]
@@ -215,16 +224,16 @@ class InfluxDBOutput(Output):
         self._flusher: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._warn = RateLimitedLog(log)
-        self._auth = (
-            aiohttp.BasicAuth(options.username, options.password)
-            if options.username is not None and options.password is not None
-            else None
+        self._headers = (
+            {"Authorization": basic_auth(options.username, options.password)}
+            if options.username is not None
+            else {}
         )
 
     async def start(self) -> None:
         self.renderer = self._renderer()  # now that the worker index is known
         timeout = aiohttp.ClientTimeout(total=self.options.timeout)
-        self._session = aiohttp.ClientSession(timeout=timeout, auth=self._auth)
+        self._session = aiohttp.ClientSession(timeout=timeout, headers=self._headers)
         for index, urls in enumerate(self._groups()):
             spool = await asyncio.to_thread(self._open_spool, index, urls[0])  # before any I/O
             host = Host(urls, spool, self)

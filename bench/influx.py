@@ -1,0 +1,847 @@
+"""InfluxDB output benchmark: points/s from TCP emitters through our collector into influxd.
+
+    python bench/influx.py                 # full run (about two and a half minutes, 2 cores)
+    python bench/influx.py --quick         # smaller numbers, for a smoke test
+    python bench/influx.py --workers 2 --runs 1 --points 2000000
+    python bench/influx.py --profile       # where our collector spends its time (py-spy)
+
+One real ``/usr/bin/influxd`` (1.x) runs on free loopback ports with its files in a
+temporary directory (``wal-fsync-delay = "0s"``, cache sizes default), and is shared
+by every run; each run writes into a database of its own, which is dropped after it
+and influxd is let go idle (its background snapshots and compactions done) before the
+next run starts.
+
+(a) Raw: a minimal line-protocol writer in its own process: ``--points`` points (default
+    3,000,000) of 1,000 series (``bench.requests,host=hN,route=/api/...``, 200 hosts x
+    5 routes, one point per series per millisecond, increasing ns timestamps), rendered
+    before the clock starts into batches of 5,000 lines, POSTed one after another over
+    one keep-alive ``http.client`` connection to ``/write?db=...&precision=ns``. Points/s
+    = points / (time from the first POST until the last one answered 204). This is
+    influxd's own ingest limit on this machine with one writer.
+(b) End to end: our collector (``python -m numbat collector -c cfg.toml``) with one TCP
+    listener and one ``influxdb`` output (``batch_size = 5000``, its spool in the
+    temporary directory, default ``fsync_interval``), ``workers = 1`` and ``workers =
+    2`` (``--workers``). The load generator of bench/collector.py (a separate process
+    pushing a pre-rendered NDJSON buffer through ``--connections`` connections) sends
+    ``--points`` events of the same 1,000 series, shaped as numbat-emitter sends them
+    (``{"name":"bench.requests","value":12.5,"host":"h12","route":"/api/x",
+    "time":...}``). The buffer (5,000 events, 5 ms of 1,000 series) is sent over and
+    over, so most events arrive older than their series' newest point; the renderer
+    gives every point of a series a distinct timestamp, so none overwrites another.
+    Points/s = points / (time from the first byte sent until influxd had written them
+    all: the ``writePointsOk`` of the database's shards in ``/debug/vars``, polled every
+    50 ms). Then ``SELECT count(value)`` must find exactly ``--points`` points.
+    The collector's output queue is sized to hold every event (``queue_size``), so a
+    collector that reads faster than it writes holds the rest in memory instead of
+    dropping it: the figure is the rate of the slowest stage. "read" is the time until
+    the collector had read everything (the generator's last EOF).
+(c) CPU = user+system seconds over the run / wall time (cores), of the collector (all
+    its processes), influxd, the generator or raw writer, and of other processes on
+    the machine (flagged when over 0.15 cores). RSS: peak VmRSS of the collector's
+    processes and of influxd, sampled every 100 ms.
+(d) ``--profile``: one end-to-end run with ``py-spy record --native --subprocesses``
+    on the collector; prints the share of samples by part of the pipeline and the top
+    functions by self time. ``--raw FILE`` keeps py-spy's collapsed stacks.
+
+The goal: end to end at least 70% of the raw rate; the bar for the issue is 50%.
+Figures are medians with [min..max] over ``--runs`` runs; raw and the collector
+variants alternate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Final
+
+from collector import (
+    BUSY_CORES,
+    Generator,
+    OtherLoad,
+    RSSSampler,
+    cpu_seconds,
+    cpu_self,
+    free_port,
+    median,
+    mib,
+    proc_tree,
+    spread,
+)
+
+INFLUXD: Final = "/usr/bin/influxd"
+MEASUREMENT: Final = "bench.requests"
+SERIES: Final = 1_000
+HOSTS: Final = 200
+ROUTES: Final = ("/api/x", "/api/y", "/api/users", "/api/orders/list", "/health")
+BATCH: Final = 5_000
+BUFFER_EVENTS: Final = 5_000  # the generator's NDJSON buffer: 5 ms of 1,000 series
+POLL_EVERY: Final = 0.05
+TARGET: Final = 0.70
+BAR: Final = 0.50
+OURS_CMD: list[str] = [sys.executable, "-m", "numbat"]
+
+_INFLUXD_CONFIG: Final = """\
+# Debian's influxd 1.6.7 reads "reporting-enabled" (upstream: reporting-disabled).
+reporting-enabled = false
+reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+
+[meta]
+  dir = "{root}/meta"
+  logging-enabled = false
+
+[data]
+  dir = "{root}/data"
+  wal-dir = "{root}/wal"
+  wal-fsync-delay = "0s"
+  query-log-enabled = false
+  max-series-per-database = 0
+  max-values-per-tag = 0
+
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:{http_port}"
+  auth-enabled = false
+  log-enabled = false
+  pprof-enabled = false
+
+[logging]
+  level = "warn"
+  suppress-logo = true
+
+[monitor]
+  store-enabled = false
+
+[subscriber]
+  enabled = false
+
+[continuous_queries]
+  enabled = false
+
+[retention]
+  enabled = false
+
+[shard-precreation]
+  enabled = false
+"""
+
+
+# -- what is written ------------------------------------------------------------------------
+
+
+def series_tags(s: int) -> tuple[str, str]:
+    """The host and route of series ``s`` (0..999)."""
+    return f"h{s % HOSTS}", ROUTES[s // HOSTS % len(ROUTES)]
+
+
+def value_text(i: int) -> str:
+    """The value of point ``i`` as ``repr(float)`` writes it (as the renderer does)."""
+    return repr(float(i % 1000) if i % 2 == 0 else (i % 977) + 0.5)
+
+
+def line_batches(total: int, t0_ms: int) -> list[bytes]:
+    """``total`` points as line protocol in batches of ``BATCH`` lines.
+
+    Point ``i`` is of series ``i % 1000`` at ``t0_ms + i // 1000`` ms: each series
+    one point a millisecond.
+
+    >>> line_batches(2, 1000)[0].decode().splitlines()
+    ['bench.requests,host=h0,route=/api/x value=0.0 1000000000', \
+'bench.requests,host=h1,route=/api/x value=1.5 1000000000']
+    """
+    prefixes = []
+    for s in range(SERIES):
+        host, route = series_tags(s)
+        prefixes.append(f"{MEASUREMENT},host={host},route={route} value=")
+    batches = []
+    for first in range(0, total, BATCH):
+        lines = [
+            f"{prefixes[i % SERIES]}{value_text(i)} {(t0_ms + i // SERIES) * 1_000_000}\n"
+            for i in range(first, min(first + BATCH, total))
+        ]
+        batches.append("".join(lines).encode())
+    return batches
+
+
+def ndjson_buffer(count: int, now_ms: int) -> bytes:
+    """``count`` events of the same series as NDJSON, as numbat-emitter sends them.
+
+    >>> ndjson_buffer(2, 1000).splitlines()[1]
+    b'{"name":"bench.requests","value":1.5,"host":"h1","route":"/api/x","time":1000}'
+    """
+    lines = []
+    for i in range(count):
+        host, route = series_tags(i % SERIES)
+        lines.append(
+            f'{{"name":"{MEASUREMENT}","value":{value_text(i)},"host":"{host}",'
+            f'"route":"{route}","time":{now_ms + i // SERIES}}}\n'
+        )
+    return "".join(lines).encode()
+
+
+# -- the load: raw writer and TCP generator (child processes) -------------------------------
+
+
+def raw_writer(port: int, db: str, total: int, pipe: Connection) -> None:
+    """Child process: render ``total`` points, await "go", POST them batch by batch.
+
+    Reports ``{"start", "end", "cpu", "errors"}`` (monotonic seconds).
+    """
+    batches = line_batches(total, int(time.time() * 1000))
+    path = "/write?" + urllib.parse.urlencode({"db": db, "precision": "ns"})
+    headers = {"Content-Type": "text/plain; charset=utf-8"}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.connect()
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    errors: list[str] = []
+    pipe.send("ready")
+    pipe.recv()
+    cpu0, start = cpu_self(), time.monotonic()
+    for body in batches:
+        conn.request("POST", path, body, headers)
+        resp = conn.getresponse()
+        text = resp.read()
+        if resp.status != 204:
+            errors.append(f"{resp.status} {text[:200]!r}")
+    end = time.monotonic()
+    conn.close()
+    pipe.send({"start": start, "end": end, "cpu": cpu_self() - cpu0, "errors": errors})
+
+
+def tcp_generator(port: int, conns: int, total: int, pipe: Connection) -> None:
+    """Child process: bench/collector.py's TCP generator, sending ``ndjson_buffer``.
+
+    Opens ``conns`` connections, awaits "go", sends ``total`` events in big chunks with
+    ``sendall``, shuts down the write side and waits for EOF. Reports ``{"start",
+    "sent": [t], "eof": [t], "errors": [str], "cpu"}`` (monotonic seconds).
+    """
+    buf = ndjson_buffer(BUFFER_EVENTS, int(time.time() * 1000))
+    ends = [i + 1 for i, byte in enumerate(buf) if byte == 0x0A]
+    socks = []
+    for _ in range(conns):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=300)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        socks.append(sock)
+    share = [total // conns + (1 if i < total % conns else 0) for i in range(conns)]
+    sent = [0.0] * conns
+    eof = [0.0] * conns
+    errors: list[str] = []
+
+    def blast(i: int) -> None:
+        sock, n = socks[i], share[i]
+        try:
+            for _ in range(n // BUFFER_EVENTS):
+                sock.sendall(buf)
+            rest = n % BUFFER_EVENTS
+            if rest:
+                sock.sendall(buf[: ends[rest - 1]])
+            sock.shutdown(socket.SHUT_WR)
+            sent[i] = time.monotonic()
+            while sock.recv(65536):
+                pass
+            eof[i] = time.monotonic()
+        except OSError as exc:
+            errors.append(f"connection {i}: {exc!r}")
+        finally:
+            sock.close()
+
+    pipe.send("ready")
+    pipe.recv()
+    cpu0, start = cpu_self(), time.monotonic()
+    threads = [threading.Thread(target=blast, args=(i,)) for i in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    pipe.send(
+        {"start": start, "sent": sent, "eof": eof, "errors": errors, "cpu": cpu_self() - cpu0}
+    )
+
+
+# -- influxd --------------------------------------------------------------------------------
+
+
+class Influxd:
+    """A real influxd on free loopback ports, its files under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.root / "influxd.log"
+        for _attempt in range(3):
+            self.port, rpc_port = free_port(), free_port()
+            config = self.root / "influxd.conf"
+            text = _INFLUXD_CONFIG.format(root=self.root, http_port=self.port, rpc_port=rpc_port)
+            config.write_text(text)
+            with log.open("ab") as out:
+                self.proc = subprocess.Popen(
+                    [INFLUXD, "run", "-config", str(config)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    if self.request("GET", "/ping")[0] == 204:
+                        return
+                time.sleep(0.1)
+            self.stop()
+        raise RuntimeError(f"influxd did not start:\n{log.read_text(errors='replace')[-2000:]}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            conn.request(method, path, body)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def query(self, q: str, db: str | None = None) -> dict[str, Any]:
+        params = {"q": q, **({"db": db} if db else {})}
+        status, body = self.request("POST", "/query?" + urllib.parse.urlencode(params))
+        if status != 200:
+            raise RuntimeError(f"{q}: {status} {body[:300]!r}")
+        result: dict[str, Any] = json.loads(body)["results"][0]
+        if "error" in result:
+            raise RuntimeError(f"{q}: {result['error']}")
+        return result
+
+    def count(self, db: str) -> int:
+        """Points of the benchmark's measurement in ``db`` (SELECT count(value))."""
+        result = self.query(f'SELECT count(value) FROM "{MEASUREMENT}"', db)
+        series = result.get("series") or [{"values": [[0, 0]]}]
+        return int(series[0]["values"][0][1])
+
+    def written(self, db: str) -> int:
+        """Points influxd's shards of ``db`` have taken so far (``writePointsOk``)."""
+        _, body = self.request("GET", "/debug/vars")
+        total = 0
+        for stat in json.loads(body).values():
+            if isinstance(stat, dict) and stat.get("name") == "shard":
+                if (stat.get("tags") or {}).get("database") == db:
+                    total += int(stat["values"].get("writePointsOk", 0))
+        return total
+
+    def settle(self, idle: float = 0.1, timeout: float = 30.0) -> float:
+        """Wait until influxd uses under ``idle`` cores over half a second (its snapshots
+        and compactions done); the seconds waited."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            cpu0 = cpu_seconds([self.pid])
+            time.sleep(0.5)
+            if (cpu_seconds([self.pid]) - cpu0) / 0.5 < idle:
+                break
+        return time.monotonic() - start
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+# -- our collector ---------------------------------------------------------------------------
+
+
+@dataclass
+class Collector:
+    """Our collector as a subprocess: a TCP listener and one influxdb output."""
+
+    workdir: Path
+    influx_url: str
+    db: str
+    workers: int
+    queue_size: int
+    extra: list[str] = field(default_factory=list)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def config(self) -> Path:
+        lines = [
+            "[collector]",
+            f"workers = {self.workers}",
+            f'listen = ["tcp://127.0.0.1:{self.port}"]',
+            "drain_timeout = 10.0",
+            "stats_interval = 3600.0",
+            f"queue_size = {self.queue_size}",
+            *self.extra,
+            "[[collector.outputs]]",
+            'type = "influxdb"',
+            f'urls = ["{self.influx_url}"]',
+            f'database = "{self.db}"',
+            f'spool_dir = "{self.workdir / "spool"}"',
+            f"batch_size = {BATCH}",
+        ]
+        path = self.workdir / f"{self.db}.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def start(self) -> None:
+        self.port = free_port()
+        cmd = [*OURS_CMD, "collector", "-c", str(self.config()), "--log-level", "warning"]
+        with (self.workdir / "collector-stderr.txt").open("ab") as err:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the collector exited: {self.stderr()[-2000:]}")
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                # workers = N: every worker binds the port; give the others a moment.
+                if self.workers == 1 or len(proc_tree(self.pid)) > self.workers:
+                    time.sleep(0.3 if self.workers > 1 else 0)
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"the collector did not get ready: {self.stderr()[-2000:]}")
+
+    def stderr(self) -> str:
+        with contextlib.suppress(OSError):
+            return (self.workdir / "collector-stderr.txt").read_text(errors="replace")
+        return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@contextlib.contextmanager
+def running(col: Collector) -> Iterator[Collector]:
+    try:
+        col.start()
+        yield col
+    finally:
+        col.stop()
+
+
+# -- one run --------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    variant: str  # "raw", "workers=1", ...
+    points: int
+    stored: int
+    seconds: float
+    cpu: float = 0.0  # the collector's (end to end) or the raw writer's, seconds
+    influx_cpu: float = 0.0
+    load_cpu: float = 0.0  # the generator's (end to end)
+    peak_rss: int = 0  # the collector's
+    influx_rss: int = 0
+    read_all: float = 0.0
+    others: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.points / self.seconds if self.seconds > 0 else 0.0
+
+    def cores(self, cpu: float) -> float:
+        return cpu / self.seconds if self.seconds > 0 else 0.0
+
+
+def raw_run(influx: Influxd, db: str, points: int) -> Run:
+    influx.query(f'CREATE DATABASE "{db}"')
+    gen = Generator(raw_writer, influx.port, db, points)
+    try:
+        influx.settle()
+        sampler = RSSSampler(influx.pid)
+        icpu0 = cpu_seconds([influx.pid])
+        load = OtherLoad()
+        gen.go()
+        res = gen.result(600)
+        icpu = cpu_seconds([influx.pid]) - icpu0
+        sampler.stop()
+    finally:
+        gen.stop()
+    if res is None:
+        raise RuntimeError("the raw writer did not finish")
+    seconds = res["end"] - res["start"]
+    stored = influx.count(db)
+    run = Run("raw", points, stored, seconds, res["cpu"], icpu, influx_rss=sampler.peak)
+    run.others = load.cores(icpu, res["cpu"])
+    run.errors = list(res["errors"])
+    influx.query(f'DROP DATABASE "{db}"')
+    return run
+
+
+def e2e_run(
+    influx: Influxd,
+    workdir: Path,
+    db: str,
+    points: int,
+    workers: int,
+    conns: int,
+    extra: list[str],
+    spy: list[str] | None = None,
+) -> Run:
+    """One end-to-end run; with ``spy``, py-spy records the collector meanwhile."""
+    col = Collector(workdir, influx.url, db, workers, queue_size=points + 100_000, extra=extra)
+    with running(col):
+        gen = Generator(tcp_generator, col.port, conns, points)
+        rec = None
+        try:
+            influx.settle()
+            if spy is not None:
+                rec = subprocess.Popen(
+                    [*spy, "--pid", str(col.pid)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+                time.sleep(1.0)
+            sampler = RSSSampler(col.pid)
+            isampler = RSSSampler(influx.pid)
+            pids = proc_tree(col.pid)
+            cpu0, icpu0 = cpu_seconds(pids), cpu_seconds([influx.pid])
+            load = OtherLoad()
+            gen.go()
+            box: list[dict[str, Any] | None] = []
+            waiter = threading.Thread(target=lambda: box.append(gen.result(600)))
+            waiter.start()
+            end = wait_written(influx, db, points, col, timeout=600)
+            cpu = cpu_seconds(pids) - cpu0
+            icpu = cpu_seconds([influx.pid]) - icpu0
+            waiter.join()
+            sampler.stop()
+            isampler.stop()
+        finally:
+            gen.stop()
+            if rec is not None:
+                rec.send_signal(signal.SIGINT)
+                rec.communicate(timeout=120)
+    res = box[0] if box else None
+    if res is None:
+        raise RuntimeError("the generator did not finish")
+    start: float = res["start"]
+    stored = influx.count(db)
+    run = Run(f"workers={workers}", points, stored, (end or time.monotonic()) - start, cpu, icpu)
+    run.load_cpu = res["cpu"]
+    run.peak_rss, run.influx_rss = sampler.peak, isampler.peak
+    run.read_all = max(res["eof"]) - start if all(res["eof"]) else 0.0
+    run.others = load.cores(cpu + icpu, res["cpu"])
+    run.errors = list(res["errors"])
+    if end is None:
+        run.errors.append(f"timed out with {influx.written(db):,} points written")
+    influx.query(f'DROP DATABASE "{db}"')
+    return run
+
+
+def wait_written(
+    influx: Influxd, db: str, points: int, col: Collector, timeout: float
+) -> float | None:
+    """Poll influxd until the shards of ``db`` took ``points``; the time, None on timeout.
+
+    Gives up early when the count has not moved for 15 s (the collector lost some).
+    """
+    deadline = time.monotonic() + timeout
+    last, moved = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        written = influx.written(db)
+        if written >= points:
+            return now
+        if written != last:
+            last, moved = written, now
+        elif now - moved > 15 or (col.proc is not None and col.proc.poll() is not None):
+            return None
+        time.sleep(POLL_EVERY)
+    return None
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def count(value: float) -> str:
+    return f"{round(value):,}"
+
+
+def cores(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def describe(run: Run) -> str:
+    ok = "all stored" if run.stored == run.points else f"STORED {run.stored:,}"
+    if run.variant == "raw":
+        text = (
+            f"    raw writer: {run.points:,} points in {run.seconds:.2f}s ="
+            f" {run.rate:,.0f} points/s ({ok}); cpu: influxd {cores(run.cores(run.influx_cpu))},"
+            f" writer {cores(run.cores(run.cpu))} cores; influxd RSS peak"
+            f" {mib(run.influx_rss)} MiB; other processes {run.others:.2f} cores"
+        )
+    else:
+        text = (
+            f"    collector {run.variant}: {run.points:,} points in {run.seconds:.2f}s ="
+            f" {run.rate:,.0f} points/s ({ok}), read after {run.read_all:.2f}s;"
+            f" cpu: collector {cores(run.cores(run.cpu))}, influxd"
+            f" {cores(run.cores(run.influx_cpu))}, generator {cores(run.cores(run.load_cpu))}"
+            f" cores; RSS peak collector {mib(run.peak_rss)} MiB, influxd"
+            f" {mib(run.influx_rss)} MiB; other processes {run.others:.2f} cores"
+        )
+    if run.errors:
+        text += f"; errors: {'; '.join(run.errors[:3])}"
+    return text
+
+
+def summary(results: dict[str, list[Run]], points: int) -> list[str]:
+    lines = ["", "=" * 78, "SUMMARY: medians, [min..max] over the runs"]
+    raw = results.get("raw", [])
+    raw_rate = median([r.rate for r in raw])
+    goals: list[str] = []
+    for variant, runs in results.items():
+        rates = [r.rate for r in runs]
+        line = f"    {variant:<10} {spread(rates, count)} points/s"
+        if variant == "raw":
+            line += (
+                f", cpu influxd {spread([r.cores(r.influx_cpu) for r in runs], cores)},"
+                f" writer {spread([r.cores(r.cpu) for r in runs], cores)} cores,"
+                f" influxd RSS {spread([r.influx_rss for r in runs], mib)} MiB"
+            )
+        else:
+            ratio = median(rates) / raw_rate if raw_rate else 0.0
+            line += (
+                f" = {100 * ratio:.1f}% of raw; cpu collector"
+                f" {spread([r.cores(r.cpu) for r in runs], cores)}, influxd"
+                f" {spread([r.cores(r.influx_cpu) for r in runs], cores)}, generator"
+                f" {spread([r.cores(r.load_cpu) for r in runs], cores)} cores;"
+                f" cpu-us/point collector"
+                f" {spread([1e6 * r.cpu / r.points for r in runs], lambda v: f'{v:.2f}')};"
+                f" RSS collector {spread([r.peak_rss for r in runs], mib)} MiB, influxd"
+                f" {spread([r.influx_rss for r in runs], mib)} MiB;"
+                f" read after {spread([r.read_all for r in runs], lambda v: f'{v:.2f}s')}"
+            )
+            verdict = (
+                "MEETS THE 70% TARGET"
+                if ratio >= TARGET
+                else ("HOLDS the 50% bar (under the 70% target)" if ratio >= BAR else "FAILS")
+            )
+            goals.append(
+                f"    end to end {variant}: {100 * ratio:.1f}% of raw"
+                f" (bar {100 * BAR:.0f}%, target {100 * TARGET:.0f}%): {verdict}"
+            )
+        lines.append(line)
+    exact = all(r.stored == r.points for runs in results.values() for r in runs)
+    goals.append(f"    every run stored exactly {points:,} points: {'HOLDS' if exact else 'FAILS'}")
+    busy = [r for runs in results.values() for r in runs if r.others > BUSY_CORES]
+    if busy:
+        lines.append(
+            f"WARNING: other processes used over {BUSY_CORES} cores during {len(busy)} run(s)"
+            f" (up to {max(r.others for r in busy):.2f}): those figures are skewed"
+        )
+    return [*lines, "GOALS", *goals]
+
+
+# -- profiling ------------------------------------------------------------------------------
+
+# Where the collector's main threads spend their time: the deepest frame that matches decides.
+PROFILE_PARTS: Final[list[tuple[str, str]]] = [
+    ("orjson.loads", r"orjson.*\.so|^loads \(orjson"),
+    ("normalize (event.py)", r"numbat/event\.py"),
+    ("framing (framing.py)", r"collector/framing\.py"),
+    ("listener (listeners/)", r"listeners/"),
+    ("Stats", r"^Stats\."),
+    ("fan-out (fanout.py)", r"collector/fanout\.py"),
+    ("influxdb output: write/spool hand-off (influxdb.py)", r"outputs/influxdb\.py"),
+    ("LineRenderer (lineprotocol.py)", r"store/lineprotocol\.py"),
+    ("aiohttp (HTTP POST)", r"aiohttp/"),
+]
+
+
+def profile_parts(raw: Path) -> tuple[int, Counter[str], Counter[str]]:
+    """py-spy's raw stacks -> samples, time by part, self time by function."""
+    parts: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    compiled = [(name, re.compile(pattern)) for name, pattern in PROFILE_PARTS]
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, num = line.rpartition(" ")
+        if not stack or not num.isdigit():
+            continue
+        n = int(num)
+        frames = stack.split(";")
+        while frames and frames[0].startswith("process "):  # --subprocesses
+            frames.pop(0)
+        thread = frames.pop(0) if frames else ""
+        frames = [re.sub(r":\d+\)$", ")", f) for f in frames]
+        total += n
+        leaves[frames[-1] if frames else "?"] += n
+        if "MainThread" not in thread:
+            waits = ("cond_timedwait", "SimpleQueue_get", "take_gil", "acquire_lock", "_wait_for")
+            if any(w in f for f in frames for w in waits):
+                parts["other threads: waiting (for the GIL or for work)"] += n
+            elif any("spool.py" in f for f in frames):
+                parts["other threads: spool I/O (spool.py)"] += n
+            else:
+                parts["other threads: other work"] += n
+            continue
+        if any("gc_collect" in f for f in frames):
+            parts["cyclic GC"] += n
+            continue
+        part = "event loop: epoll, sockets, uvloop, callbacks"
+        for f in frames:
+            for name, pattern in compiled:
+                if pattern.search(f):
+                    part = name
+        parts[part] += n
+    return total, parts, leaves
+
+
+def profile(args: argparse.Namespace, influx: Influxd, workdir: Path) -> int:
+    spy = shutil.which("py-spy")
+    if spy is None:
+        print("py-spy is not installed: pip install py-spy", file=sys.stderr)
+        return 1
+    raw = args.raw or workdir / "stacks.txt"
+    cmd = [spy, "record", "--subprocesses", "--threads", "--native", "--rate", "200"]
+    cmd += ["--format", "raw", "--output", str(raw)]
+    workers = args.workers[0]
+    run = e2e_run(
+        influx, workdir, "profile", args.points, workers, args.connections, args.set, spy=cmd
+    )
+    print(describe(run))
+    if not raw.is_file():
+        print("py-spy wrote nothing", file=sys.stderr)
+        return 1
+    total, parts, leaves = profile_parts(raw)
+    print(f"PROFILE of the collector (workers={workers}): py-spy --native, {total:,} samples")
+    print("(sampling pauses the process: rates are lower than unprofiled)")
+    main_total = sum(n for name, n in parts.items() if not name.startswith("other threads"))
+    print("the main thread(s) (event loop) by part, share of their samples:")
+    for name, n in parts.most_common():
+        if not name.startswith("other threads"):
+            print(f"    {100 * n / max(main_total, 1):5.1f}%  {name}")
+    print("other threads, share of all samples:")
+    for name, n in parts.most_common():
+        if name.startswith("other threads"):
+            print(f"    {100 * n / total:5.1f}%  {name}")
+    print("top functions by self time, share of all samples:")
+    for name, n in leaves.most_common(20):
+        print(f"    {100 * n / total:5.1f}%  {name}")
+    return 0
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="smaller numbers (smoke test)")
+    parser.add_argument("--runs", type=int, help="runs of each variant [2; quick: 1]")
+    parser.add_argument("--points", type=int, help="points per run [3,000,000; quick: 500,000]")
+    parser.add_argument("--connections", type=int, default=4, help="TCP connections [4]")
+    parser.add_argument(
+        "--workers", default="1,2", help="collector worker counts to run, comma list [1,2]"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=TOML",
+        help="extra [collector] setting for ours (repeatable)",
+    )
+    parser.add_argument("--ours-cmd", help="command that runs ours instead of `python -m numbat`")
+    parser.add_argument("--profile", action="store_true", help="profile one run with py-spy")
+    parser.add_argument("--raw", type=Path, help="with --profile: keep py-spy's raw stacks here")
+    args = parser.parse_args(argv)
+    if args.ours_cmd:
+        OURS_CMD[:] = args.ours_cmd.split()
+    args.workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    args.runs = args.runs or (1 if args.quick else 2)
+    args.points = args.points or (500_000 if args.quick else 3_000_000)
+    args.set = [f"{k.strip()} = {v.strip()}" for k, _, v in (s.partition("=") for s in args.set)]
+    if not Path(INFLUXD).is_file():
+        print(f"{INFLUXD} is missing (apt-get install influxdb)", file=sys.stderr)
+        return 1
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="numbat-influx-bench-") as tmp:
+        workdir = Path(tmp)
+        influx = Influxd(workdir / "influxd")
+        influx.root.mkdir()
+        influx.start()
+        try:
+            if args.profile:
+                return profile(args, influx, workdir)
+            print(
+                f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; influxd"
+                f" {influx_version()} (wal-fsync-delay 0s); {args.points:,} points per run,"
+                f" {args.runs} run(s) each, {args.connections} TCP connections",
+                flush=True,
+            )
+            results: dict[str, list[Run]] = {}
+            for i in range(args.runs):
+                run = raw_run(influx, f"raw{i}", args.points)
+                results.setdefault("raw", []).append(run)
+                print(describe(run), flush=True)
+                for workers in args.workers:
+                    db = f"e2e_w{workers}_{i}"
+                    run = e2e_run(
+                        influx, workdir, db, args.points, workers, args.connections, args.set
+                    )
+                    results.setdefault(run.variant, []).append(run)
+                    print(describe(run), flush=True)
+        finally:
+            influx.stop()
+    print("\n".join(summary(results, args.points)))
+    print(f"total bench time {time.perf_counter() - started:.1f}s")
+    print("=" * 78)
+    return 0
+
+
+def influx_version() -> str:
+    out = subprocess.run([INFLUXD, "version"], capture_output=True, text=True, check=False)
+    match = re.search(r"v(\S+)", out.stdout)
+    return match.group(1) if match else "?"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,367 @@
+"""InfluxDB 1.x as a :class:`~numbat.store.Store`: line protocol in, InfluxQL out, over HTTP.
+
+Writes render events with :class:`~numbat.store.lineprotocol.LineRenderer`, exactly as
+the collector's InfluxDB output does, and POST them to ``/write`` (the database is
+created when a write finds it missing). Reads are one InfluxQL statement each.
+
+Where InfluxDB and :class:`~numbat.store.sqlite.SQLiteStore` would differ, and what
+this store does about it:
+
+* Buckets: ``GROUP BY time()`` aligns windows to the epoch; the query passes the offset
+  ``start % bucket`` so windows start at ``start`` exactly, as SQLite counts them.
+* Ranges: InfluxDB stores times in ``[0, MAX_TIME_MS]`` only (the renderer skips
+  others) and refuses time literals past int64 nanoseconds, so the ``WHERE`` range is
+  clipped to that; a range that meets only one bucket there is aggregated without
+  ``GROUP BY time()`` (influxd 1.6 answers nothing for a window that reaches past
+  int64 nanoseconds, as one bucket spanning all time does).
+* Tag filters compare tags only (``"k"::tag``), never a field of the same name, and
+  go through :func:`~numbat.store.lineprotocol.stored_text`, so the tags an event was
+  written with find its series. A key that is never a tag (``time``, the text and
+  number fields) matches nothing, as in SQLite.
+* ``last``: points of one millisecond are kept apart by nanosecond offsets, so the
+  last one *written* wins; across series with the very same timestamp InfluxDB keeps
+  the largest value. SQLite only promises one of the values at the latest millisecond.
+* A database that does not exist yet reads as empty, as a fresh SQLite file does.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import aiohttp
+
+from numbat.errors import NumbatError
+from numbat.event import Event
+from numbat.store import AGGREGATES, Aggregate, Bucket, Series, Store
+from numbat.store.lineprotocol import MAX_TIME_MS, LineRenderer, stored_text
+from numbat.store.points import TEXT_FIELDS, scalar_text
+from numbat.store.sqlite import MAX_BUCKETS
+
+__all__ = ["InfluxStore", "StoreError", "parse_series_key", "quote_ident", "quote_literal"]
+
+WRITE_BATCH: Final = 5_000  # events per POST: keeps bodies far below influxd's 25 MB limit
+
+_FUNCTIONS: Final[Mapping[str, str]] = {
+    "mean": "MEAN",
+    "min": "MIN",
+    "max": "MAX",
+    "count": "COUNT",
+    "last": "LAST",
+}
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+
+
+class StoreError(NumbatError):
+    """InfluxDB refused a request or could not be reached; ``status`` is the HTTP status.
+
+    >>> err = StoreError("influxdb 127.0.0.1:8086: write: 400 unable to parse", 400)
+    >>> err.status, str(err)
+    (400, 'influxdb 127.0.0.1:8086: write: 400 unable to parse')
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def quote_ident(name: str) -> str:
+    r"""An InfluxQL identifier: in double quotes, ``\``, ``"`` and newlines escaped.
+
+    >>> print(quote_ident('web "x"\\y'))
+    "web \"x\"\\y"
+    """
+    return '"' + _escape(name, '"') + '"'
+
+
+def quote_literal(text: str) -> str:
+    r"""An InfluxQL string literal: in single quotes, ``\``, ``'`` and newlines escaped.
+
+    >>> print(quote_literal("it's C:\\x"))
+    'it\'s C:\\x'
+    """
+    return "'" + _escape(text, "'") + "'"
+
+
+def _escape(text: str, quote: str) -> str:
+    # InfluxQL's string scanner knows \\, \n and \<quote>; a raw newline ends the token.
+    return text.replace("\\", "\\\\").replace(quote, "\\" + quote).replace("\n", "\\n")
+
+
+def parse_series_key(key: str) -> Series:
+    r"""A series key of ``SHOW SERIES`` (``measurement,k1=v1,k2=v2``, escaped as line
+    protocol) as a :class:`~numbat.store.Series`.
+
+    >>> parse_series_key(r"web\ ms,path=/a\,b,q\=1=x\ y,z=C:\\dir")
+    Series(measurement='web ms', tags=(('path', '/a,b'), ('q=1', 'x y'), ('z', 'C:\\\\dir')))
+    """
+    measurement, *pairs = _split(key, ",")
+    tags = []
+    for pair in pairs:
+        tag_key, value = [*_split(pair, "=", 1), ""][:2]
+        tags.append((_unescape(tag_key, ",= "), _unescape(value, ",= ")))
+    return Series(_unescape(measurement, ", "), tuple(sorted(tags)))
+
+
+def _split(text: str, sep: str, limit: int = -1) -> list[str]:
+    """``text`` split at each ``sep`` not escaped; a backslash always takes the next
+    character with it, as influxd's scanner reads a key."""
+    parts: list[str] = []
+    begin = i = 0
+    while i < len(text) and len(parts) != limit:
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == sep:
+            parts.append(text[begin:i])
+            begin = i + 1
+        i += 1
+    parts.append(text[begin:])
+    return parts
+
+
+def _unescape(text: str, special: str) -> str:
+    if "\\" not in text:
+        return text
+    return _ESCAPED.sub(lambda m: m[1] if m[1] in special else m[0], text)
+
+
+def _bucket_count(start: int, end: int, bucket: int, aggregate: str) -> int:
+    """How many buckets the query returns; ValueError for what SQLiteStore refuses."""
+    if bucket <= 0:
+        raise ValueError(f"bucket must be a positive number of ms, got {bucket}")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}; got {aggregate!r}")
+    count = max(0, -(-(end - start) // bucket))
+    if count > MAX_BUCKETS:
+        raise ValueError(f"{count} buckets; the limit is {MAX_BUCKETS}")
+    return count
+
+
+def _without_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """The URL without ``user:password@`` (so no message can show it), and those two."""
+    parts = urlsplit(url.rstrip("/"))
+    if "@" not in parts.netloc:
+        return parts.geturl(), None, None
+    netloc = parts.netloc.rpartition("@")[2]
+    password = None if parts.password is None else unquote(parts.password)
+    return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.username or ""), password
+
+
+def basic_auth(username: str, password: str | None) -> str:
+    """The Basic ``Authorization`` header (aiohttp.BasicAuth is deprecated in aiohttp 3.14)."""
+    if ":" in username:
+        raise ValueError('a username cannot contain ":" (RFC 7617)')
+    return "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+
+
+def _message(text: str) -> str:
+    """The error influxd put in a JSON body, or the start of whatever else came back."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text.strip()[:300]
+    error = body.get("error") if isinstance(body, dict) else None
+    return str(error) if error else text.strip()[:300]
+
+
+class InfluxStore(Store):
+    """A :class:`~numbat.store.Store` in one InfluxDB 1.x database (see the module).
+
+    Use it from one event loop; its HTTP session is made on first use.
+
+    Example::
+
+        store = InfluxStore("http://127.0.0.1:8086", "numbat", username="u", password="p")
+        try:
+            await store.write([{"name": "web.requests", "value": 3, "time": 70_000,
+                                "host": "a"}])
+            await store.series()  # [Series('web.requests', (('host', 'a'),))]
+            await store.query("web.requests", {"host": "a"}, start=0, end=120_000,
+                              bucket=60_000, aggregate="max")
+            # [Bucket(start=0, value=None), Bucket(start=60000, value=3.0)]
+        finally:
+            await store.close()
+    """
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        retention_policy: str | None = None,
+        timeout: float = 10.0,
+        text_fields: Iterable[str] = TEXT_FIELDS,
+    ) -> None:
+        self.url, url_user, url_password = _without_credentials(url)
+        if username is None:
+            username, password = url_user, url_password
+        self.database = database
+        self.retention_policy = retention_policy
+        self.timeout = timeout
+        self.renderer = LineRenderer(text_fields=text_fields)
+        self._headers = (
+            {} if username is None else {"Authorization": basic_auth(username, password)}
+        )
+        self._host = urlsplit(self.url).netloc
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    # -- the Store interface --
+
+    async def write(self, events: Sequence[Event]) -> None:
+        """Store the events' points (heartbeats and unstorable times are skipped).
+
+        Raises :class:`StoreError` when influxd refuses a batch; the batches before it
+        are stored. Unlike SQLite's, a failed write is not all-or-nothing (a timeout may
+        come after influxd stored the batch), and writing the same events again with
+        this store adds them again, as SQLite does: points of a series in a millisecond
+        it already has get the next nanosecond offsets (see numbat.store.lineprotocol).
+        """
+        for first in range(0, len(events), WRITE_BATCH):
+            result = self.renderer.render(events[first : first + WRITE_BATCH])
+            if result.points:
+                await self._write(result.data)
+
+    async def series(self, measurement: str | None = None) -> list[Series]:
+        """Every series, or those of one measurement, sorted."""
+        query = "SHOW SERIES"
+        if measurement is not None:
+            query += f" FROM {quote_ident(stored_text(measurement, 'measurement'))}"
+        return sorted(parse_series_key(str(row[0])) for row in await self._rows(query))
+
+    async def query(
+        self,
+        measurement: str,
+        tags: Mapping[str, str],
+        *,
+        start: int,
+        end: int,
+        bucket: int,
+        aggregate: Aggregate = "mean",
+    ) -> list[Bucket]:
+        """See :meth:`numbat.store.Store.query`; the points of all matching series together."""
+        count = _bucket_count(start, end, bucket, aggregate)
+        found = await self._aggregate(measurement, tags, start, end, bucket, aggregate)
+        return [Bucket(start + i * bucket, found.get(i)) for i in range(count)]
+
+    async def close(self) -> None:
+        """Close the HTTP session; closing twice is fine."""
+        self._closed = True
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    # -- writing --
+
+    async def _write(self, data: bytes) -> None:
+        status, text = await self._post_write(data)
+        if status == 404 and "database not found" in text:
+            await self._statement(f"CREATE DATABASE {quote_ident(self.database)}")
+            status, text = await self._post_write(data)
+        if not 200 <= status < 300:
+            raise StoreError(f"influxdb {self._host}: write: {status} {_message(text)}", status)
+
+    async def _post_write(self, data: bytes) -> tuple[int, str]:
+        params = {"db": self.database, "precision": "ns"}
+        if self.retention_policy:
+            params["rp"] = self.retention_policy
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        return await self._post("/write", params, data, headers)
+
+    # -- reading --
+
+    async def _aggregate(
+        self,
+        measurement: str,
+        tags: Mapping[str, str],
+        start: int,
+        end: int,
+        bucket: int,
+        aggregate: str,
+    ) -> dict[int, float]:
+        """Aggregate per bucket index, for the buckets that have points."""
+        low, high = max(start, 0), min(end, MAX_TIME_MS + 1)  # where points can be
+        if low >= high or not self.renderer.mapper.not_tags.isdisjoint(tags):
+            return {}
+        first, last = (low - start) // bucket, (high - 1 - start) // bucket
+        query = (
+            f'SELECT {_FUNCTIONS[aggregate]}("value") FROM {self._source(measurement)}'
+            f" WHERE time >= {low}ms AND time < {high}ms{_tag_filter(tags)}"
+        )
+        # A single bucket needs no GROUP BY, whose window could reach past int64 ns.
+        if first != last:
+            query += f" GROUP BY time({bucket}ms, {start % bucket}ms) fill(none)"
+        found: dict[int, float] = {}
+        for row in await self._rows(query):
+            if row[1] is not None:
+                found[first if first == last else (int(row[0]) - start) // bucket] = float(row[1])
+        return found
+
+    def _source(self, measurement: str) -> str:
+        name = quote_ident(stored_text(measurement, "measurement"))
+        if not self.retention_policy:
+            return name
+        return f"{quote_ident(self.database)}.{quote_ident(self.retention_policy)}.{name}"
+
+    async def _rows(self, query: str) -> list[list[Any]]:
+        """The rows of every series in the statement's result; none if no database yet."""
+        result = await self._statement(query, missing_ok=True)
+        return [row for series in result.get("series", []) for row in series.get("values", [])]
+
+    async def _statement(self, query: str, *, missing_ok: bool = False) -> dict[str, Any]:
+        """Run one InfluxQL statement (times in ms); its result, or StoreError.
+
+        ``missing_ok``: a database not created yet gives an empty result, as a fresh
+        SQLite file would."""
+        params = {"db": self.database, "epoch": "ms"}
+        status, text = await self._post("/query", params, {"q": query})
+        try:
+            result: dict[str, Any] = json.loads(text)["results"][0]
+        except (ValueError, KeyError, IndexError, TypeError):
+            result = {"error": _message(text)}
+        if missing_ok and str(result.get("error", "")).startswith("database not found"):
+            return {}
+        if "error" in result or not 200 <= status < 300:
+            message = result.get("error") or _message(text)
+            raise StoreError(f"influxdb {self._host}: query: {status} {message}", status)
+        return result
+
+    async def _post(
+        self, path: str, params: dict[str, str], data: Any, headers: dict[str, str] | None = None
+    ) -> tuple[int, str]:
+        """POST to influxd; its status and body. Connection trouble is a StoreError."""
+        try:
+            async with self._client().post(
+                f"{self.url}{path}", params=params, data=data, headers=headers
+            ) as resp:
+                return resp.status, await resp.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            what = str(exc) or type(exc).__name__
+            raise StoreError(f"influxdb {self._host}: {path[1:]}: {what}") from exc
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=self.timeout)
+            self._session = aiohttp.ClientSession(timeout=timeout, headers=self._headers)
+        return self._session
+
+
+def _tag_filter(tags: Mapping[str, str]) -> str:
+    """`` AND "k"::tag = 'v'`` for each tag, as written (see stored_text)."""
+    conditions = []
+    for key, val in sorted(tags.items()):
+        text = val if type(val) is str else scalar_text(val)
+        conditions.append(
+            f" AND {quote_ident(stored_text(key, 'key'))}::tag"
+            f" = {quote_literal(stored_text(text, 'tag_value'))}"
+        )
+    return "".join(conditions)
