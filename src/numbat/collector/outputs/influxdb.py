@@ -108,6 +108,11 @@ class Host:
         return not len(self.spool)
 
     async def _run(self) -> None:
+        if self._output.options.create_database:
+            # At start, so readers find the database before the first point; a failure
+            # (no admin rights, server down) is retried only when a write says 404.
+            for url in self.urls:
+                await self._create_database(url)
         attempt = 0
         while True:
             record = await self.io(self.spool.peek)
