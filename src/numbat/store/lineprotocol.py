@@ -82,7 +82,7 @@ MAX_TIME_MS: Final = 9_223_372_036_853
 # influxd refuses a point whose series key (measurement, tags and a field key) passes
 # 65535 bytes; this leaves room for the longest field key.
 MAX_PREFIX_BYTES: Final = 64_000
-# Series records older than this (behind the newest time seen) go first when pruning.
+# Series records older than this (behind the newest series) go first when pruning.
 LATE_WINDOW_MS: Final = 60_000
 
 OnCardinality = Literal["field", "drop"]
@@ -323,7 +323,6 @@ class LineRenderer:
         self._shapes: dict[tuple[str, ...], _Shape] = {}
         self._series: dict[str, _Series] = {}
         self._measurements: dict[str, _Measurement] = {}
-        self._newest_ms = 0
         self._text = [(key, f",{escape_key(key)}=") for key in self.mapper.text_fields]
         self._numbers = [(key, f",{escape_key(key)}=") for key in self.mapper.number_fields]
         self._field_keys = {*self.mapper.text_fields, *self.mapper.number_fields}
@@ -340,38 +339,32 @@ class LineRenderer:
         clock, fields_of = self.mapper.clock, self._fields
         workers, worker = self.workers, self.worker
         half, top = self._slots // 2, self._slots - 1
-        newest = self._newest_ms
         for event in events:
-            # How the series is written: cached by the event's keys, name and tag values.
-            keys = tuple(event)
-            shape = shapes.get(keys) or self._shape(keys)
-            key = _cache_key(event, not_tags) if shape.mixed else (shape, shape.values(event))
-            entry = cache.get(key)
-            if entry is None:
-                self._newest_ms = newest  # for _prune
-                entry = self._miss(event, key, shape)
-            if entry.changed:
-                if entry is _SKIP:
-                    skipped += 1
-                    continue
-                changes.append(entry)
             # The time in ms; one InfluxDB cannot store is skipped.
             when = event.get("time")
             if type(when) is not int:
                 when = clock()
             if not 0 <= when <= MAX_TIME_MS:
                 skipped += 1
-                if entry.changed:
-                    changes.pop()
                 continue
+            # How the series is written: cached by the event's keys, name and tag values.
+            keys = tuple(event)
+            shape = shapes.get(keys) or self._shape(keys)
+            key = _cache_key(event, not_tags) if shape.mixed else (shape, shape.values(event))
+            entry = cache.get(key)
+            if entry is None:
+                entry = self._miss(event, key, shape)
+            if entry.changed:
+                if entry is _SKIP:  # no name, or a heartbeat
+                    skipped += 1
+                    continue
+                changes.append(entry)
             # The timestamp in ns, with this point's offset within its series' millisecond.
             series = entry.series
             last = series.last_ms
             if when > last:
                 series.last_ms = when
                 series.next = 1
-                if when > newest:
-                    newest = when
                 ns = when * NS_PER_MS + worker
             elif when == last:
                 ordinal = series.next
@@ -388,7 +381,6 @@ class LineRenderer:
                 add(f"{entry.head}{value!r}{entry.moved}{fields_of(event)} {ns}\n")
             else:
                 add(f"{entry.head}{value!r}{entry.moved} {ns}\n")
-        self._newest_ms = newest
         self._count(len(lines), skipped, changes)
         data = "".join(lines).encode("utf-8", "replace")
         return RenderResult(data, len(lines), skipped, len(changes))
@@ -429,8 +421,8 @@ class LineRenderer:
     def _miss(self, event: Mapping[str, Scalar], key: tuple[object, ...], shape: _Shape) -> _Entry:
         """The entry of an event not found in the cache under ``key``."""
         name = event.get("name")
-        if type(name) is not str or not name or (self._heartbeat(name)):
-            self._cache[key] = _SKIP
+        if type(name) is not str or not name or self._heartbeat(name):
+            self._remember(key, _SKIP)
             return _SKIP
         values = key[1]
         if not shape.mixed and type(values) is tuple and any(type(v) is not str for v in values):
@@ -455,10 +447,13 @@ class LineRenderer:
         if series is None:
             series = self._new_series(prefix)
         entry = _Entry(series, moved, dropped)
+        self._remember(cache_key, entry)
+        return entry
+
+    def _remember(self, key: tuple[object, ...], entry: _Entry) -> None:
         if len(self._cache) >= self.cache_size:
             self._cache.clear()  # rebuilt on demand; the series records survive
-        self._cache[cache_key] = entry
-        return entry
+        self._cache[key] = entry
 
     def _new_series(self, prefix: str) -> _Series:
         if len(self._series) >= self.cache_size:
@@ -472,7 +467,8 @@ class LineRenderer:
         Only a later point of a forgotten series in the same millisecond as its last
         one could then reuse an offset, overwriting that point.
         """
-        horizon = self._newest_ms - LATE_WINDOW_MS
+        newest = max((series.last_ms for series in self._series.values()), default=0)
+        horizon = newest - LATE_WINDOW_MS
         kept = {p: s for p, s in self._series.items() if s.last_ms >= horizon}
         self._series = kept if len(kept) < self.cache_size * 3 // 4 else {}
         self._cache.clear()  # its entries point at the records just forgotten

@@ -22,6 +22,7 @@ import gzip
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +39,7 @@ from numbat.collector.outputs import Output
 from numbat.config import InfluxDBOutputConfig
 from numbat.store.influx import basic_auth
 from numbat.store.lineprotocol import LineRenderer
-from numbat.store.spool import Spool
+from numbat.store.spool import Record, RecordId, Spool
 
 log = logging.getLogger("numbat.collector")
 
@@ -64,7 +65,12 @@ class Counters:
 
 class Host:
     """A spool and the task that drains it into one server, or the first of several
-    that takes each batch (failover)."""
+    that takes each batch (failover).
+
+    The task runs on an event loop of its own, in a thread of its own: the collector's
+    loop, busy reading and rendering events, would give it a turn too seldom (every
+    POST takes several) and the spool would grow while the server sits idle.
+    """
 
     def __init__(self, urls: list[str], spool: Spool, output: InfluxDBOutput) -> None:
         self.urls = [url.rstrip("/") for url in urls]
@@ -72,8 +78,11 @@ class Host:
         self.spool = spool
         self.counters = Counters()
         self._output = output
-        self._wakeup = asyncio.Event()
+        self._wakeup = asyncio.Event()  # used on the sender's loop only
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the sender's
+        self._thread: threading.Thread | None = None
+        self.session: aiohttp.ClientSession | None = None  # bound to the sender's loop
         self._current = 0  # failover: the server that took the last batch goes first
         # The spool is not thread-safe: every call goes through this one thread, in order.
         self._io = ThreadPoolExecutor(1, thread_name_prefix=f"numbat-spool-{self.name}")
@@ -82,20 +91,58 @@ class Host:
         """Run a spool call on the spool's own thread (disk I/O never blocks the loop)."""
         return await asyncio.get_running_loop().run_in_executor(self._io, call, *args)
 
-    async def append(self, payload: bytes, points: int) -> None:
-        await self.io(self.spool.append, payload, points)
+    async def append(self, records: list[tuple[bytes, int]]) -> None:
+        """Spool batches (payload, points), in order, in one trip to the spool's thread."""
+        await self.io(self._append, records)
         self.wake()
 
+    def _append(self, records: list[tuple[bytes, int]]) -> None:
+        for payload, points in records:
+            self.spool.append(payload, points)
+
+    def _ack_and_peek(self, record_id: RecordId) -> Record | None:
+        self.spool.ack(record_id)
+        return self.spool.peek()
+
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
+        started = threading.Event()
+        self._thread = threading.Thread(
+            target=self._main, args=(started,), name=f"numbat-send-{self.name}", daemon=True
+        )
+        self._thread.start()
+        started.wait()
+
+    def _main(self, started: threading.Event) -> None:
+        """The sender's thread: its loop runs the task until it is cancelled."""
+        loop = self._loop = _new_loop()
+        try:
+            self._task = loop.create_task(self._serve(), name=self.name)
+            started.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(self._task)
+        finally:
+            started.set()
+            loop.close()
+
+    async def _serve(self) -> None:
+        self.session = self._output.new_session()
+        try:
+            await self._run()
+        finally:
+            await self.session.close()
 
     def wake(self) -> None:
-        self._wakeup.set()
+        """Wake the sender (from any thread): there is something to send."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: stopped
+                self._loop.call_soon_threadsafe(self._wakeup.set)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._loop is not None and self._task is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._task.cancel)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
         await self.io(self.spool.close)
         self._io.shutdown(wait=True)
 
@@ -114,21 +161,25 @@ class Host:
             for url in self.urls:
                 await self._create_database(url)
         attempt = 0
+        record: Record | None = None
         while True:
-            record = await self.io(self.spool.peek)
             if record is None:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
+                self._wakeup.clear()  # before peeking: an append from now on wakes us
+                record = await self.io(self.spool.peek)
+                if record is None:
+                    await self._wakeup.wait()
+                    continue
             if await self._deliver(record.payload, record.points):
-                await self.io(self.spool.ack, record.id)
+                # Each trip to the spool's thread waits for a turn of a busy loop:
+                # acknowledge and take the next batch in one.
+                record = await self.io(self._ack_and_peek, record.id)
                 attempt = 0
                 continue
             attempt += 1
             self.counters.retries += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), full_jitter(attempt))
-            self._wakeup.clear()
+            record = None  # peek again: the spool may have dropped it to make room
 
     async def _deliver(self, payload: bytes, points: int) -> bool:
         """Post one batch; True when it is settled (stored, or refused for good)."""
@@ -158,7 +209,8 @@ class Host:
 
     async def _post(self, url: str, payload: bytes) -> tuple[int, str] | None:
         try:
-            return await self._output.post(url, payload)
+            assert self.session is not None
+            return await self._output.post(self.session, url, payload)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._output.warn(f"down:{url}", "influxdb %s: %s; will retry", _host(url), exc)
             return None
@@ -190,7 +242,8 @@ class Host:
     async def _create_database(self, url: str) -> bool:
         query = f'CREATE DATABASE "{_quote(self._output.options.database)}"'
         try:
-            status, text = await self._output.query(url, query)
+            assert self.session is not None
+            status, text = await self._output.query(self.session, url, query)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._output.warn(f"down:{url}", "influxdb %s: %s; will retry", _host(url), exc)
             return False
@@ -227,7 +280,6 @@ class InfluxDBOutput(Output):
         self._pending_points = 0
         self._first_pending = 0.0
         self._flusher: asyncio.Task[None] | None = None
-        self._session: aiohttp.ClientSession | None = None
         self._warn = RateLimitedLog(log)
         self._headers = (
             {"Authorization": basic_auth(options.username, options.password)}
@@ -237,8 +289,6 @@ class InfluxDBOutput(Output):
 
     async def start(self) -> None:
         self.renderer = self._renderer()  # now that the worker index is known
-        timeout = aiohttp.ClientTimeout(total=self.options.timeout)
-        self._session = aiohttp.ClientSession(timeout=timeout, headers=self._headers)
         for index, urls in enumerate(self._groups()):
             spool = await asyncio.to_thread(self._open_spool, index, urls[0])  # before any I/O
             host = Host(urls, spool, self)
@@ -249,6 +299,7 @@ class InfluxDBOutput(Output):
     async def write(self, batch: Batch) -> None:
         size = self.options.batch_size
         events = batch.events
+        full: list[tuple[bytes, int]] = []
         for start in range(0, len(events), size):
             result = self.renderer.render(events[start : start + size])
             self.skipped += result.skipped
@@ -258,7 +309,10 @@ class InfluxDBOutput(Output):
                 self._pending.append(result.data)
                 self._pending_points += result.points
             if self._pending_points >= size:
-                await self._spool_pending()
+                full.append(self._take_pending())
+        # One trip to the spool's thread for the whole batch: each waits for a turn of
+        # the loop, which the listeners make long under load.
+        await self._spool(full)
 
     async def flush(self) -> None:
         await self._spool_pending()
@@ -271,8 +325,6 @@ class InfluxDBOutput(Output):
         await self._spool_pending()
         await asyncio.gather(*(h.drain(min(self.options.timeout, 5.0)) for h in self.hosts))
         await asyncio.gather(*(h.stop() for h in self.hosts))
-        if self._session is not None:
-            await self._session.close()
 
     def stats(self) -> dict[str, float]:
         out: dict[str, float] = {"skipped": self.skipped, "demoted": self.renderer.demoted}
@@ -286,23 +338,28 @@ class InfluxDBOutput(Output):
 
     # -- used by Host ---------------------------------------------------------------
 
-    async def post(self, url: str, payload: bytes) -> tuple[int, str]:
-        assert self._session is not None
+    def new_session(self) -> aiohttp.ClientSession:
+        """An HTTP session for a host's sender, on the sender's (running) loop."""
+        timeout = aiohttp.ClientTimeout(total=self.options.timeout)
+        return aiohttp.ClientSession(timeout=timeout, headers=self._headers)
+
+    async def post(
+        self, session: aiohttp.ClientSession, url: str, payload: bytes
+    ) -> tuple[int, str]:
         params = {"db": self.options.database, "precision": "ns"}
         if self.options.retention_policy:
             params["rp"] = self.options.retention_policy
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if self.options.gzip:
-            payload = await asyncio.to_thread(gzip.compress, payload, 1)
+            payload = gzip.compress(payload, 1)  # on the host's sender thread
             headers["Content-Encoding"] = "gzip"
-        async with self._session.post(
+        async with session.post(
             f"{url}/write", params=params, data=payload, headers=headers
         ) as resp:
             return resp.status, await resp.text()
 
-    async def query(self, url: str, q: str) -> tuple[int, str]:
-        assert self._session is not None
-        async with self._session.post(f"{url}/query", data={"q": q}) as resp:
+    async def query(self, session: aiohttp.ClientSession, url: str, q: str) -> tuple[int, str]:
+        async with session.post(f"{url}/query", data={"q": q}) as resp:
             return resp.status, await resp.text()
 
     def warn(self, key: str, msg: str, *args: object) -> None:
@@ -337,12 +394,21 @@ class InfluxDBOutput(Output):
         )
 
     async def _spool_pending(self) -> None:
-        if not self._pending:
-            return
-        payload, points = b"".join(self._pending), self._pending_points
+        if self._pending:
+            await self._spool([self._take_pending()])
+
+    def _take_pending(self) -> tuple[bytes, int]:
+        record = b"".join(self._pending), self._pending_points
         self._pending, self._pending_points = [], 0
-        for host in self.hosts:
-            await host.append(payload, points)
+        return record
+
+    async def _spool(self, records: list[tuple[bytes, int]]) -> None:
+        if not records:
+            return
+        if len(self.hosts) == 1:
+            await self.hosts[0].append(records)  # without gather's task: no extra turn
+        else:
+            await asyncio.gather(*(host.append(records) for host in self.hosts))
 
     async def _flush_loop(self) -> None:
         interval = self.options.flush_interval
@@ -352,6 +418,15 @@ class InfluxDBOutput(Output):
                 await self._spool_pending()
             for host in self.hosts:  # bounds what a power cut can take from a quiet spool
                 await host.io(host.spool.sync_if_due)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's where it is installed (as numbat._loop runs daemons)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _partial_dropped(text: str) -> int | None:
