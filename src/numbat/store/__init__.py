@@ -17,6 +17,23 @@ from numbat.event import Event
 
 Aggregate = Literal["mean", "min", "max", "count", "last"]
 AGGREGATES: tuple[Aggregate, ...] = ("mean", "min", "max", "count", "last")
+MAX_BUCKETS = 1_000_000
+
+
+def bucket_count(start: int, end: int, bucket: int, aggregate: str) -> int:
+    """How many buckets a query returns; ValueError for arguments no backend accepts.
+
+    >>> bucket_count(0, 3_600_000, 60_000, "mean")
+    60
+    """
+    if bucket <= 0:
+        raise ValueError(f"bucket must be a positive number of ms, got {bucket}")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}; got {aggregate!r}")
+    count = max(0, -(-(end - start) // bucket))
+    if count > MAX_BUCKETS:
+        raise ValueError(f"{count} buckets; the limit is {MAX_BUCKETS}")
+    return count
 
 
 class Series(NamedTuple):

@@ -37,10 +37,9 @@ import aiohttp
 
 from numbat.errors import NumbatError
 from numbat.event import Event
-from numbat.store import AGGREGATES, Aggregate, Bucket, Series, Store
+from numbat.store import Aggregate, Bucket, Series, Store, bucket_count
 from numbat.store.lineprotocol import MAX_TIME_MS, LineRenderer, stored_text
 from numbat.store.points import TEXT_FIELDS, scalar_text
-from numbat.store.sqlite import MAX_BUCKETS
 
 __all__ = ["InfluxStore", "StoreError", "parse_series_key", "quote_ident", "quote_literal"]
 
@@ -128,18 +127,6 @@ def _unescape(text: str, special: str) -> str:
     if "\\" not in text:
         return text
     return _ESCAPED.sub(lambda m: m[1] if m[1] in special else m[0], text)
-
-
-def _bucket_count(start: int, end: int, bucket: int, aggregate: str) -> int:
-    """How many buckets the query returns; ValueError for what SQLiteStore refuses."""
-    if bucket <= 0:
-        raise ValueError(f"bucket must be a positive number of ms, got {bucket}")
-    if aggregate not in AGGREGATES:
-        raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}; got {aggregate!r}")
-    count = max(0, -(-(end - start) // bucket))
-    if count > MAX_BUCKETS:
-        raise ValueError(f"{count} buckets; the limit is {MAX_BUCKETS}")
-    return count
 
 
 def _without_credentials(url: str) -> tuple[str, str | None, str | None]:
@@ -247,7 +234,7 @@ class InfluxStore(Store):
         aggregate: Aggregate = "mean",
     ) -> list[Bucket]:
         """See :meth:`numbat.store.Store.query`; the points of all matching series together."""
-        count = _bucket_count(start, end, bucket, aggregate)
+        count = bucket_count(start, end, bucket, aggregate)
         found = await self._aggregate(measurement, tags, start, end, bucket, aggregate)
         return [Bucket(start + i * bucket, found.get(i)) for i in range(count)]
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from numbat.event import Event, now_ms
-from numbat.store import AGGREGATES, Aggregate, Bucket, Series, Store
+from numbat.store import Aggregate, Bucket, Series, Store, bucket_count
 from numbat.store.points import PointMapper, scalar_text
 
 __all__ = ["DEFAULT_RETENTION_MS", "SQLiteStore", "to_point"]
@@ -56,7 +56,6 @@ PRUNE_INTERVAL_MS = 60_000
 COMPACT_ROWS = 100_000
 PRUNE_CHUNK = 10_000  # points deleted per transaction
 PRUNE_SERIES = 500  # series visited per transaction
-MAX_BUCKETS = 1_000_000
 SCHEMA_VERSION = 1
 
 _MAPPER = PointMapper()
@@ -204,13 +203,7 @@ class SQLiteStore(Store):
         aggregate: Aggregate = "mean",
     ) -> list[Bucket]:
         """See :meth:`numbat.store.Store.query`; the points of all matching series together."""
-        if bucket <= 0:
-            raise ValueError(f"bucket must be a positive number of ms, got {bucket}")
-        if aggregate not in AGGREGATES:
-            raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}; got {aggregate!r}")
-        count = max(0, -(-(end - start) // bucket))
-        if count > MAX_BUCKETS:
-            raise ValueError(f"{count} buckets; the limit is {MAX_BUCKETS}")
+        count = bucket_count(start, end, bucket, aggregate)
         found = await self._call(
             self._query, measurement, dict(tags), start, end, bucket, aggregate
         )
