@@ -177,8 +177,9 @@ class Host:
                 continue
             attempt += 1
             self.counters.retries += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), full_jitter(attempt))
+            # A plain sleep: new batches arriving must not cut the backoff short, or a
+            # struggling server would be retried at the rate events come in.
+            await asyncio.sleep(full_jitter(attempt))
             record = None  # peek again: the spool may have dropped it to make room
 
     async def _deliver(self, payload: bytes, points: int) -> bool:
