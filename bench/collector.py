@@ -142,32 +142,30 @@ def _line_ends(buf: bytes) -> list[int]:
     return ends
 
 
-def tcp_generator(port: int, conns: int, total: int, pipe: Connection) -> None:
-    """Child process: open ``conns`` connections, await "go", send ``total`` events.
-
-    Reports ``{"start", "sent": [t], "eof": [t], "errors": [str]}`` (monotonic seconds,
-    comparable across processes) once every connection has seen EOF or failed.
-    """
-    buf = render(CHUNK_EVENTS)
-    ends = _line_ends(buf)
+def open_connections(port: int, conns: int, timeout: float) -> list[socket.socket]:
+    """``conns`` TCP connections to the collector, with large send buffers."""
     socks = []
     for _ in range(conns):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=180)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
         socks.append(sock)
-    share = [total // conns + (1 if i < total % conns else 0) for i in range(conns)]
-    sent = [0.0] * conns
-    eof = [0.0] * conns
+    return socks
+
+
+def blast_connections(
+    socks: list[socket.socket], send: Callable[[socket.socket, int], None], pipe: Connection
+) -> None:
+    """Await "go", then ``send(sock, i)`` on every connection at once, each in a thread;
+    shut the write side, wait for EOF. Reports ``{"start", "sent": [t], "eof": [t],
+    "errors": [str], "cpu"}`` (monotonic seconds, comparable across processes)."""
+    sent = [0.0] * len(socks)
+    eof = [0.0] * len(socks)
     errors: list[str] = []
 
     def blast(i: int) -> None:
-        sock, n = socks[i], share[i]
+        sock = socks[i]
         try:
-            for _ in range(n // CHUNK_EVENTS):
-                sock.sendall(buf)
-            rest = n % CHUNK_EVENTS
-            if rest:
-                sock.sendall(buf[: ends[rest - 1]])
+            send(sock, i)
             sock.shutdown(socket.SHUT_WR)
             sent[i] = time.monotonic()
             while sock.recv(65536):
@@ -181,13 +179,33 @@ def tcp_generator(port: int, conns: int, total: int, pipe: Connection) -> None:
     pipe.send("ready")
     pipe.recv()
     cpu0, start = cpu_self(), time.monotonic()
-    threads = [threading.Thread(target=blast, args=(i,)) for i in range(conns)]
+    threads = [threading.Thread(target=blast, args=(i,)) for i in range(len(socks))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     cpu = cpu_self() - cpu0
     pipe.send({"start": start, "sent": sent, "eof": eof, "errors": errors, "cpu": cpu})
+
+
+def tcp_generator(port: int, conns: int, total: int, pipe: Connection) -> None:
+    """Child process: open ``conns`` connections, await "go", send ``total`` events.
+
+    Reports as :func:`blast_connections` does, once every connection has seen EOF or
+    failed.
+    """
+    buf = render(CHUNK_EVENTS)
+    ends = _line_ends(buf)
+    share = [total // conns + (1 if i < total % conns else 0) for i in range(conns)]
+
+    def send(sock: socket.socket, i: int) -> None:
+        for _ in range(share[i] // CHUNK_EVENTS):
+            sock.sendall(buf)
+        rest = share[i] % CHUNK_EVENTS
+        if rest:
+            sock.sendall(buf[: ends[rest - 1]])
+
+    blast_connections(open_connections(port, conns, 180), send, pipe)
 
 
 def udp_generator(port: int, total: int, rate: float, pipe: Connection) -> None:

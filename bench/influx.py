@@ -81,11 +81,13 @@ from collector import (
     Generator,
     OtherLoad,
     RSSSampler,
+    blast_connections,
     cpu_seconds,
     cpu_self,
     free_port,
     median,
     mib,
+    open_connections,
     proc_tree,
     spread,
 )
@@ -240,45 +242,12 @@ def raw_writer(port: int, db: str, total: int, pipe: Connection) -> None:
 def tcp_generator(port: int, conns: int, total: int, pipe: Connection) -> None:
     """Child process: bench/collector.py's TCP generator, sending ``ndjson_streams``.
 
-    Renders the streams, opens ``conns`` connections, awaits "go", sends each its
-    stream with ``sendall``, shuts down the write side and waits for EOF. Reports
-    ``{"start", "sent": [t], "eof": [t], "errors": [str], "cpu"}`` (monotonic seconds).
+    Renders the streams, then sends each connection its stream with ``sendall``;
+    reports as ``collector.blast_connections`` does.
     """
     streams = ndjson_streams(total, conns, int(time.time() * 1000))
-    socks = []
-    for _ in range(conns):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=300)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
-        socks.append(sock)
-    sent = [0.0] * conns
-    eof = [0.0] * conns
-    errors: list[str] = []
-
-    def blast(i: int) -> None:
-        sock = socks[i]
-        try:
-            sock.sendall(streams[i])
-            sock.shutdown(socket.SHUT_WR)
-            sent[i] = time.monotonic()
-            while sock.recv(65536):
-                pass
-            eof[i] = time.monotonic()
-        except OSError as exc:
-            errors.append(f"connection {i}: {exc!r}")
-        finally:
-            sock.close()
-
-    pipe.send("ready")
-    pipe.recv()
-    cpu0, start = cpu_self(), time.monotonic()
-    threads = [threading.Thread(target=blast, args=(i,)) for i in range(conns)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    pipe.send(
-        {"start": start, "sent": sent, "eof": eof, "errors": errors, "cpu": cpu_self() - cpu0}
-    )
+    socks = open_connections(port, conns, 300)
+    blast_connections(socks, lambda sock, i: sock.sendall(streams[i]), pipe)
 
 
 # -- influxd --------------------------------------------------------------------------------
