@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import ClassVar
 
-from numbat.collector.fanout import Batch
-from numbat.collector.outputs import Output
+from numbat.collector.outputs import Batch, Output
 from numbat.config import OutputConfig
 
 

@@ -21,12 +21,11 @@ from typing import Any, cast
 import pytest
 
 from numbat.collector.daemon import Collector
-from numbat.collector.fanout import Batch
 from numbat.collector.listeners import Listener
 from numbat.collector.listeners.tcp import StreamListener, StreamProtocol
 from numbat.collector.listeners.udp import UDPListener
 from numbat.collector.listeners.ws import WebSocketListener
-from numbat.collector.outputs import Output
+from numbat.collector.outputs import Batch, Output
 from numbat.config import Config, OutputConfig, from_dict
 from numbat.event import Event
 from tests.helpers import wait_until

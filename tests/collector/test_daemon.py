@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 from numbat.collector.daemon import Collector, ListenError
-from numbat.collector.fanout import Batch
-from numbat.collector.outputs import Output
+from numbat.collector.outputs import Batch, Output
 from numbat.config import OutputConfig
 from tests.collector.conftest import (
     LOOPBACK,

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from numbat.collector.daemon import Collector
-from numbat.collector.fanout import COALESCE_EVENTS, Batch, Fanout, OutputWorker
-from numbat.collector.outputs import Output
+from numbat.collector.fanout import COALESCE_EVENTS, Fanout, OutputWorker
+from numbat.collector.outputs import Batch, Output
 from numbat.collector.stats import Stats
 from numbat.config import OutputConfig
 from numbat.event import Event

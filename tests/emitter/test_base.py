@@ -7,7 +7,8 @@ import threading
 import pytest
 
 import numbat
-from numbat.emitter.base import Backlog, Emitter, backoff
+from numbat._backoff import reconnect as backoff
+from numbat.emitter.base import Backlog, Emitter
 from numbat.errors import URIError
 from numbat.testing import CaptureEmitter, capture_metrics
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Iterable
 
-from numbat._encode import dumps
 from numbat._ratelimit import RateLimitedLog
-from numbat.collector.outputs import Output
+from numbat.collector.outputs import Batch, Output
 from numbat.collector.stats import Stats
 from numbat.event import Event
 
@@ -22,36 +20,6 @@ log = logging.getLogger("numbat.collector")
 
 COALESCE_EVENTS = 20_000
 FLUSH_EVENTS = 20_000
-
-
-class Batch:
-    """Events delivered together; their NDJSON is encoded once, on first use.
-
-    >>> Batch([{"name": "a", "value": 1}]).ndjson
-    b'{"name":"a","value":1}\\n'
-    """
-
-    __slots__ = ("_ndjson", "events")
-
-    def __init__(self, events: list[Event]) -> None:
-        self.events = events
-        self._ndjson: bytes | None = None
-
-    def __len__(self) -> int:
-        return len(self.events)
-
-    @property
-    def ndjson(self) -> bytes:
-        if self._ndjson is None:
-            self._ndjson = b"".join([dumps(event) + b"\n" for event in self.events])
-        return self._ndjson
-
-    @classmethod
-    def merge(cls, batches: Iterable[Batch]) -> Batch:
-        events: list[Event] = []
-        for batch in batches:
-            events += batch.events
-        return cls(events)
 
 
 class OutputWorker:

@@ -6,10 +6,10 @@ Transports are imported only when an emitter is built for their scheme, so
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from numbat._importer import import_from_string
 from numbat.errors import URIError
 
 if TYPE_CHECKING:
@@ -40,6 +40,5 @@ def make_transport(uri: str) -> Transport:
     if target is None:
         allowed = ", ".join(f"{s}:" for s in SCHEMES)
         raise URIError(f"unsupported destination uri: {uri!r}; supported schemes: {allowed}")
-    module, _, name = target.partition(":")
-    cls: type[Transport] = getattr(importlib.import_module(module), name)
+    cls: type[Transport] = import_from_string(target)
     return cls(uri, parts)

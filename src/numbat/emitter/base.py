@@ -1,4 +1,4 @@
-"""The emitter's public API, backlog and backoff, and the thread-driven :class:`Emitter`.
+"""The emitter's public API and backlog, and the thread-driven :class:`Emitter`.
 
 ``metric()`` validates and encodes the event in the caller, appends the bytes to a
 bounded backlog and returns; a background thread connects, sends in batches and
@@ -11,7 +11,6 @@ import atexit
 import contextlib
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -21,6 +20,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal
 
+from numbat._backoff import reconnect
 from numbat._ratelimit import RateLimitedLog
 from numbat.emitter import DEFAULT_MAX_BACKLOG_BYTES, make_transport
 from numbat.emitter.transport import SendError, Transport
@@ -34,15 +34,6 @@ BATCH_BYTES: Final = 256 * 1024
 CONNECT_TIMEOUT: Final = 5.0
 
 log = logging.getLogger("numbat.emitter")
-
-
-def backoff(retries: int) -> float:
-    """Seconds before reconnect attempt ``retries``: the original's formula, in seconds.
-
-    ``min((rand + 1) * 10 * 2**retries, 60000)`` milliseconds.
-    """
-    millis = (random.random() + 1) * 10 * 2.0 ** min(retries, 32)
-    return min(millis, 60_000.0) / 1000
 
 
 class Backlog:
@@ -138,7 +129,7 @@ class BaseEmitter:
         max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
         max_retries: int = 100,
         host: str | None = None,
-        backoff: Callable[[int], float] = backoff,
+        backoff: Callable[[int], float] = reconnect,
         connect_timeout: float = CONNECT_TIMEOUT,
         transport: Transport | None = None,
     ) -> None:

@@ -11,7 +11,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import cast
 
-from numbat.collector.fanout import Batch
+from numbat.collector.outputs import Batch
 from numbat.event import Event
 
 LOOPBACK = "127.0.0.1"

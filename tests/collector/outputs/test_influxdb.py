@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from numbat.collector.daemon import Collector
-from numbat.collector.fanout import Batch
+from numbat.collector.outputs import Batch
 from numbat.collector.outputs.influxdb import InfluxDBOutput
 from numbat.config import InfluxDBOutputConfig, from_dict
 from numbat.event import Event

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from numbat._encode import dumps
+from numbat.event import Event
+
 if TYPE_CHECKING:
-    from numbat.collector.fanout import Batch
     from numbat.config import OutputConfig
 
 OUTPUTS: dict[str, str] = {
@@ -23,6 +26,36 @@ OUTPUTS: dict[str, str] = {
     "sqlite": "numbat.collector.outputs.sqlite:SQLiteOutput",
     "null": "numbat.collector.outputs.null:NullOutput",
 }
+
+
+class Batch:
+    """Events delivered together; their NDJSON is encoded once, on first use.
+
+    >>> Batch([{"name": "a", "value": 1}]).ndjson
+    b'{"name":"a","value":1}\\n'
+    """
+
+    __slots__ = ("_ndjson", "events")
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self._ndjson: bytes | None = None
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    @property
+    def ndjson(self) -> bytes:
+        if self._ndjson is None:
+            self._ndjson = b"".join([dumps(event) + b"\n" for event in self.events])
+        return self._ndjson
+
+    @classmethod
+    def merge(cls, batches: Iterable[Batch]) -> Batch:
+        events: list[Event] = []
+        for batch in batches:
+            events += batch.events
+        return cls(events)
 
 
 class Output(ABC):

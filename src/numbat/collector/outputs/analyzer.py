@@ -19,11 +19,10 @@ from collections.abc import Callable
 from typing import Final, cast
 from urllib.parse import urlsplit
 
+from numbat._backoff import reconnect as default_backoff
 from numbat._ratelimit import RateLimitedLog
-from numbat.collector.fanout import Batch
-from numbat.collector.outputs import Output
+from numbat.collector.outputs import Batch, Output
 from numbat.config import AnalyzerOutputConfig
-from numbat.emitter.base import backoff as default_backoff
 
 log = logging.getLogger("numbat.collector")
 

@@ -25,9 +25,9 @@ from decimal import Decimal
 from typing import Final
 from urllib.parse import urlsplit
 
+from numbat._backoff import reconnect as default_backoff
 from numbat._ratelimit import RateLimitedLog
-from numbat.collector.fanout import Batch
-from numbat.collector.outputs import Output
+from numbat.collector.outputs import Batch, Output
 from numbat.collector.outputs.analyzer import (
     FLUSH_TIMEOUT,
     Backoff,
@@ -35,7 +35,6 @@ from numbat.collector.outputs.analyzer import (
     host_port,
 )
 from numbat.config import GraphiteOutputConfig
-from numbat.emitter.base import backoff as default_backoff
 from numbat.event import Event
 
 log = logging.getLogger("numbat.collector")

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import gzip
 import logging
-import random
 import re
 import threading
 import time
@@ -33,9 +32,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from numbat._backoff import full_jitter
+from numbat._loop import new_loop
 from numbat._ratelimit import RateLimitedLog
-from numbat.collector.fanout import Batch
-from numbat.collector.outputs import Output
+from numbat.collector.outputs import Batch, Output
 from numbat.config import InfluxDBOutputConfig
 from numbat.store.influx import basic_auth
 from numbat.store.lineprotocol import LineRenderer
@@ -45,13 +45,6 @@ log = logging.getLogger("numbat.collector")
 
 T = TypeVar("T")
 _PARTIAL = re.compile(r"partial write.*dropped=(\d+)")
-BACKOFF_BASE = 0.1
-BACKOFF_CAP = 30.0
-
-
-def full_jitter(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (1, 2, ...): uniform in [0, min(cap, base*2^n)]."""
-    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 30)))
 
 
 @dataclass
@@ -114,7 +107,7 @@ class Host:
 
     def _main(self, started: threading.Event) -> None:
         """The sender's thread: its loop runs the task until it is cancelled."""
-        loop = self._loop = _new_loop()
+        loop = self._loop = new_loop()
         try:
             self._task = loop.create_task(self._serve(), name=self.name)
             started.set()
@@ -419,15 +412,6 @@ class InfluxDBOutput(Output):
                 await self._spool_pending()
             for host in self.hosts:  # bounds what a power cut can take from a quiet spool
                 await host.io(host.spool.sync_if_due)
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """A new event loop: uvloop's where it is installed (as numbat._loop runs daemons)."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def _partial_dropped(text: str) -> int | None:

@@ -6,8 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from numbat.collector.fanout import Batch
-from numbat.collector.outputs import Output
+from numbat.collector.outputs import Batch, Output
 from numbat.config import LogfileOutputConfig
 
 

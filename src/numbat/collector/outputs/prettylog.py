@@ -19,8 +19,7 @@ import sys
 import time
 from typing import Final, TextIO
 
-from numbat.collector.fanout import Batch
-from numbat.collector.outputs import Output
+from numbat.collector.outputs import Batch, Output
 from numbat.config import PrettylogOutputConfig
 from numbat.event import Event
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from numbat.collector.fanout import Batch
-from numbat.collector.outputs import Output
+from numbat.collector.outputs import Batch, Output
 from numbat.config import SQLiteOutputConfig
 from numbat.store.sqlite import SQLiteStore
 
