@@ -41,6 +41,7 @@ class OutputWorker:
         stats.gauge("output.queued", lambda: self.queued, output=label)
         # An output's own figures (e.g. a reconnecting output's backlog and its drops).
         stats.gauges("output.", lambda: self.output.stats(), output=label)  # noqa: PLW0108 - output changes on reload
+        stats.gauges_by("output.", "server", lambda: self.output.server_stats(), output=label)  # noqa: PLW0108
 
     async def start(self) -> None:
         await self.output.start()

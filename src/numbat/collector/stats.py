@@ -31,6 +31,7 @@ class Stats:
         self._reported: Counter[Key] = Counter()
         self._gauges: dict[Key, Callable[[], float]] = {}
         self._gauge_sets: dict[Key, Callable[[], dict[str, float]]] = {}
+        self._gauge_groups: dict[Key, tuple[str, Callable[[], dict[str, dict[str, float]]]]] = {}
         self._clock = clock
 
     def count(self, metric: str, amount: int = 1, **tags: str) -> None:
@@ -59,10 +60,18 @@ class Stats:
         """Report every ``name: value`` of ``read()`` as ``prefix + name`` at every report."""
         self._gauge_sets[(prefix, tuple(sorted(tags.items())))] = read
 
+    def gauges_by(
+        self, prefix: str, tag: str, read: Callable[[], dict[str, dict[str, float]]], **tags: str
+    ) -> None:
+        """Like :meth:`gauges`, for figures per peer: ``read()`` gives ``{peer: {name:
+        value}}`` and each figure carries the peer as the tag ``tag`` (never in its name).
+        """
+        self._gauge_groups[(prefix, tuple(sorted(tags.items())))] = (tag, read)
+
     def forget(self, **tags: str) -> None:
         """Stop reporting gauges carrying these tags (a removed listener or output)."""
         wanted = set(tags.items())
-        for table in (self._gauges, self._gauge_sets):
+        for table in (self._gauges, self._gauge_sets, self._gauge_groups):
             for key in [k for k in table if wanted <= set(k[1])]:
                 del table[key]
 
@@ -80,6 +89,13 @@ class Stats:
             events += [
                 self._event((prefix + name, tags), value, now) for name, value in read_all().items()
             ]
+        for (prefix, tags), (tag, read_groups) in self._gauge_groups.items():
+            for peer, figures in read_groups().items():
+                peer_tags = tuple(sorted((*tags, (tag, peer))))
+                events += [
+                    self._event((prefix + name, peer_tags), value, now)
+                    for name, value in figures.items()
+                ]
         # The ttl spans two reports: missing both means the collector is gone.
         heartbeat = self._event(("heartbeat", ()), 1, now)
         heartbeat["ttl"] = round(interval * 2500)

@@ -98,7 +98,14 @@ class Output(ABC):
         """SIGHUP: reopen files (logrotate); outputs without files ignore it."""
 
     def stats(self) -> dict[str, float]:
-        """Extra gauges to report, e.g. an internal backlog's depth."""
+        """Extra gauges to report, e.g. an internal backlog's depth: ``{name: value}``,
+        reported as ``numbat.collector.output.<name>`` tagged ``output=<label>``."""
+        return {}
+
+    def server_stats(self) -> dict[str, dict[str, float]]:
+        """Gauges per server this output sends to: ``{"host:port": {name: value}}``,
+        reported as ``numbat.collector.output.<name>`` tagged with ``output`` and
+        ``server`` (an address goes in a tag, never in a measurement name)."""
         return {}
 
 
