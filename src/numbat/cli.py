@@ -6,6 +6,7 @@ daemon could not listen); 2 bad usage, bad input or a bad config file.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -160,15 +161,22 @@ def collector(config_path: Path, log_level: str) -> None:
     CONFIG (a config that fails validation keeps the running one).
     """
     from numbat._loop import run
-    from numbat.collector.daemon import Collector
+    from numbat.collector.daemon import Collector, check_reload, run_worker
     from numbat.config import load
 
     config = load(config_path)
     _setup_logging(log_level)
-    if config.collector.workers > 1:
-        from numbat.collector.supervisor import Supervisor
+    workers = config.collector.workers
+    if workers > 1:
+        from numbat.server.supervisor import Supervisor
 
-        drained = Supervisor(config_path, config).run()
+        drained = Supervisor(
+            functools.partial(run_worker, config_path),
+            workers=workers,
+            name="collector",
+            check=functools.partial(check_reload, config_path, workers),
+            stop_timeout=config.collector.drain_timeout + 10,
+        ).run()
     else:
         drained = run(Collector(config).run(reload=lambda: load(config_path)))
     if not drained:

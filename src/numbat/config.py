@@ -12,17 +12,18 @@ path of the key, e.g. ``emitter.max_retries: expected an integer, got a string``
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import re
 import tomllib
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, ClassVar, Literal, TypeVar, cast, get_args, get_origin
 from urllib.parse import SplitResult, urlsplit
 
 import msgspec
 
+from numbat._importer import ImportFromStringError, import_from_string
 from numbat.emitter import DEFAULT_MAX_BACKLOG_BYTES, SCHEMES
 from numbat.errors import ConfigError
 
@@ -60,31 +61,28 @@ class EmitterConfig(Section):
             raise ValueError("max_retries: must be 0 or more")
 
 
-LISTENER_SCHEMES = ("tcp", "udp", "unix", "ws")
-
-
 class ListenerConfig(Section):
-    """One entry of ``[collector] listen``: a URI, or a table with per-listener limits."""
+    """One entry of ``[collector] listen``: a URI, or a table with per-listener limits.
+
+    ``type`` picks the listener: by default the URI's scheme (a name in
+    :data:`LISTENERS`), else an import path ``"module:Class"`` whose ``Options`` (a
+    subclass of this class) says which keys it takes. ``max_line_bytes`` unset means
+    the collector-wide ``max_line_bytes``.
+    """
 
     uri: str
+    type: str | None = None
     max_connections: int = 1024
     idle_timeout: float = 300.0
     max_line_bytes: int | None = None
-    token: str | None = None
     allow: list[str] = msgspec.field(default_factory=list)
 
+    # A trait of the plug-in: its address can be bound by one process only, so with
+    # ``workers = N`` worker 0 alone serves it (a unix socket path).
+    first_process_only: ClassVar[bool] = False
+
     def __post_init__(self) -> None:
-        parts = _split_uri("uri", self.uri)
-        if parts.scheme not in LISTENER_SCHEMES:
-            allowed = ", ".join(f"{s}://" for s in LISTENER_SCHEMES)
-            raise ValueError(f"uri: unsupported listener {self.uri!r}; allowed: {allowed}")
-        if parts.scheme == "unix":
-            if not parts.path:
-                raise ValueError(f"uri: {self.uri!r} needs a socket path, e.g. unix:///run/n.sock")
-        elif not parts.hostname or parts.port is None:
-            raise ValueError(f"uri: {self.uri!r} needs a host and a port")
-        if self.token is not None and parts.scheme != "ws":
-            raise ValueError("token: only ws:// listeners take a token")
+        self._check_address(_split_uri("uri", self.uri))
         _positive(self, "max_connections", "max_line_bytes")
         if self.idle_timeout < 0:
             raise ValueError("idle_timeout: must be 0 (none) or more seconds")
@@ -94,9 +92,35 @@ class ListenerConfig(Section):
             except ValueError:
                 raise ValueError(f"allow[{i}]: {net!r} is not an IP network") from None
 
+    def _check_address(self, parts: SplitResult) -> None:
+        """An inet listener needs a host and a port; subclasses say otherwise."""
+        if not parts.hostname or parts.port is None:
+            raise ValueError(f"uri: {self.uri!r} needs a host and a port")
+
     @property
     def scheme(self) -> str:
         return urlsplit(self.uri).scheme
+
+    @property
+    def kind(self) -> str:
+        """The registry name or import path of the listener: ``type``, else the scheme."""
+        return self.type or self.scheme
+
+
+class UnixListenerConfig(ListenerConfig):
+    """``unix:///path``: a unix stream socket, bound by worker 0 only."""
+
+    first_process_only: ClassVar[bool] = True
+
+    def _check_address(self, parts: SplitResult) -> None:
+        if not parts.path:
+            raise ValueError(f"uri: {self.uri!r} needs a socket path, e.g. unix:///run/n.sock")
+
+
+class WebSocketListenerConfig(ListenerConfig):
+    """``ws://host:port/path``; with ``token`` set, clients must present it."""
+
+    token: str | None = None
 
 
 class OutputConfig(Section):
@@ -105,6 +129,10 @@ class OutputConfig(Section):
     type: str
     name: str | None = None
     queue_size: int | None = None
+
+    # A trait of the plug-in: how many processes may run it at once (None: any), so
+    # ``workers = N`` is refused for an output that allows fewer (one SQLite writer).
+    max_processes: ClassVar[int | None] = None
 
     @property
     def label(self) -> str:
@@ -207,6 +235,8 @@ class SQLiteOutputConfig(OutputConfig):
     path: str = "numbat-data/numbat.db"
     retention_days: float = 7.0
 
+    max_processes: ClassVar[int | None] = 1  # SQLite takes one writing process
+
     def __post_init__(self) -> None:
         _positive(self, "retention_days")
 
@@ -215,21 +245,43 @@ class NullOutputConfig(OutputConfig):
     """``type = "null"``: discards events (benchmarks, and a collector with no outputs)."""
 
 
-OUTPUT_CONFIGS: dict[str, type[OutputConfig]] = {
-    "logfile": LogfileOutputConfig,
-    "prettylog": PrettylogOutputConfig,
-    "graphite": GraphiteOutputConfig,
-    "analyzer": AnalyzerOutputConfig,
-    "influxdb": InfluxDBOutputConfig,
-    "sqlite": SQLiteOutputConfig,
-    "null": NullOutputConfig,
+@dataclass(frozen=True, slots=True)
+class Plugin:
+    """One registry entry: the plug-in's class as ``"module:Class"`` and the options it
+    takes (a :class:`Section` subclass), so the config is validated without importing
+    the plug-in and the class is imported only when a daemon builds it."""
+
+    path: str
+    options: type[Section]
+
+
+LISTENERS: dict[str, Plugin] = {
+    "tcp": Plugin("numbat.server.listeners.tcp:TCPListener", ListenerConfig),
+    "udp": Plugin("numbat.server.listeners.udp:UDPListener", ListenerConfig),
+    "unix": Plugin("numbat.server.listeners.unix:UnixListener", UnixListenerConfig),
+    "ws": Plugin("numbat.server.listeners.ws:WebSocketListener", WebSocketListenerConfig),
 }
+"""Listener scheme -> plug-in; a listener table's ``type`` may also be an import path."""
+
+OUTPUTS: dict[str, Plugin] = {
+    "logfile": Plugin("numbat.collector.outputs.logfile:LogfileOutput", LogfileOutputConfig),
+    "prettylog": Plugin(
+        "numbat.collector.outputs.prettylog:PrettylogOutput", PrettylogOutputConfig
+    ),
+    "graphite": Plugin("numbat.collector.outputs.graphite:GraphiteOutput", GraphiteOutputConfig),
+    "analyzer": Plugin("numbat.collector.outputs.analyzer:AnalyzerOutput", AnalyzerOutputConfig),
+    "influxdb": Plugin("numbat.collector.outputs.influxdb:InfluxDBOutput", InfluxDBOutputConfig),
+    "sqlite": Plugin("numbat.collector.outputs.sqlite:SQLiteOutput", SQLiteOutputConfig),
+    "null": Plugin("numbat.collector.outputs.null:NullOutput", NullOutputConfig),
+}
+"""Output type -> plug-in; an output's ``type`` may also be an import path."""
 
 
 class CollectorConfig(Section):
     """``[collector]``: listeners, outputs and the limits of the collector daemon."""
 
-    listen: list[str | ListenerConfig] = msgspec.field(
+    # URIs or tables, validated by their type in __post_init__; ListenerConfig objects after.
+    listen: list[Any] = msgspec.field(
         default_factory=lambda: ["tcp://127.0.0.1:3333", "udp://127.0.0.1:3333"]
     )
     # Tables validated by their ``type`` in __post_init__; OutputConfig objects after.
@@ -242,21 +294,20 @@ class CollectorConfig(Section):
     workers: int = 1
 
     def __post_init__(self) -> None:
-        self.listen = [
-            _listener(entry, i) if isinstance(entry, str) else entry
-            for i, entry in enumerate(self.listen)
-        ]
+        self.listen = [_listener(entry, i) for i, entry in enumerate(self.listen)]
         self.outputs = [_output(entry, i) for i, entry in enumerate(self.outputs)]
         _positive(
             self, "max_line_bytes", "queue_size", "stats_interval", "udp_buffer_bytes", "workers"
         )
         if self.drain_timeout < 0:
             raise ValueError("drain_timeout: must be 0 or more seconds")
-        if self.workers > 1 and any(out.type == "sqlite" for out in self.outputs):
-            raise ValueError(
-                "workers: the sqlite output takes one writing process; "
-                "use workers = 1, or an influxdb output"
-            )
+        for out in self.outputs:
+            most = out.max_processes
+            if most is not None and self.workers > most:
+                raise ValueError(
+                    f"workers: the {out.label} output takes {_processes(most)}; "
+                    f"use workers = {most}, or another output (e.g. influxdb)"
+                )
         labels = [out.label for out in self.outputs]
         for label in labels:
             if labels.count(label) > 1:
@@ -267,11 +318,29 @@ class CollectorConfig(Section):
         return [entry for entry in self.listen if isinstance(entry, ListenerConfig)]
 
 
-def _listener(uri: str, index: int) -> ListenerConfig:
+def _processes(count: int) -> str:
+    return "one writing process" if count == 1 else f"at most {count} processes"
+
+
+def _listener(raw: Any, index: int) -> ListenerConfig:
+    where = f"listen[{index}]"
+    if isinstance(raw, str):
+        raw = {"uri": raw}
+    if not isinstance(raw, dict) or not isinstance(raw.get("uri"), str):
+        raise ValueError(f'{where}: expected a URI, or a table with a uri, e.g. {{uri = "..."}}')
+    kind = raw.get("type") or _scheme(raw["uri"], where)
+    if kind not in LISTENERS and not (isinstance(kind, str) and ":" in kind):
+        allowed = ", ".join(f"{s}://" for s in LISTENERS)
+        raise ValueError(f"{where}.uri: unsupported listener {raw['uri']!r}; allowed: {allowed}")
+    cls = _options(LISTENERS, kind, ListenerConfig, f"{where}.type")
+    return _convert(raw, cls, where, "listeners")
+
+
+def _scheme(uri: str, where: str) -> str:
     try:
-        return ListenerConfig(uri=uri)
+        return urlsplit(uri).scheme
     except ValueError as exc:
-        raise ValueError(f"listen[{index}].{exc}") from None
+        raise ValueError(f"{where}.uri: {uri!r}: {exc}") from None
 
 
 def _output(raw: Any, index: int) -> OutputConfig:
@@ -279,31 +348,52 @@ def _output(raw: Any, index: int) -> OutputConfig:
     if not isinstance(raw, dict):
         raise ValueError(f'{where}: expected a table with a type, e.g. {{type = "logfile"}}')
     kind = raw.get("type")
-    cls = OUTPUT_CONFIGS.get(kind) if isinstance(kind, str) else None
-    if cls is None and isinstance(kind, str) and ":" in kind:
-        cls = _plugin_options(kind, where)
-    if cls is None:
-        allowed = ", ".join(OUTPUT_CONFIGS)
+    if kind not in OUTPUTS and not (isinstance(kind, str) and ":" in kind):
+        allowed = ", ".join(OUTPUTS)
         raise ValueError(
             f"{where}.type: got {kind!r}; allowed: {allowed}, or an import path module:Class"
         )
+    cls = _options(OUTPUTS, kind, OutputConfig, f"{where}.type")
+    return _convert(raw, cls, where, "outputs")
+
+
+S = TypeVar("S", bound=Section)
+
+
+def _options(registry: dict[str, Plugin], kind: str, base: type[S], where: str) -> type[S]:
+    """The options class of a registered plug-in, or of a third-party one's ``Options``
+    (``base`` itself if it declares none)."""
+    if kind in registry:
+        return cast(type[S], registry[kind].options)
+    try:
+        cls = import_from_string(kind)
+    except ImportFromStringError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    options = getattr(cls, "Options", None) or base
+    if not (isinstance(options, type) and issubclass(options, base)):
+        raise ValueError(f"{where}: {kind}.Options must subclass numbat.config.{base.__name__}")
+    return options
+
+
+def _convert(raw: dict[str, Any], cls: type[S], where: str, kind: str) -> S:
+    """Validate a plug-in's table; ``kind`` is "listeners" or "outputs"."""
     try:
         return msgspec.convert(raw, cls, strict=True)
     except msgspec.ValidationError as exc:
-        raise ValueError(f"{where}.{_explain(str(exc), cls)}") from None
+        message = _explain(str(exc), cls)
+        if unknown := _UNKNOWN.fullmatch(str(exc)):
+            # A key this plug-in does not take but others do: say which, not "unknown".
+            key = unknown["key"]
+            if takers := _takers(key, kind):
+                message = f"{key}: only {', '.join(takers)} {kind} take a {key}"
+        raise ValueError(f"{where}.{message}") from None
 
 
-def _plugin_options(path: str, where: str) -> type[OutputConfig]:
-    """A third-party output's options: its ``Options`` class, or OutputConfig if it has none."""
-    module, _, name = path.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"{where}.type: cannot import {path!r}: {exc}") from None
-    options = getattr(cls, "Options", None) or OutputConfig
-    if not (isinstance(options, type) and issubclass(options, OutputConfig)):
-        raise ValueError(f"{where}.type: {path}.Options must subclass numbat.config.OutputConfig")
-    return options
+def _takers(key: str, kind: str) -> list[str]:
+    """The built-in listeners (as ``scheme://``) or outputs whose options have ``key``."""
+    if kind == "listeners":
+        return [f"{n}://" for n, p in LISTENERS.items() if key in p.options.__struct_fields__]
+    return [n for n, p in OUTPUTS.items() if key in p.options.__struct_fields__]
 
 
 def _split_uri(key: str, uri: str) -> SplitResult:

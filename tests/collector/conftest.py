@@ -21,13 +21,14 @@ from typing import Any, cast
 import pytest
 
 from numbat.collector.daemon import Collector
-from numbat.collector.listeners import Listener
-from numbat.collector.listeners.tcp import StreamListener, StreamProtocol
-from numbat.collector.listeners.udp import UDPListener
-from numbat.collector.listeners.ws import WebSocketListener
 from numbat.collector.outputs import Batch, Output
 from numbat.config import Config, OutputConfig, from_dict
 from numbat.event import Event
+from numbat.server import ProcessContext
+from numbat.server.listeners import Listener
+from numbat.server.listeners.stream import StreamListener, StreamProtocol
+from numbat.server.listeners.udp import UDPListener
+from numbat.server.listeners.ws import WebSocketListener
 from tests.helpers import wait_until
 
 LOOPBACK = "127.0.0.1"
@@ -41,8 +42,8 @@ class MemoryOutput(Output):
     # Declared although it is the default: numbat.config rejects ``Options = None``.
     Options = OutputConfig
 
-    def __init__(self, options: OutputConfig) -> None:
-        super().__init__(options)
+    def __init__(self, options: OutputConfig, *, context: ProcessContext | None = None) -> None:
+        super().__init__(options, context=context)
         self.events: list[Event] = []
         self.batches = 0
         self.closed = False
@@ -86,7 +87,7 @@ async def running(cfg: Config) -> AsyncIterator[Collector]:
 
 
 def memory(collector: Collector, label: str = "mem") -> MemoryOutput:
-    return cast(MemoryOutput, collector.workers[label].output)
+    return cast(MemoryOutput, collector.queues[label].output)
 
 
 def listener(collector: Collector, scheme: str) -> Listener:

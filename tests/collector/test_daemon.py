@@ -86,7 +86,7 @@ def test_start_binds_every_listener_and_stop_closes_them(short_dir: Path) -> Non
         await until(lambda: len(mem.traffic()) == 1, what="an event")
         assert await collector.stop() is True
         assert mem.closed
-        assert not collector.listeners and not collector.workers
+        assert not collector.listeners and not collector.queues
         assert not sock_path.exists()
         with pytest.raises(ConnectionRefusedError):
             await tcp_connect(tcp_addr)
@@ -107,7 +107,7 @@ def test_bind_failure_undoes_the_start() -> None:
             collector = Collector(config([TCP, uri]))
             with pytest.raises(ListenError, match=f"cannot listen on {uri}: .*in use"):
                 await collector.start()
-            assert not collector.listeners and not collector.workers
+            assert not collector.listeners and not collector.queues
 
         asyncio.run(main())
 
@@ -184,7 +184,7 @@ def test_self_monitoring_reports_drops_per_output() -> None:
                 ),
                 what="the gate's queue depth",
             )
-            gate = collector.workers["gate"].output
+            gate = collector.queues["gate"].output
             assert isinstance(gate, GateOutput)
             gate.gate.set()
 
@@ -202,15 +202,15 @@ def test_reload_keeps_queued_events_and_applies_changes() -> None:
             sock = await tcp_connect(old_tcp)
             await send(sock, b"".join(line(i) for i in range(20)))
             sock.close()
-            worker = collector.workers["gate"]
-            await until(lambda: worker.queued == 20, what="20 events queued")
-            gate = worker.output
+            queue = collector.queues["gate"]
+            await until(lambda: queue.queued == 20, what="20 events queued")
+            gate = queue.output
             assert isinstance(gate, GateOutput)
 
             second = config([f"udp://{LOOPBACK}:0"], [gate_out, {"type": MEMORY, "name": "mem"}])
             await collector.reload(second)
-            assert collector.workers["gate"] is worker and worker.output is gate
-            assert worker.queued == 20
+            assert collector.queues["gate"] is queue and queue.output is gate
+            assert queue.queued == 20
             assert list(collector.listeners) == [f"udp://{LOOPBACK}:0"]
             with pytest.raises(ConnectionRefusedError):
                 await tcp_connect(old_tcp)
@@ -219,7 +219,7 @@ def test_reload_keeps_queued_events_and_applies_changes() -> None:
             await until(lambda: len(mem.traffic()) == 1, what="the new output's first event")
             assert seqs(mem.traffic()) == [20]
             gate.gate.set()
-            await until(lambda: worker.queued == 0, what="the gate to drain")
+            await until(lambda: queue.queued == 0, what="the gate to drain")
             assert seqs([e for batch in gate.batches for e in batch]) == list(range(21))
 
     asyncio.run(main())

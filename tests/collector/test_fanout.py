@@ -10,11 +10,12 @@ from urllib.parse import urlsplit
 import pytest
 
 from numbat.collector.daemon import Collector
-from numbat.collector.fanout import COALESCE_EVENTS, Fanout, OutputWorker
+from numbat.collector.fanout import COALESCE_EVENTS, Fanout, OutputQueue
 from numbat.collector.outputs import Batch, Output
-from numbat.collector.stats import Stats
 from numbat.config import OutputConfig
 from numbat.event import Event
+from numbat.server import ProcessContext
+from numbat.server.stats import Stats
 from tests.collector.conftest import (
     LOOPBACK,
     MEMORY,
@@ -44,8 +45,8 @@ class StallOutput(Output):
     Options = StallOptions
     options: StallOptions
 
-    def __init__(self, options: StallOptions) -> None:
-        super().__init__(options)
+    def __init__(self, options: StallOptions, *, context: ProcessContext | None = None) -> None:
+        super().__init__(options, context=context)
         self.writer: asyncio.StreamWriter | None = None
         self.bytes_handed = 0
 
@@ -112,7 +113,7 @@ def test_stalled_output_does_not_slow_the_healthy_one(deaf_peer: str) -> None:
         )
         collector = Collector(cfg, hostname="test-host")
         await collector.start()
-        stall = collector.workers["stall"]
+        stall = collector.queues["stall"]
         stalled = stall.output
         assert isinstance(stalled, StallOutput)
         mem = memory(collector)
@@ -179,8 +180,8 @@ class GateOutput(Output):
 
     Options = OutputConfig
 
-    def __init__(self, options: OutputConfig) -> None:
-        super().__init__(options)
+    def __init__(self, options: OutputConfig, *, context: ProcessContext | None = None) -> None:
+        super().__init__(options, context=context)
         self.gate = asyncio.Event()
         self.writing = asyncio.Event()
         self.batches: list[list[Event]] = []
@@ -205,88 +206,88 @@ def values(batches: list[list[Event]]) -> list[object]:
     return [e["value"] for batch in batches for e in batch]
 
 
-def test_worker_keeps_what_fits_and_counts_the_rest_as_dropped() -> None:
+def test_output_queue_keeps_what_fits_and_counts_the_rest_as_dropped() -> None:
     """Past max_events new events are dropped (queue_full); what fits is written in order."""
 
     async def main() -> None:
-        stats = Stats("h")
+        stats = Stats("h", "numbat.collector")
         out = GateOutput(OutputConfig(type="gate"))
-        worker = OutputWorker("gate", out, max_events=10, stats=stats)
-        await worker.start()
-        worker.offer(Batch(events(0, 4)))
+        queue = OutputQueue("gate", out, max_events=10, stats=stats)
+        await queue.start()
+        queue.offer(Batch(events(0, 4)))
         await out.writing.wait()  # batch 0-3 is in the output's hands, still counted
-        worker.offer(Batch(events(4, 4)))
-        worker.offer(Batch(events(8, 3)))  # room for 2: event 10 is dropped
-        assert worker.queued == 10
+        queue.offer(Batch(events(4, 4)))
+        queue.offer(Batch(events(8, 3)))  # room for 2: event 10 is dropped
+        assert queue.queued == 10
         assert stats.get("dropped", output="gate", reason="queue_full") == 1
-        worker.offer(Batch(events(11, 1)))  # no room at all
+        queue.offer(Batch(events(11, 1)))  # no room at all
         assert stats.get("dropped", output="gate", reason="queue_full") == 2
         out.gate.set()
-        assert await worker.drain(5)
+        assert await queue.drain(5)
         assert values(out.batches) == list(range(10))
         assert out.batches[1:] == [events(4, 4) + events(8, 2)]  # queued batches coalesce
-        assert worker.queued == 0
+        assert queue.queued == 0
         assert stats.get("written", output="gate") == 10
-        await worker.stop()
+        await queue.stop()
         assert out.closed
 
     asyncio.run(main())
 
 
-def test_worker_takes_a_batch_bigger_than_its_whole_queue_in_part() -> None:
+def test_output_queue_takes_a_batch_bigger_than_its_whole_queue_in_part() -> None:
     """A batch larger than max_events fills the queue instead of being lost entirely."""
 
     async def main() -> None:
-        stats = Stats("h")
+        stats = Stats("h", "numbat.collector")
         out = MemoryOutput(OutputConfig(type="mem"))
-        worker = OutputWorker("mem", out, max_events=5, stats=stats)
-        await worker.start()
-        worker.offer(Batch(events(0, 8)))
-        assert await worker.drain(5)
+        queue = OutputQueue("mem", out, max_events=5, stats=stats)
+        await queue.start()
+        queue.offer(Batch(events(0, 8)))
+        assert await queue.drain(5)
         assert [e["value"] for e in out.events] == [0, 1, 2, 3, 4]
         assert stats.get("dropped", output="mem", reason="queue_full") == 3
-        await worker.stop()
+        await queue.stop()
 
     asyncio.run(main())
 
 
-def test_worker_drain_times_out_and_stop_counts_the_rest_as_dropped() -> None:
+def test_output_queue_drain_times_out_and_stop_counts_the_rest_as_dropped() -> None:
     """drain() gives up after its timeout; stop() closes the output and counts the leftovers."""
 
     async def main() -> None:
-        stats = Stats("h")
+        stats = Stats("h", "numbat.collector")
         out = GateOutput(OutputConfig(type="gate"))
-        worker = OutputWorker("gate", out, max_events=100, stats=stats)
-        await worker.start()
-        assert await worker.drain(0.01)  # nothing queued: drained at once
-        worker.offer(Batch(events(0, 3)))
-        worker.offer(Batch(events(3, 3)))
-        assert await worker.drain(0.05) is False
-        await worker.stop()
+        queue = OutputQueue("gate", out, max_events=100, stats=stats)
+        await queue.start()
+        assert await queue.drain(0.01)  # nothing queued: drained at once
+        queue.offer(Batch(events(0, 3)))
+        queue.offer(Batch(events(3, 3)))
+        assert await queue.drain(0.05) is False
+        await queue.stop()
         assert stats.get("dropped", output="gate", reason="shutdown") == 6
         assert out.closed and out.batches == []
 
     asyncio.run(main())
 
 
-def test_worker_coalesces_small_batches_up_to_the_limit() -> None:
+def test_output_queue_coalesces_small_batches_up_to_the_limit() -> None:
     """Batches queued behind a write are merged, never beyond COALESCE_EVENTS per write."""
 
     async def main() -> None:
-        stats = Stats("h")
+        stats = Stats("h", "numbat.collector")
         out = GateOutput(OutputConfig(type="gate"))
-        worker = OutputWorker("gate", out, max_events=10 * COALESCE_EVENTS, stats=stats)
-        await worker.start()
-        worker.offer(Batch(events(0, 1)))
+        queue = OutputQueue("gate", out, max_events=10 * COALESCE_EVENTS, stats=stats)
+        await queue.start()
+        queue.offer(Batch(events(0, 1)))
         await out.writing.wait()
         per = COALESCE_EVENTS // 4
         for i in range(6):
-            worker.offer(Batch(events(1 + i * per, per)))
+            queue.offer(Batch(events(1 + i * per, per)))
         out.gate.set()
-        assert await worker.drain(5)
+        assert await queue.drain(5)
         assert [len(b) for b in out.batches] == [1, 4 * per, 2 * per]
         assert values(out.batches) == list(range(1 + 6 * per))
-        await worker.stop()
+        await queue.stop()
 
     asyncio.run(main())
 
@@ -295,26 +296,26 @@ def test_replacing_an_output_closes_the_old_one_only_after_its_write() -> None:
     """Reload swaps the output at once but closes the old one when its write has ended."""
 
     async def main() -> None:
-        stats = Stats("h")
+        stats = Stats("h", "numbat.collector")
         old = GateOutput(OutputConfig(type="gate"))
-        worker = OutputWorker("out", old, max_events=100, stats=stats)
-        await worker.start()
-        worker.offer(Batch(events(0, 3)))
+        queue = OutputQueue("out", old, max_events=100, stats=stats)
+        await queue.start()
+        queue.offer(Batch(events(0, 3)))
         await old.writing.wait()
         new = MemoryOutput(OutputConfig(type="mem"))
         # A stuck write must not hold up the reload ...
-        await asyncio.wait_for(worker.replace_output(new), 1)
-        assert worker.output is new
+        await asyncio.wait_for(queue.replace_output(new), 1)
+        assert queue.output is new
         # ... nor be cut off under it.
         assert not old.closed
-        worker.offer(Batch(events(3, 2)))
+        queue.offer(Batch(events(3, 2)))
         old.gate.set()
-        assert await worker.drain(5)
+        assert await queue.drain(5)
         assert old.closed
         assert values(old.batches) == [0, 1, 2]
         assert [e["value"] for e in new.events] == [3, 4]
         assert stats.get("dropped", output="out", reason="write_error") == 0
-        await worker.stop()
+        await queue.stop()
         assert new.closed
 
     asyncio.run(main())
@@ -325,11 +326,11 @@ def test_replacing_an_idle_output_closes_it_at_once() -> None:
 
     async def main() -> None:
         old = MemoryOutput(OutputConfig(type="mem"))
-        worker = OutputWorker("out", old, max_events=100, stats=Stats("h"))
-        await worker.start()
-        await worker.replace_output(MemoryOutput(OutputConfig(type="mem")))
+        queue = OutputQueue("out", old, max_events=100, stats=Stats("h", "numbat.collector"))
+        await queue.start()
+        await queue.replace_output(MemoryOutput(OutputConfig(type="mem")))
         assert old.closed
-        await worker.stop()
+        await queue.stop()
 
     asyncio.run(main())
 
@@ -338,14 +339,14 @@ def test_fanout_batches_one_loop_iteration_for_every_output() -> None:
     """Events submitted in one loop turn become one batch, offered to each output alike."""
 
     async def main() -> None:
-        stats = Stats("h")
+        stats = Stats("h", "numbat.collector")
         fanout = Fanout()
         outs = []
         for label in ("a", "b"):
             out = MemoryOutput(OutputConfig(type="mem"))
-            worker = OutputWorker(label, out, max_events=1000, stats=stats)
-            await worker.start()
-            fanout.workers[label] = worker
+            queue = OutputQueue(label, out, max_events=1000, stats=stats)
+            await queue.start()
+            fanout.queues[label] = queue
             outs.append(out)
         fanout.submit(events(0, 2))
         fanout.submit(events(2, 3))
@@ -355,8 +356,8 @@ def test_fanout_batches_one_loop_iteration_for_every_output() -> None:
         for out in outs:
             assert [e["value"] for e in out.events] == list(range(6))
             assert out.batches == 2
-        for worker in fanout.workers.values():
-            await worker.stop()
+        for queue in fanout.queues.values():
+            await queue.stop()
 
     asyncio.run(main())
 

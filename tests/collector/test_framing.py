@@ -9,8 +9,8 @@ import tracemalloc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numbat.collector.framing import LineFramer, parse_lines
 from numbat.event import Event
+from numbat.server.framing import LineFramer, parse_lines
 
 CAP = 64 * 1024
 MiB = 1024 * 1024

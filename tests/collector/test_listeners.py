@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from numbat.collector.daemon import Collector, ListenError
-from numbat.collector.listeners.ws import WebSocketListener
+from numbat.server.listeners.ws import WebSocketListener
 from tests.collector.conftest import (
     LOOPBACK,
     address,
@@ -476,7 +476,7 @@ def test_unix_socket_in_use_by_a_live_process_is_refused(short_dir: Path) -> Non
             collector = Collector(config([f"unix://{path}"]))
             with pytest.raises(ListenError, match="in use"):
                 await collector.start()
-            assert not collector.listeners and not collector.workers
+            assert not collector.listeners and not collector.queues
 
         asyncio.run(main())
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -665,7 +665,7 @@ def test_listeners_of_every_kind_feed_one_pipeline(short_dir: Path) -> None:
 
 def test_listener_logging_names_the_listener_and_reason(caplog: pytest.LogCaptureFixture) -> None:
     """The rejection log line carries the listener URI, the peer and a sample of the input."""
-    caplog.set_level(logging.WARNING, logger="numbat.collector")
+    caplog.set_level(logging.WARNING, logger="numbat")
 
     async def main() -> None:
         async with running(config([UDP])) as collector:

@@ -282,7 +282,7 @@ def pids(count: int, start: int = 1) -> list[Event]:
 def test_growing_tag_is_demoted_to_a_field(caplog: pytest.LogCaptureFixture) -> None:
     """Past the cap, new series carry the growing tag as a field; old series keep it."""
     renderer = LineRenderer(max_series_per_measurement=3)
-    with caplog.at_level(logging.WARNING, logger="numbat.store"):
+    with caplog.at_level(logging.WARNING, logger="numbat.store.lineprotocol"):
         result = renderer.render([*pids(5), *pids(1)])
     assert [line.rsplit(" ", 1)[0] for line in lines(result.data)] == [
         "proc.mem,host=h,pid=1 value=1.0",
@@ -294,7 +294,7 @@ def test_growing_tag_is_demoted_to_a_field(caplog: pytest.LogCaptureFixture) -> 
     ]
     assert (result.demoted, renderer.demoted, renderer.dropped_tags) == (2, 2, 0)
     assert renderer.cardinality_reports == [CardinalityReport("proc.mem", "pid", 3, 3, "field")]
-    [record] = [r for r in caplog.records if r.name == "numbat.store"]
+    [record] = [r for r in caplog.records if r.name == "numbat.store.lineprotocol"]
     assert "'proc.mem'" in record.getMessage()
     assert "'pid'" in record.getMessage()
 
@@ -305,10 +305,10 @@ def test_guard_logs_once_and_spares_other_measurements(caplog: pytest.LogCapture
     other: list[Event] = [
         {"name": "other", "value": 1, "time": T0, "pid": pid} for pid in range(1, 4)
     ]
-    with caplog.at_level(logging.WARNING, logger="numbat.store"):
+    with caplog.at_level(logging.WARNING, logger="numbat.store.lineprotocol"):
         renderer.render(pids(4))
         result = renderer.render([*pids(20, start=10), *other])
-    assert len([r for r in caplog.records if r.name == "numbat.store"]) == 1
+    assert len([r for r in caplog.records if r.name == "numbat.store.lineprotocol"]) == 1
     assert result.demoted == 20
     assert all(line.startswith("other,pid=") for line in lines(result.data)[-3:])
 

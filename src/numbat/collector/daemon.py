@@ -1,61 +1,65 @@
-"""The collector daemon's lifecycle: start, report on itself, reload, drain and stop.
+"""The collector daemon: listeners into the fan-out, the fan-out into the output queues.
 
-SIGTERM/SIGINT stop accepting, drain the output queues (up to ``drain_timeout``) and
-end the run. SIGHUP reopens log files and reloads the config file: listeners and
-outputs whose settings changed are replaced, the queues of outputs that stay keep
-their events, and a config that fails validation leaves the running one in place.
+Run by :func:`numbat.server.lifecycle.serve`: SIGTERM/SIGINT stop accepting, drain the
+output queues (up to ``drain_timeout``) and end the run. SIGHUP reopens log files and
+reloads the config file: listeners and outputs whose settings changed are replaced, the
+queues of outputs that stay keep their events, and a config that fails validation
+leaves the running one in place. With ``workers = N``, :func:`run_worker` is what each
+of the supervisor's processes runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
 
-from numbat.collector.fanout import Fanout, OutputWorker
-from numbat.collector.listeners import Listener, listener_class
+from numbat.collector.fanout import Fanout, OutputQueue
 from numbat.collector.outputs import Output, output_class
-from numbat.collector.stats import Stats
-from numbat.config import CollectorConfig, Config, ListenerConfig, OutputConfig
+from numbat.config import CollectorConfig, Config, ListenerConfig, OutputConfig, load
 from numbat.errors import ConfigError, NumbatError
+from numbat.server import ProcessContext
+from numbat.server.lifecycle import Daemon, serve
+from numbat.server.listeners import Limits, Listener, listener_class
+from numbat.server.stats import Stats
 
-log = logging.getLogger("numbat.collector")
+log = logging.getLogger(__name__)
+
+STATS_PREFIX = "numbat.collector"
 
 
 class ListenError(NumbatError):
     """A listener could not bind its address (in use, no permission, bad path)."""
 
 
-class Collector:
+class Collector(Daemon):
     """Receives events on its listeners and fans them out to its outputs.
 
     Example::
 
         config = numbat.config.load("numbat.toml")
-        asyncio.run(Collector(config).run(reload=lambda: numbat.config.load("numbat.toml")))
+        numbat._loop.run(Collector(config).run(reload=lambda: load("numbat.toml")))
     """
 
     def __init__(self, config: Config, *, hostname: str | None = None, worker: int = 0) -> None:
         self.config: CollectorConfig = config.collector
-        self.worker = worker
-        tags = {"worker": str(worker)} if self.config.workers > 1 else {}
-        self.stats = Stats(hostname or socket.gethostname(), tags=tags)
+        self.process = ProcessContext(worker, self.config.workers)
+        tags = {"worker": str(worker)} if self.process.shared else {}
+        self.stats = Stats(hostname or socket.gethostname(), STATS_PREFIX, tags=tags)
         self.fanout = Fanout()
         self.listeners: dict[str, Listener] = {}
         self._reporter: asyncio.Task[None] | None = None
-        self._stopping: asyncio.Event | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._load: Callable[[], Config] | None = None
 
     @property
-    def workers(self) -> dict[str, OutputWorker]:
-        return self.fanout.workers
+    def queues(self) -> dict[str, OutputQueue]:
+        """Each output's queue, by output label."""
+        return self.fanout.queues
 
     async def start(self) -> None:
         """Start outputs, then listeners; on a bind failure undo everything and raise."""
-        self._stopping = asyncio.Event()
         for output in self.config.outputs:
             await self._add_output(output)
         try:
@@ -77,32 +81,54 @@ class Collector:
         self.fanout.submit(self.stats.report(self.config.stats_interval))
         await asyncio.sleep(0)  # let the fan-out hand the last batch to the queues
         timeout = self.config.drain_timeout if drain_timeout is None else drain_timeout
-        workers = list(self.workers.values())
-        drained = all(await asyncio.gather(*(w.drain(timeout) for w in workers)))
-        await asyncio.gather(*(w.stop() for w in workers))
-        self.workers.clear()
+        queues = list(self.queues.values())
+        drained = all(await asyncio.gather(*(q.drain(timeout) for q in queues)))
+        await asyncio.gather(*(q.stop() for q in queues))
+        self.queues.clear()
         return drained
 
-    def request_stop(self) -> None:
-        if self._stopping is not None:
-            self._stopping.set()
+    async def shutdown(self) -> bool:
+        log.info("stopping: draining outputs for up to %ss", self.config.drain_timeout)
+        return await self.stop()
+
+    async def run(
+        self, reload: Callable[[], Config] | None = None, ready: Callable[[], None] | None = None
+    ) -> bool:
+        """Run until SIGTERM/SIGINT; SIGHUP reopens files and, given ``reload`` (a
+        config loader), reloads. ``ready`` is called once every listener is bound."""
+        self._load = reload
+        return await serve(self, ready)
+
+    async def hangup(self) -> None:
+        """SIGHUP: outputs reopen their files (logrotate), then the config is reloaded."""
+        self.reopen()
+        if self._load is None:
+            return
+        try:
+            config = self._load()
+        except ConfigError as exc:
+            log.error("config reload failed, keeping the running config: %s", exc)
+            return
+        try:
+            await self.reload(config)
+        except ListenError as exc:
+            log.error("config reload: %s", exc)
 
     def reopen(self) -> None:
-        """SIGHUP, part one: outputs reopen their files (logrotate)."""
-        for worker in self.workers.values():
-            worker.output.reopen()
+        for queue in self.queues.values():
+            queue.output.reopen()
 
     async def reload(self, config: Config) -> None:
         """Apply a new config; queued events of outputs that remain are kept."""
         new = config.collector
-        restart_all = _globals(new) != _globals(self.config)
         if new.stats_interval != self.config.stats_interval:
             self._start_reporter(new.stats_interval)
         self.config = new
         await self._reload_outputs(new)
         wanted = {lc.uri: lc for lc in new.listeners if self._serves(lc)}
         for uri, listener in list(self.listeners.items()):
-            if restart_all or wanted.get(uri) != listener.config:
+            lc = wanted.get(uri)
+            if lc is None or (lc, self._limits(lc)) != (listener.options, listener.limits):
                 await listener.stop()
                 del self.listeners[uri]
         # Listeners that fail to bind are reported; the others, old and new, keep running.
@@ -117,70 +143,21 @@ class Collector:
             raise ListenError("; ".join(errors))
         log.info("config reloaded")
 
-    async def run(
-        self, reload: Callable[[], Config] | None = None, ready: Callable[[], None] | None = None
-    ) -> bool:
-        """Run until SIGTERM/SIGINT; SIGHUP reopens files and, given ``reload``, reloads.
-
-        ``ready`` is called once every listener is bound.
-        """
-        loop = asyncio.get_running_loop()
-        stop_early = asyncio.Event()
-        # Handlers go in before binding: a signal during startup must not kill the process.
-        loop.add_signal_handler(signal.SIGTERM, stop_early.set)
-        loop.add_signal_handler(signal.SIGINT, stop_early.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._on_hup(reload)))
-        try:
-            await self.start()
-            assert self._stopping is not None
-            loop.add_signal_handler(signal.SIGTERM, self.request_stop)
-            loop.add_signal_handler(signal.SIGINT, self.request_stop)
-            if stop_early.is_set():
-                self.request_stop()
-            if ready is not None:
-                ready()
-            await self._stopping.wait()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-        log.info("stopping: draining outputs for up to %ss", self.config.drain_timeout)
-        return await self.stop()
-
-    async def _on_hup(self, reload: Callable[[], Config] | None) -> None:
-        self.reopen()
-        if reload is None:
-            return
-        try:
-            config = reload()
-        except ConfigError as exc:
-            log.error("config reload failed, keeping the running config: %s", exc)
-            return
-        try:
-            await self.reload(config)
-        except ListenError as exc:
-            log.error("config reload: %s", exc)
-
     async def _reload_outputs(self, new: CollectorConfig) -> None:
         wanted = {oc.label: oc for oc in new.outputs}
-        for label, worker in list(self.workers.items()):
+        for label, queue in list(self.queues.items()):
             if label not in wanted:
-                await worker.drain(new.drain_timeout)
-                await worker.stop()
-                del self.workers[label]
+                await queue.drain(new.drain_timeout)
+                await queue.stop()
+                del self.queues[label]
         for label, oc in wanted.items():
-            kept = self.workers.get(label)
+            kept = self.queues.get(label)
             if kept is None:
                 await self._add_output(oc)
                 continue
             kept.max_events = oc.queue_size or new.queue_size
             if kept.output.options != oc:
                 await kept.replace_output(self._output(oc))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        # Keep a reference: the loop holds tasks weakly, and a reload must not vanish.
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _start_reporter(self, interval: float | None = None) -> None:
         if self._reporter is not None:
@@ -190,31 +167,38 @@ class Collector:
         )
 
     def _serves(self, config: ListenerConfig) -> bool:
-        # A unix socket path can be bound by one process only: worker 0's.
-        return config.scheme != "unix" or self.worker == 0
+        return not config.first_process_only or self.process.worker == 0
+
+    def _limits(self, config: ListenerConfig) -> Limits:
+        return Limits(
+            max_line_bytes=config.max_line_bytes or self.config.max_line_bytes,
+            max_connections=config.max_connections,
+            idle_timeout=config.idle_timeout,
+            receive_buffer_bytes=self.config.udp_buffer_bytes,
+        )
 
     def _output(self, config: OutputConfig) -> Output:
-        output = output_class(config.type)(config)
-        output.worker, output.workers = self.worker, self.config.workers
-        return output
+        return output_class(config.type)(config, context=self.process)
 
     async def _add_output(self, config: OutputConfig) -> None:
-        output = self._output(config)
-        worker = OutputWorker(
-            config.label, output, config.queue_size or self.config.queue_size, self.stats
+        queue = OutputQueue(
+            config.label,
+            self._output(config),
+            config.queue_size or self.config.queue_size,
+            self.stats,
         )
-        await worker.start()
-        self.workers[config.label] = worker
+        await queue.start()
+        self.queues[config.label] = queue
 
     async def _add_listener(self, config: ListenerConfig) -> None:
         if not self._serves(config):
             return
-        listener = listener_class(config.scheme)(
+        listener = listener_class(config.kind)(
             config,
-            self.config,
+            self._limits(config),
             self.fanout.submit,
             self.stats,
-            reuse_port=self.config.workers > 1,
+            reuse_port=self.process.shared,
         )
         try:
             await listener.start()
@@ -228,6 +212,15 @@ class Collector:
             self.fanout.submit(self.stats.report(interval))
 
 
-def _globals(config: CollectorConfig) -> tuple[object, ...]:
-    """Collector-wide settings that every listener depends on."""
-    return (config.max_line_bytes, config.udp_buffer_bytes)
+def run_worker(path: Path, worker: int, ready: Callable[[], None]) -> bool:
+    """One of the supervisor's worker processes: load ``path``, run a collector."""
+    from numbat._loop import run
+
+    collector = Collector(load(path), worker=worker)
+    return run(collector.run(reload=lambda: load(path), ready=ready))
+
+
+def check_reload(path: Path, workers: int) -> None:
+    """The supervisor's SIGHUP check: the file still validates (else ConfigError)."""
+    if load(path).collector.workers != workers:
+        log.warning("collector.workers changed: restart the collector to apply it")

@@ -13,16 +13,16 @@ from collections import deque
 
 from numbat._ratelimit import RateLimitedLog
 from numbat.collector.outputs import Batch, Output
-from numbat.collector.stats import Stats
 from numbat.event import Event
+from numbat.server.stats import Stats
 
-log = logging.getLogger("numbat.collector")
+log = logging.getLogger(__name__)
 
 COALESCE_EVENTS = 20_000
 FLUSH_EVENTS = 20_000
 
 
-class OutputWorker:
+class OutputQueue:
     """One output's bounded queue (counted in events) and the task that drains it."""
 
     def __init__(self, label: str, output: Output, max_events: int, stats: Stats) -> None:
@@ -143,7 +143,7 @@ class Fanout:
     """Collects events submitted during one loop iteration into a batch for every output."""
 
     def __init__(self) -> None:
-        self.workers: dict[str, OutputWorker] = {}
+        self.queues: dict[str, OutputQueue] = {}
         self._pending: list[Event] = []
         self._scheduled = False
 
@@ -161,5 +161,5 @@ class Fanout:
         if not self._pending:
             return
         batch, self._pending = Batch(self._pending), []
-        for worker in self.workers.values():
-            worker.offer(batch)
+        for queue in self.queues.values():
+            queue.offer(batch)

@@ -33,7 +33,7 @@ DropReason = Literal["backlog_full", "invalid", "failed", "closed"]
 BATCH_BYTES: Final = 256 * 1024
 CONNECT_TIMEOUT: Final = 5.0
 
-log = logging.getLogger("numbat.emitter")
+log = logging.getLogger(__name__)
 
 
 class Backlog:

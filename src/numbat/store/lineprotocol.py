@@ -74,7 +74,7 @@ from typing import Final, Literal, NamedTuple
 from numbat.event import Scalar, now_ms
 from numbat.store.points import NUMBER_FIELDS, TEXT_FIELDS, PointMapper, is_heartbeat, scalar_text
 
-log = logging.getLogger("numbat.store")
+log = logging.getLogger(__name__)
 
 NS_PER_MS: Final = 1_000_000
 # The last millisecond whose every nanosecond InfluxDB accepts (its time is an int64).

@@ -61,7 +61,7 @@ from numbat.errors import NumbatError
 
 __all__ = ["Record", "RecordId", "Spool", "SpoolError"]
 
-log = logging.getLogger("numbat.store")
+log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

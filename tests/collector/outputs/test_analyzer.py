@@ -6,11 +6,11 @@ import asyncio
 import json
 import socket
 
-from numbat.collector.fanout import OutputWorker
+from numbat.collector.fanout import OutputQueue
 from numbat.collector.outputs.analyzer import AnalyzerOutput, LineBacklog
-from numbat.collector.stats import Stats
 from numbat.config import AnalyzerOutputConfig
 from numbat.event import Event
+from numbat.server.stats import Stats
 from tests.collector.outputs.conftest import LOOPBACK, LineServer, batch, line_server
 
 
@@ -31,10 +31,11 @@ def _values(lines: list[bytes]) -> list[int]:
     return [json.loads(raw)["value"] for raw in lines]
 
 
-def _output(uri: str, max_backlog: int = 100_000, **kwargs: float) -> AnalyzerOutput:
+def _output(
+    uri: str, max_backlog: int = 100_000, backoff: float = 0.01, flush_timeout: float = 2.0
+) -> AnalyzerOutput:
     options = AnalyzerOutputConfig(type="analyzer", uri=uri, max_backlog=max_backlog)
-    fast = kwargs.pop("backoff", 0.01)
-    return AnalyzerOutput(options, backoff=lambda retries: fast, **kwargs)
+    return AnalyzerOutput(options, backoff=lambda retries: backoff, flush_timeout=flush_timeout)
 
 
 def test_sends_each_event_as_one_json_line() -> None:
@@ -190,16 +191,18 @@ def test_reload_hands_the_backlog_to_the_new_output() -> None:
     async def main() -> list[int]:
         async with line_server() as server:
             await server.stop()  # the analyzer is down from the start
-            worker = OutputWorker("analyzer", _output(server.uri), 1000, Stats("h"))
-            await worker.start()
-            worker.offer(batch(*_events(range(5))))
-            assert await worker.drain(5)  # written into the output's own backlog
-            assert worker.output.stats()["backlog"] == 5
-            await worker.replace_output(_output(server.uri, max_backlog=50))
-            worker.offer(batch(*_events(range(5, 8))))
+            queue = OutputQueue(
+                "analyzer", _output(server.uri), 1000, Stats("h", "numbat.collector")
+            )
+            await queue.start()
+            queue.offer(batch(*_events(range(5))))
+            assert await queue.drain(5)  # written into the output's own backlog
+            assert queue.output.stats()["backlog"] == 5
+            await queue.replace_output(_output(server.uri, max_backlog=50))
+            queue.offer(batch(*_events(range(5, 8))))
             await server.start()
             lines = await server.wait_for(8)
-            await worker.stop()
+            await queue.stop()
             return _values(lines)
 
     assert asyncio.run(main()) == list(range(8))

@@ -1,31 +1,21 @@
-"""Collector outputs: the :class:`Output` ABC and a registry of type -> ``"module:Class"``.
+"""Collector outputs: the :class:`Output` ABC and :class:`Batch`, what every output gets.
 
-An output ``type`` that is not in :data:`OUTPUTS` is taken as an import path
-(``"mypackage.outputs:MyOutput"``), so third-party outputs need no change here.
+Built-in outputs are one module each, registered in :data:`numbat.config.OUTPUTS` with
+the options they take; an output ``type`` that is not registered is taken as an import
+path (``"mypackage.outputs:MyOutput"``), so third-party outputs need no change here.
 """
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from numbat._encode import dumps
+from numbat._importer import import_from_string
+from numbat.config import OUTPUTS, OutputConfig
 from numbat.event import Event
-
-if TYPE_CHECKING:
-    from numbat.config import OutputConfig
-
-OUTPUTS: dict[str, str] = {
-    "logfile": "numbat.collector.outputs.logfile:LogfileOutput",
-    "prettylog": "numbat.collector.outputs.prettylog:PrettylogOutput",
-    "graphite": "numbat.collector.outputs.graphite:GraphiteOutput",
-    "analyzer": "numbat.collector.outputs.analyzer:AnalyzerOutput",
-    "influxdb": "numbat.collector.outputs.influxdb:InfluxDBOutput",
-    "sqlite": "numbat.collector.outputs.sqlite:SQLiteOutput",
-    "null": "numbat.collector.outputs.null:NullOutput",
-}
+from numbat.server import ProcessContext
 
 
 class Batch:
@@ -70,12 +60,12 @@ class Output(ABC):
     """
 
     Options: ClassVar[Any] = None
-    # Set by the collector before start(): which of its worker processes this is.
-    worker: int = 0
-    workers: int = 1
 
-    def __init__(self, options: OutputConfig) -> None:
+    def __init__(self, options: OutputConfig, *, context: ProcessContext | None = None) -> None:
+        """``context``: which of the collector's worker processes runs this output; a
+        subclass that overrides ``__init__`` passes it on."""
         self.options = options
+        self.context = context or ProcessContext()
 
     async def start(self) -> None:
         """Open files or connections; called once before the first write."""
@@ -111,8 +101,8 @@ class Output(ABC):
 
 def output_class(kind: str) -> type[Output]:
     """The class for an output ``type``: a registered name or ``"module:Class"``."""
-    module, _, name = OUTPUTS.get(kind, kind).partition(":")
-    cls = getattr(importlib.import_module(module), name)
+    entry = OUTPUTS.get(kind)
+    cls = import_from_string(entry.path if entry is not None else kind)
     if not (isinstance(cls, type) and issubclass(cls, Output)):
         raise TypeError(f"{kind!r} is not a numbat.collector.outputs.Output subclass")
     return cls

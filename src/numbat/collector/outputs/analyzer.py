@@ -23,8 +23,9 @@ from numbat._backoff import reconnect as default_backoff
 from numbat._ratelimit import RateLimitedLog
 from numbat.collector.outputs import Batch, Output
 from numbat.config import AnalyzerOutputConfig
+from numbat.server import ProcessContext
 
-log = logging.getLogger("numbat.collector")
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT: Final = 5.0
 # A send that makes no progress for this long means a dead peer the kernel has not
@@ -435,8 +436,9 @@ class AnalyzerOutput(Output):
         *,
         backoff: Backoff = default_backoff,
         flush_timeout: float = FLUSH_TIMEOUT,
+        context: ProcessContext | None = None,
     ) -> None:
-        super().__init__(options)
+        super().__init__(options, context=context)
         host, port = host_port(options.uri)
         self.flush_timeout = flush_timeout
         self.sender = LineSender(

@@ -36,8 +36,9 @@ from numbat.collector.outputs.analyzer import (
 )
 from numbat.config import GraphiteOutputConfig
 from numbat.event import Event
+from numbat.server import ProcessContext
 
-log = logging.getLogger("numbat.collector")
+log = logging.getLogger(__name__)
 
 # Fits one Ethernet frame with IP and UDP headers, so no datagram is ever fragmented.
 MAX_DATAGRAM: Final = 1400
@@ -230,8 +231,9 @@ class GraphiteOutput(Output):
         *,
         backoff: Backoff = default_backoff,
         flush_timeout: float = FLUSH_TIMEOUT,
+        context: ProcessContext | None = None,
     ) -> None:
-        super().__init__(options)
+        super().__init__(options, context=context)
         host, port = host_port(options.uri)
         self.prefix = graphite_path(options.prefix) + "." if options.prefix else ""
         self.flush_timeout = flush_timeout

@@ -37,11 +37,12 @@ from numbat._loop import new_loop
 from numbat._ratelimit import RateLimitedLog
 from numbat.collector.outputs import Batch, Output
 from numbat.config import InfluxDBOutputConfig
+from numbat.server import ProcessContext
 from numbat.store.influx import basic_auth
 from numbat.store.lineprotocol import LineRenderer
 from numbat.store.spool import Record, RecordId, Spool
 
-log = logging.getLogger("numbat.collector")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _PARTIAL = re.compile(r"partial write.*dropped=(\d+)")
@@ -265,8 +266,10 @@ class InfluxDBOutput(Output):
     Options = InfluxDBOutputConfig
     options: InfluxDBOutputConfig
 
-    def __init__(self, options: InfluxDBOutputConfig) -> None:
-        super().__init__(options)
+    def __init__(
+        self, options: InfluxDBOutputConfig, *, context: ProcessContext | None = None
+    ) -> None:
+        super().__init__(options, context=context)
         self.renderer = self._renderer()
         self.hosts: list[Host] = []
         self.skipped = 0
@@ -282,7 +285,6 @@ class InfluxDBOutput(Output):
         )
 
     async def start(self) -> None:
-        self.renderer = self._renderer()  # now that the worker index is known
         for index, urls in enumerate(self._groups()):
             spool = await asyncio.to_thread(self._open_spool, index, urls[0])  # before any I/O
             host = Host(urls, spool, self)
@@ -368,8 +370,8 @@ class InfluxDBOutput(Output):
             write_heartbeats=options.write_heartbeats,
             max_series_per_measurement=options.max_series_per_measurement,
             on_cardinality=options.on_cardinality,
-            worker=self.worker,
-            workers=self.workers,
+            worker=self.context.worker,
+            workers=self.context.workers,
         )
 
     def _groups(self) -> list[list[str]]:
@@ -380,7 +382,7 @@ class InfluxDBOutput(Output):
     def _open_spool(self, index: int, url: str) -> Spool:
         # Per output, worker and server: two processes never share a spool directory.
         name = f"{index}-{urlsplit(url).netloc.replace(':', '_')}"
-        root = Path(self.options.spool_dir) / self.options.label / f"worker-{self.worker}"
+        root = Path(self.options.spool_dir) / self.options.label / f"worker-{self.context.worker}"
         return Spool(
             root / name,
             max_bytes=self.options.spool_max_bytes,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from numbat.collector.outputs import Batch, Output
 from numbat.config import LogfileOutputConfig
+from numbat.server import ProcessContext
 
 
 class LogfileOutput(Output):
@@ -25,8 +26,10 @@ class LogfileOutput(Output):
     Options = LogfileOutputConfig
     options: LogfileOutputConfig
 
-    def __init__(self, options: LogfileOutputConfig) -> None:
-        super().__init__(options)
+    def __init__(
+        self, options: LogfileOutputConfig, *, context: ProcessContext | None = None
+    ) -> None:
+        super().__init__(options, context=context)
         self.path = Path(options.path)
         self._fd: int | None = None
         self._reopen = False

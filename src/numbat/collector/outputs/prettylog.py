@@ -22,6 +22,7 @@ from typing import Final, TextIO
 from numbat.collector.outputs import Batch, Output
 from numbat.config import PrettylogOutputConfig
 from numbat.event import Event
+from numbat.server import ProcessContext
 
 BOLD: Final = "\x1b[1m"
 RESET: Final = "\x1b[0m"
@@ -149,8 +150,10 @@ class PrettylogOutput(Output):
     Options = PrettylogOutputConfig
     options: PrettylogOutputConfig
 
-    def __init__(self, options: PrettylogOutputConfig) -> None:
-        super().__init__(options)
+    def __init__(
+        self, options: PrettylogOutputConfig, *, context: ProcessContext | None = None
+    ) -> None:
+        super().__init__(options, context=context)
         self._stream: TextIO | None = None
         self._color = False
 

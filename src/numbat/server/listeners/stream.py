@@ -1,14 +1,20 @@
-"""``tcp://host:port``: newline-delimited JSON, any number of events per connection."""
+"""Stream listeners (tcp, unix): NDJSON, any number of events per connection.
+
+:class:`StreamProtocol` frames one connection's bytes into lines and tracks its
+idleness; :class:`StreamListener` caps connections and closes idle ones. A stream
+kind (``tcp.py``, ``unix.py``) only says how to bind its server (``_serve``), as
+pystatsd's ``StreamClientBase`` serves its tcp and unix clients.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from abc import abstractmethod
 from typing import Any, cast
-from urllib.parse import urlsplit
 
-from numbat.collector.framing import LineFramer
-from numbat.collector.listeners import Listener, peer_name
+from numbat.server.framing import LineFramer
+from numbat.server.listeners import Listener, peer_name
 
 
 class StreamProtocol(asyncio.Protocol):
@@ -83,7 +89,7 @@ class StreamListener(Listener):
         self._sweeper: asyncio.Task[None] | None = None
 
     def register(self, proto: StreamProtocol) -> bool:
-        if len(self.connections) >= self.config.max_connections:
+        if len(self.connections) >= self.limits.max_connections:
             self.stats.count("refused", listener=self.label, reason="too_many_connections")
             self._warn.warning(
                 "full",
@@ -104,11 +110,12 @@ class StreamListener(Listener):
 
     async def start(self) -> None:
         self.server = await self._serve()
-        if self.config.idle_timeout:
+        if self.limits.idle_timeout:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
+    @abstractmethod
     async def _serve(self) -> asyncio.Server:
-        raise NotImplementedError
+        """Bind the server whose connections :meth:`protocol` serves."""
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -123,7 +130,7 @@ class StreamListener(Listener):
 
     async def _sweep(self) -> None:
         """Close connections silent for longer than idle_timeout."""
-        timeout = self.config.idle_timeout
+        timeout = self.limits.idle_timeout
         while True:
             await asyncio.sleep(min(timeout / 4, 5.0))
             cutoff = time.monotonic() - timeout
@@ -131,18 +138,3 @@ class StreamListener(Listener):
                 self.stats.count("closed_idle", listener=self.label)
                 if proto.transport is not None:
                     proto.transport.close()
-
-
-class TCPListener(StreamListener):
-    """NDJSON over TCP, as the original collector's default listener."""
-
-    async def _serve(self) -> asyncio.Server:
-        parts = urlsplit(self.config.uri)
-        return await asyncio.get_running_loop().create_server(
-            self.protocol,
-            parts.hostname,
-            int(parts.port or 0),
-            reuse_address=True,
-            reuse_port=self.reuse_port or None,
-            backlog=1024,
-        )

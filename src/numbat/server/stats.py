@@ -1,4 +1,10 @@
-"""The collector's own counters, turned into events for its pipeline (self-monitoring)."""
+"""A daemon's own counters and gauges, turned into events for its pipeline (self-monitoring).
+
+Every figure is named ``<prefix>.<metric>`` (``numbat.collector.received``,
+``numbat.analyzer.rules.errors``); what it is about (a listener, an output, a server it
+sends to) goes in tags, never in the name, so one measurement holds every instance and
+a rule or a graph can select or group them.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ Key = tuple[str, tuple[tuple[str, str], ...]]
 class Stats:
     """Counters by metric and tags, reported as deltas since the previous report.
 
-    >>> stats = Stats(host="h1", clock=lambda: 1000)
+    >>> stats = Stats(host="h1", prefix="numbat.collector", clock=lambda: 1000)
     >>> stats.count("received", listener="tcp://127.0.0.1:3333", amount=5)
     >>> received, heartbeat = stats.report(interval=10.0)
     >>> received["name"], received["value"], received["listener"]
@@ -23,9 +29,14 @@ class Stats:
     """
 
     def __init__(
-        self, host: str, clock: Callable[[], int] = now_ms, tags: dict[str, str] | None = None
+        self,
+        host: str,
+        prefix: str,
+        clock: Callable[[], int] = now_ms,
+        tags: dict[str, str] | None = None,
     ) -> None:
         self.host = host
+        self.prefix = prefix
         self.tags = tags or {}
         self.totals: Counter[Key] = Counter()
         self._reported: Counter[Key] = Counter()
@@ -104,7 +115,7 @@ class Stats:
 
     def _event(self, key: Key, value: float, now: int) -> Event:
         metric, tags = key
-        event: Event = {"name": f"numbat.collector.{metric}", "host": self.host, "time": now}
+        event: Event = {"name": f"{self.prefix}.{metric}", "host": self.host, "time": now}
         event.update(self.tags)
         event.update(tags)
         event["value"] = value

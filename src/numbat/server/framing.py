@@ -1,5 +1,9 @@
 """Bytes off the wire -> events: line framing with a size cap, parsing, rejection reasons.
 
+Two framings, one cap: a stream (tcp, unix) is cut into lines by :class:`LineFramer`;
+a message (a UDP datagram, a websocket message) is cut by :func:`split_message`. Both
+drop a line over the cap alone and keep the good lines beside it.
+
 The framer keeps at most one partial line (bounded by ``max_line``) between reads, finds
 newlines with ``bytes`` methods (linear in the input, whatever its shape) and skips an
 overlong line up to its newline without buffering it.
@@ -69,9 +73,10 @@ class LineFramer:
             self._skip()
         else:
             self._partial += rest
-        lines = head.split(b"\n")
-        if len(head) > self.max_line:
-            return self._drop_overlong(lines)
+        if len(head) <= self.max_line:
+            return head.split(b"\n")
+        lines, overlong = split_message(head, self.max_line)
+        self.overlong += overlong
         return lines
 
     def finish(self) -> bytes:
@@ -86,11 +91,20 @@ class LineFramer:
         self._partial.clear()
         self._skipping = True
 
-    def _drop_overlong(self, lines: list[bytes]) -> list[bytes]:
-        limit = self.max_line
-        kept = [line for line in lines if len(line) <= limit]
-        self.overlong += len(lines) - len(kept)
-        return kept
+
+def split_message(data: bytes, limit: int) -> tuple[list[bytes], int]:
+    """One message's lines, without those over ``limit`` bytes, and how many those were.
+
+    The cap is per line (``max_line_bytes``): good lines beside an overlong one are kept.
+
+    >>> split_message(b'{"a":1}\\n' + b"x" * 9 + b'\\n{"b":2}', limit=8)
+    ([b'{"a":1}', b'{"b":2}'], 1)
+    """
+    lines = data.split(b"\n")
+    if len(data) <= limit:
+        return lines, 0
+    kept = [line for line in lines if len(line) <= limit]
+    return kept, len(lines) - len(kept)
 
 
 def parse_lines(

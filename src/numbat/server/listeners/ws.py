@@ -18,25 +18,28 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from numbat.collector.listeners import Listener, peer_name
+from numbat.config import WebSocketListenerConfig
+from numbat.server.listeners import Listener, peer_name
 
 # Request lines carry the token: keep the library's own access logging quiet.
-_quiet = logging.getLogger("numbat.collector.ws")
+_quiet = logging.getLogger(f"{__name__}.access")
 _quiet.setLevel(logging.WARNING)
 
 
 class WebSocketListener(Listener):
     """Websocket listener with path and token checks, a connection limit and idle timeout."""
 
+    Options = WebSocketListenerConfig
+    options: WebSocketListenerConfig
     _server: Server | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connections: set[ServerConnection] = set()
-        self.path = urlsplit(self.config.uri).path or "/"
+        self.path = urlsplit(self.options.uri).path or "/"
 
     async def start(self) -> None:
-        parts = urlsplit(self.config.uri)
+        parts = urlsplit(self.options.uri)
         self._server = await serve(
             self._handle,
             parts.hostname,
@@ -62,13 +65,13 @@ class WebSocketListener(Listener):
         if target.path != self.path:
             self.stats.count("refused", listener=self.label, reason="bad_path")
             return conn.respond(HTTPStatus.NOT_FOUND, f"events go to {self.path}\n")
-        if self.config.token is not None and not self._token_ok(target.query):
+        if self.options.token is not None and not self._token_ok(target.query):
             self.stats.count("refused", listener=self.label, reason="bad_token")
             self._warn.warning(
                 "token", "%s: refused %s: missing or wrong token", self.label, peer_name(peer)
             )
             return conn.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
-        if len(self.connections) >= self.config.max_connections:
+        if len(self.connections) >= self.limits.max_connections:
             self.stats.count("refused", listener=self.label, reason="too_many_connections")
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
         return None
@@ -76,18 +79,18 @@ class WebSocketListener(Listener):
     def _token_ok(self, query: str) -> bool:
         params = parse_qs(query)
         given = (params.get("key") or params.get("token") or [""])[0]
-        assert self.config.token is not None
-        return hmac.compare_digest(given.encode(), self.config.token.encode())
+        assert self.options.token is not None
+        return hmac.compare_digest(given.encode(), self.options.token.encode())
 
     async def _handle(self, conn: ServerConnection) -> None:
         self.connections.add(conn)
         peer = peer_name(conn.remote_address)
-        idle = self.config.idle_timeout or None
+        idle = self.limits.idle_timeout or None
         try:
             while True:
                 message = await asyncio.wait_for(conn.recv(), idle)
                 data = message.encode() if isinstance(message, str) else message
-                self._receive_message(data, peer)
+                self.receive_message(data, peer)
         except TimeoutError:
             self.stats.count("closed_idle", listener=self.label)
             await conn.close(1001, "idle")
@@ -95,19 +98,3 @@ class WebSocketListener(Listener):
             pass
         finally:
             self.connections.discard(conn)
-
-    def _receive_message(self, data: bytes, peer: str) -> None:
-        lines = data.split(b"\n")
-        limit = self.max_line
-        if len(data) > limit:
-            kept = [line for line in lines if len(line) <= limit]
-            if len(kept) != len(lines):
-                self.reject(
-                    "line_too_long",
-                    f"message over {limit} bytes",
-                    b"",
-                    peer,
-                    len(lines) - len(kept),
-                )
-            lines = kept
-        self.receive(lines, peer)

@@ -8,8 +8,8 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
-from numbat.collector.listeners import Listener
 from numbat.event import Event
+from numbat.server.listeners import Listener
 
 
 class _Datagrams(asyncio.DatagramProtocol):
@@ -36,21 +36,8 @@ class _Datagrams(asyncio.DatagramProtocol):
         for data, addr in pending:
             if listener.has_allow_list and not listener.admit(addr):
                 continue
-            events += listener.parse(self._lines(data, addr), addr)
+            events += listener.parse_message(data, addr)
         listener.deliver(events)
-
-    def _lines(self, data: bytes, addr: Any) -> list[bytes]:
-        lines = data.split(b"\n")
-        limit = self.listener.max_line
-        if len(data) > limit:
-            # The cap is per line: good lines beside an overlong one are kept.
-            kept = [line for line in lines if len(line) <= limit]
-            if len(kept) != len(lines):
-                self.listener.reject(
-                    "line_too_long", f"line over {limit} bytes", b"", addr, len(lines) - len(kept)
-                )
-            lines = kept
-        return lines
 
     def error_received(self, exc: Exception) -> None:
         self.listener.stats.count("socket_errors", listener=self.listener.label)
@@ -63,14 +50,14 @@ class UDPListener(Listener):
 
     @property
     def has_allow_list(self) -> bool:
-        return bool(self.config.allow)
+        return bool(self.options.allow)
 
     async def start(self) -> None:
-        parts = urlsplit(self.config.uri)
+        parts = urlsplit(self.options.uri)
         family = socket.AF_INET6 if ":" in (parts.hostname or "") else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            _grow_buffer(sock, self._buffer_bytes)
+            _grow_buffer(sock, self.limits.receive_buffer_bytes)
             if self.reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((parts.hostname, parts.port))
@@ -81,10 +68,6 @@ class UDPListener(Listener):
             lambda: _Datagrams(self), sock=sock
         )
         self._transport = transport
-
-    @property
-    def _buffer_bytes(self) -> int:
-        return self.collector_config.udp_buffer_bytes
 
     async def stop(self) -> None:
         if self._transport is not None:

@@ -10,25 +10,30 @@ import stat
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from numbat.collector.listeners.tcp import StreamListener
+from numbat.config import UnixListenerConfig
+from numbat.server.listeners.stream import StreamListener
 
 
 class UnixListener(StreamListener):
     """The cheapest way for services on the host to reach their collector.
 
     A socket file left by a collector that died is removed; one that a live process
-    still answers on is an error (``EADDRINUSE``), never silently taken over.
+    still answers on is an error (``EADDRINUSE``), never silently taken over. A path is
+    bound by one process: with ``workers = N``, worker 0 alone serves it
+    (``UnixListenerConfig.first_process_only``).
     """
 
+    Options = UnixListenerConfig
+
     async def _serve(self) -> asyncio.Server:
-        path = Path(urlsplit(self.config.uri).path)
+        path = Path(urlsplit(self.options.uri).path)
         _remove_stale(path)
         return await asyncio.get_running_loop().create_unix_server(self.protocol, str(path))
 
     async def stop(self) -> None:
         await super().stop()
         with contextlib.suppress(FileNotFoundError):
-            Path(urlsplit(self.config.uri).path).unlink()
+            Path(urlsplit(self.options.uri).path).unlink()
 
 
 def _remove_stale(path: Path) -> None:

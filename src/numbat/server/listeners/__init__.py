@@ -1,0 +1,180 @@
+"""Listeners: the :class:`Listener` base; one module per kind (``tcp``, ``unix``, ``udp``,
+``ws``), registered in :data:`numbat.config.LISTENERS` with the options each takes.
+
+Every listener frames what arrives, turns it into events with
+:func:`~numbat.server.framing.parse_lines` and hands them to its sink; bad input is
+counted by reason (``rejected``) and logged, rate-limited, with the peer. A listener
+knows its own options and :class:`Limits`, the stats it counts into and the sink it
+feeds, nothing of the daemon that runs it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from numbat._importer import import_from_string
+from numbat._ratelimit import RateLimitedLog
+from numbat.config import LISTENERS, ListenerConfig
+from numbat.event import Event
+from numbat.server.framing import parse_lines, split_message
+from numbat.server.stats import Stats
+
+Sink = Callable[[list[Event]], None]
+"""Where a listener hands the valid events of one read (never blocks, never raises)."""
+
+log = logging.getLogger(__name__)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one listener lets a peer cost: the caps it enforces.
+
+    ``max_line_bytes``: one event line (bytes); ``max_connections``: open connections
+    (stream and websocket listeners); ``idle_timeout``: seconds of silence before a
+    connection is closed (0: never); ``receive_buffer_bytes``: the kernel's receive
+    buffer (``SO_RCVBUF``) of a datagram socket.
+
+    >>> Limits(max_line_bytes=1024).max_connections
+    1024
+    """
+
+    max_line_bytes: int = 65_536
+    max_connections: int = 1024
+    idle_timeout: float = 300.0
+    receive_buffer_bytes: int = 8 * 1024 * 1024
+
+
+class Listener(ABC):
+    """Accepts events on one address; ``start`` binds (raising OSError), ``stop`` closes.
+
+    A plug-in subclasses it, implements ``start`` and ``stop``, calls :meth:`receive`
+    with complete lines, and may declare ``Options`` (a subclass of
+    :class:`numbat.config.ListenerConfig`) for keys of its own.
+
+    >>> class Null(Listener):
+    ...     async def start(self): pass
+    ...     async def stop(self): pass
+    >>> from numbat.server.stats import Stats
+    >>> lis = Null(ListenerConfig(uri="tcp://127.0.0.1:1"), Limits(), print, Stats("h", "x"))
+    >>> lis.receive([b'{"name": "a", "time": 1}', b"oops"], peer=None)
+    [{'name': 'a', 'time': 1, 'value': 1}]
+    >>> lis.stats.get("rejected", listener="tcp://127.0.0.1:1", reason="bad_json")
+    1
+    """
+
+    Options: ClassVar[type[ListenerConfig]] = ListenerConfig
+
+    def __init__(
+        self,
+        options: ListenerConfig,
+        limits: Limits,
+        sink: Sink,
+        stats: Stats,
+        *,
+        reuse_port: bool = False,
+    ) -> None:
+        self.options = options
+        self.limits = limits
+        # Several worker processes bind the same address; the kernel spreads the load.
+        self.reuse_port = reuse_port
+        self.label = options.uri
+        self.max_line = limits.max_line_bytes
+        self.sink = sink
+        self.stats = stats
+        self._allow: list[Network] = [ipaddress.ip_network(n, strict=False) for n in options.allow]
+        self._warn = RateLimitedLog(log)
+        self._received = stats.key("received", listener=self.label)
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Bind and begin accepting; raise OSError if the address cannot be used."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop accepting and close every connection."""
+
+    def admit(self, peer: Any) -> bool:
+        """Check the allow-list; count and log a refused peer."""
+        if not self._allow or not isinstance(peer, tuple):
+            return True
+        try:
+            address = ipaddress.ip_address(peer[0])
+        except ValueError:
+            return False
+        if any(address in net for net in self._allow):
+            return True
+        self.stats.count("refused", listener=self.label, reason="not_allowed")
+        self._warn.warning("refused", "%s: refused %s: not in the allow list", self.label, peer[0])
+        return False
+
+    def receive(self, lines: list[bytes], peer: Any, *, truncated: bool = False) -> None:
+        """Parse complete lines from ``peer`` and pass the good events on."""
+        self.deliver(self.parse(lines, peer, truncated=truncated))
+
+    def receive_message(self, data: bytes, peer: Any) -> None:
+        """One message (a datagram, a websocket message): its lines, capped, then
+        :meth:`receive`; each line over the cap is rejected alone."""
+        self.deliver(self.parse_message(data, peer))
+
+    def parse_message(self, data: bytes, peer: Any) -> list[Event]:
+        """The valid events of one message; overlong and bad lines rejected (counted)."""
+        lines, overlong = split_message(data, self.max_line)
+        if overlong:
+            self.reject("line_too_long", f"line over {self.max_line} bytes", b"", peer, overlong)
+        return self.parse(lines, peer)
+
+    def parse(self, lines: list[bytes], peer: Any, *, truncated: bool = False) -> list[Event]:
+        """The valid events among ``lines``; each bad line is rejected (counted, logged).
+
+        ``truncated``: the lines are what was left when the stream ended inside a line;
+        a whole event there is kept, anything else is rejected as ``truncated``.
+        """
+
+        def reject(reason: str, message: str, sample: bytes) -> None:
+            if truncated:
+                reason, message = "truncated", f"stream ended inside a line ({message})"
+            self.reject(reason, message, sample, peer)
+
+        return parse_lines(lines, reject)
+
+    def deliver(self, events: list[Event]) -> None:
+        if events:
+            self.stats.add(self._received, len(events))
+            self.sink(events)
+
+    def reject(self, reason: str, message: str, sample: bytes, peer: Any, count: int = 1) -> None:
+        self.stats.count("rejected", count, listener=self.label, reason=reason)
+        self._warn.warning(
+            f"reject:{reason}",
+            "%s: rejected input from %s: %s (%r)",
+            self.label,
+            peer_name(peer),
+            message,
+            sample[:80],
+        )
+
+
+def listener_class(kind: str) -> type[Listener]:
+    """The class for a listener ``type``: a registered scheme or ``"module:Class"``.
+
+    >>> listener_class("tcp").__name__
+    'TCPListener'
+    """
+    entry = LISTENERS.get(kind)
+    cls = import_from_string(entry.path if entry is not None else kind)
+    if not (isinstance(cls, type) and issubclass(cls, Listener)):
+        raise TypeError(f"{kind!r} is not a numbat.server.listeners.Listener subclass")
+    return cls
+
+
+def peer_name(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer or "local")
