@@ -41,13 +41,12 @@ from typing import Any, TypeVar
 
 from numbat.event import Event, now_ms
 from numbat.store import Aggregate, Bucket, Series, Store, bucket_count
-from numbat.store.points import PointMapper, scalar_text
+from numbat.store.points import PointMapper, Tags, scalar_text
 
 __all__ = ["DEFAULT_RETENTION_MS", "SQLiteStore", "to_point"]
 
 T = TypeVar("T")
-Tags = tuple[tuple[str, str], ...]
-Point = tuple[str, Tags, int, float]
+Row = tuple[str, Tags, int, float]
 SeriesKey = tuple[str, Tags]
 
 DAY_MS = 86_400_000
@@ -96,11 +95,13 @@ _AGGREGATE_SQL: Mapping[str, str] = {
 }
 
 
-def to_point(event: Event) -> Point | None:
-    """``(measurement, tags, time, value)`` of an event, or None for a heartbeat.
+def to_point(event: Event) -> Row | None:
+    """``(measurement, tags, time, value)`` of an event as this store keeps it, or None
+    for a heartbeat.
 
-    The mapping is :mod:`numbat.store.points`'s, as for InfluxDB: tags are every other
-    scalar field but ``ttl`` and the free text ``description`` and ``message``.
+    The mapping is :mod:`numbat.store.points`'s (the one InfluxDB's renderer uses too):
+    tags are every other scalar field but ``ttl`` and the free text ``description`` and
+    ``message``, which SQLite does not keep.
 
     >>> to_point({"name": "db.query", "value": 3, "time": 10, "host": "a", "ok": True,
     ...           "ttl": 5, "description": "slow"})
@@ -110,6 +111,8 @@ def to_point(event: Event) -> Point | None:
     """
     if not _MAPPER.should_store(event):
         return None
+    # Not _MAPPER.point(): a stored event has its time (a missing one fails the batch),
+    # and SQLite keeps no text fields, so none are built.
     return str(event["name"]), _MAPPER.tags(event), int(event["time"]), float(event["value"])
 
 
@@ -349,15 +352,15 @@ class SQLiteStore(Store):
         seq = self._seq
         rows = []
         for event in events:
-            point = to_point(event)
-            if point is None or point[2] < cutoff:
+            row = to_point(event)
+            if row is None or row[2] < cutoff:
                 continue
-            key = (point[0], point[1])
+            key = (row[0], row[1])
             sid = ids.get(key)
             if sid is None:
                 sid = self._create_series(db, key)
                 created.append(key)
-            rows.append((sid, point[2], seq, point[3]))
+            rows.append((sid, row[2], seq, row[3]))
             seq += 1
         self._seq = seq
         return rows
