@@ -7,7 +7,8 @@ import json
 import socket
 
 from numbat.collector.fanout import OutputQueue
-from numbat.collector.outputs.analyzer import AnalyzerOutput, LineBacklog
+from numbat.collector.outputs._sender import LineBacklog
+from numbat.collector.outputs.analyzer import AnalyzerOutput
 from numbat.config import AnalyzerOutputConfig
 from numbat.event import Event
 from numbat.server.stats import Stats

@@ -25,13 +25,15 @@ from decimal import Decimal
 from typing import Final
 from urllib.parse import urlsplit
 
+from numbat._backoff import Backoff
 from numbat._backoff import reconnect as default_backoff
 from numbat._ratelimit import RateLimitedLog
 from numbat.collector.outputs import Batch, Output
-from numbat.collector.outputs.analyzer import (
+from numbat.collector.outputs._sender import (
     FLUSH_TIMEOUT,
-    Backoff,
+    FlowControl,
     LineSender,
+    close_transport,
     host_port,
 )
 from numbat.config import GraphiteOutputConfig
@@ -113,31 +115,19 @@ def pack(lines: Iterable[str], limit: int = MAX_DATAGRAM) -> list[bytes]:
     return datagrams
 
 
-class _Datagrams(asyncio.DatagramProtocol):
+class _Datagrams(FlowControl, asyncio.DatagramProtocol):
     """A connected UDP socket's protocol: flow control and (logged) ICMP errors."""
 
     def __init__(self, label: str) -> None:
+        super().__init__()
         self.label = label
         self.errors = 0
-        self.writable = asyncio.Event()
-        self.writable.set()
-        self.closed = asyncio.Event()
         self._warn = RateLimitedLog(log)
 
     def error_received(self, exc: Exception) -> None:
         # Typically ECONNREFUSED from an ICMP "port unreachable": carbon is not there.
         self.errors += 1
         self._warn.warning("udp", "output %s: send failed: %s", self.label, exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.writable.set()
-        self.closed.set()
-
-    def pause_writing(self) -> None:
-        self.writable.clear()
-
-    def resume_writing(self) -> None:
-        self.writable.set()
 
 
 class UDPSender:
@@ -193,12 +183,7 @@ class UDPSender:
         transport, protocol = self._transport, self._protocol
         if transport is None or protocol is None:
             return
-        transport.close()  # sends what the transport still buffers, then closes
-        try:
-            async with asyncio.timeout(1.0):
-                await protocol.closed.wait()
-        except TimeoutError:
-            transport.abort()
+        await close_transport(transport, protocol.closed)
 
     def stats(self) -> dict[str, float]:
         errors = self._protocol.errors if self._protocol is not None else 0
