@@ -118,9 +118,18 @@ class UnixListenerConfig(ListenerConfig):
 
 
 class WebSocketListenerConfig(ListenerConfig):
-    """``ws://host:port/path``; with ``token`` set, clients must present it."""
+    """``ws://host:port/path``; with ``token`` set, clients must present it.
+
+    ``ping_interval``: seconds between the server's pings; a client that has not
+    answered one within as long again is dropped (the original's keep-alive).
+    """
 
     token: str | None = None
+    ping_interval: float = 20.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self, "ping_interval")
 
 
 class OutputConfig(Section):

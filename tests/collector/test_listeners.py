@@ -543,6 +543,70 @@ def test_ws_token_is_required_and_checked() -> None:
     asyncio.run(main())
 
 
+def test_ws_token_never_reaches_a_log_record(caplog: pytest.LogCaptureFixture) -> None:
+    """With every logger at DEBUG, neither a wrong nor the right token shows in any record."""
+    token = "tok-9f3a1c"
+    caplog.set_level(logging.DEBUG)
+    client_log = logging.getLogger("tests.ws.client")  # the test's own client logs its URIs
+
+    async def main() -> None:
+        cfg = config([{"uri": f"ws://{LOOPBACK}:0/events", "token": token}])
+        async with running(cfg) as collector:
+            for query in ("?key=tok-9f3a1", f"?token={token}x", "?key="):
+                assert await ws_status(ws_uri(collector, query=query), logger=client_log) == 401
+            assert (
+                await ws_status(ws_uri(collector, "/x", f"?key={token}"), logger=client_log) == 404
+            )
+            async with connect(
+                ws_uri(collector, query=f"?key={token}"), proxy=None, logger=client_log
+            ) as ws:
+                await ws.send(line(0))
+                await until(lambda: len(memory(collector).traffic()) == 1, what="the event")
+
+    asyncio.run(main())
+    server_records = [r for r in caplog.records if not r.name.startswith("tests.")]
+    assert any(r.name.startswith("numbat.") for r in server_records)  # something was logged
+    for record in server_records:
+        assert "tok-9f3a1" not in record.getMessage(), (record.name, record.getMessage())
+
+
+async def _raw_ws_handshake(host: str, port: int) -> asyncio.StreamWriter:
+    """A websocket client that completes the handshake and then never reads (no pongs)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"GET /events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return writer
+
+
+def test_ws_pings_drop_a_silent_client_and_keep_a_live_one() -> None:
+    """The server pings every ping_interval: a client that never answers is dropped, one
+    that answers (pongs) stays connected."""
+
+    async def main() -> None:
+        cfg = config([{"uri": f"ws://{LOOPBACK}:0/events", "ping_interval": 0.2}])
+        async with running(cfg) as collector:
+            lis = listener(collector, "ws")
+            assert isinstance(lis, WebSocketListener)
+            async with connect(ws_uri(collector), proxy=None) as live:
+                await until(lambda: len(lis.connections) == 1, what="the live client")
+                (server_side,) = lis.connections
+                silent = await _raw_ws_handshake(*address(collector, "ws")[:2])
+                await until(lambda: len(lis.connections) == 2, what="the silent client")
+                # latency is set when a pong comes back: the live client was pinged.
+                await until(lambda: server_side.latency > 0, what="a pong from the live client")
+                await until(lambda: len(lis.connections) == 1, what="the silent client dropped")
+                assert lis.connections == {server_side}
+                await live.send(line(0))
+                await until(lambda: len(memory(collector).traffic()) == 1, what="the event")
+                silent.close()
+
+    asyncio.run(main())
+
+
 def test_ws_wrong_path_is_refused_with_404() -> None:
     """Only the configured path accepts events; another path is refused and counted."""
 

@@ -1,8 +1,9 @@
 """``ws://host:port/path``: one JSON object per websocket message (text or binary).
 
-The server pings every 20 s and drops a client that stops answering, as the original
-collector's keep-alive did. With ``token`` set, clients must connect with
-``?key=TOKEN`` (the original example's spelling) or ``?token=TOKEN``.
+The server pings every ``ping_interval`` seconds (20 by default) and drops a client
+that has not answered within as long again, as the original collector's keep-alive
+did. With ``token`` set, clients must connect with ``?key=TOKEN`` (the original
+example's spelling) or ``?token=TOKEN``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from websockets.http11 import Request, Response
 
 from numbat.config import WebSocketListenerConfig
 from numbat.server.listeners import Listener, peer_name
+
+CLOSE_TIMEOUT = 10.0  # seconds a closing handshake may take (the library's default)
 
 # Request lines carry the token: keep the library's own access logging quiet.
 _quiet = logging.getLogger(f"{__name__}.access")
@@ -48,6 +51,10 @@ class WebSocketListener(Listener):
             compression=None,
             max_size=max(self.max_line * 16, 1 << 20),
             logger=_quiet,
+            ping_interval=self.options.ping_interval,
+            ping_timeout=self.options.ping_interval,
+            # A client that missed its pong will not answer a close frame either.
+            close_timeout=min(self.options.ping_interval, CLOSE_TIMEOUT),
             reuse_port=self.reuse_port or None,
         )
 
