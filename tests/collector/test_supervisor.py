@@ -99,3 +99,23 @@ def test_a_worker_that_cannot_bind_stops_startup(short_dir: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert "numbat: worker 0: cannot listen on tcp://" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sighup_reaches_every_worker_and_a_bad_config_keeps_them(
+    short_dir: Path, daemons: list[Daemon]
+) -> None:
+    """SIGHUP to the supervisor makes each worker reload; once the file no longer
+    validates, SIGHUP is not forwarded and the workers keep running."""
+    port = _free_port()
+    daemon = start(daemons, short_dir, _config(short_dir, port))
+    daemon.wait_log("collector running with 2 workers")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log("config reloaded", count=2)
+    (short_dir / "numbat.toml").write_text("[collector]\nworkers = 0\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log("config reload failed, keeping the running config")
+    assert daemon.stderr().count("config reloaded") == 2
+    _send_many(port, connections=4, per_connection=5)
+    assert sorted(wait_events(short_dir / "events.jsonl", 20)) == list(range(20))
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0, daemon.stderr()
