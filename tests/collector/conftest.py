@@ -86,6 +86,17 @@ async def running(cfg: Config) -> AsyncIterator[Collector]:
         await collector.stop(drain_timeout=5)
 
 
+@asynccontextmanager
+async def started(collector: Collector) -> AsyncIterator[Collector]:
+    """Start ``collector``; on the way out stop it (again: stopping twice is harmless), so a
+    failing assertion never leaks its sockets and tasks into the next test."""
+    await collector.start()
+    try:
+        yield collector
+    finally:
+        await collector.stop(drain_timeout=0)
+
+
 def memory(collector: Collector, label: str = "mem") -> MemoryOutput:
     return cast(MemoryOutput, collector.queues[label].output)
 

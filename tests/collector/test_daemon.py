@@ -32,6 +32,7 @@ from tests.collector.conftest import (
     running,
     seqs,
     start,
+    started,
     toml,
     until,
 )
@@ -71,27 +72,27 @@ def test_start_binds_every_listener_and_stop_closes_them(short_dir: Path) -> Non
     async def main() -> None:
         cfg = config([TCP, f"udp://{LOOPBACK}:0", f"unix://{sock_path}", f"ws://{LOOPBACK}:0/"])
         collector = Collector(cfg, hostname="test-host")
-        await collector.start()
-        tcp_addr = address(collector, "tcp")
-        assert sorted(uri.split(":")[0] for uri in collector.listeners) == [
-            "tcp",
-            "udp",
-            "unix",
-            "ws",
-        ]
-        sock = await tcp_connect(tcp_addr)
-        await send(sock, line(0))
-        sock.close()
-        mem = memory(collector)
-        await until(lambda: len(mem.traffic()) == 1, what="an event")
-        assert await collector.stop() is True
-        assert mem.closed
-        assert not collector.listeners and not collector.queues
-        assert not sock_path.exists()
-        with pytest.raises(ConnectionRefusedError):
-            await tcp_connect(tcp_addr)
-        # The last self-monitoring report went out before the outputs closed.
-        assert [e["value"] for e in mem.own("received")] == [1]
+        async with started(collector):
+            tcp_addr = address(collector, "tcp")
+            assert sorted(uri.split(":")[0] for uri in collector.listeners) == [
+                "tcp",
+                "udp",
+                "unix",
+                "ws",
+            ]
+            sock = await tcp_connect(tcp_addr)
+            await send(sock, line(0))
+            sock.close()
+            mem = memory(collector)
+            await until(lambda: len(mem.traffic()) == 1, what="an event")
+            assert await collector.stop() is True
+            assert mem.closed
+            assert not collector.listeners and not collector.queues
+            assert not sock_path.exists()
+            with pytest.raises(ConnectionRefusedError):
+                await tcp_connect(tcp_addr)
+            # The last self-monitoring report went out before the outputs closed.
+            assert [e["value"] for e in mem.own("received")] == [1]
 
     asyncio.run(main())
 

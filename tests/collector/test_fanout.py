@@ -25,6 +25,7 @@ from tests.collector.conftest import (
     line,
     memory,
     seqs,
+    started,
     until,
 )
 from tests.collector.test_listeners import send, tcp_connect
@@ -112,31 +113,31 @@ def test_stalled_output_does_not_slow_the_healthy_one(deaf_peer: str) -> None:
             ],
         )
         collector = Collector(cfg, hostname="test-host")
-        await collector.start()
-        stall = collector.queues["stall"]
-        stalled = stall.output
-        assert isinstance(stalled, StallOutput)
-        mem = memory(collector)
-        sock = await tcp_connect(address(collector, "tcp"))
-        for start in range(0, total, 1000):
-            await send(sock, b"".join(line(i) for i in range(start, start + 1000)))
-        sock.close()
-        await until(lambda: len(mem.traffic()) == total, what=f"{total} events at mem")
-        assert seqs(mem.traffic()) == list(range(total))
-        # ... while the stalled output is still stuck with most of them.
-        assert stalled.backed_up() > 0
-        dropped = collector.stats.get("dropped", output="stall", reason="queue_full")
-        assert dropped > 0
-        assert stall.queued <= 500
-        assert collector.stats.get("dropped", output="mem", reason="queue_full") == 0
-        assert collector.stats.get("written", output="mem") == total
-        assert collector.stats.get("written", output="stall") < total
-        # Every event is accounted for: written, queued (one batch may be mid-write), dropped.
-        assert collector.stats.get("written", output="stall") + stall.queued + dropped == total
-        assert stalled.bytes_handed < total * len(line(0))
-        # The stalled output cannot drain: stop gives up after the timeout and says so.
-        assert await collector.stop(drain_timeout=0.2) is False
-        assert collector.stats.get("dropped", output="stall", reason="shutdown") > 0
+        async with started(collector):
+            stall = collector.queues["stall"]
+            stalled = stall.output
+            assert isinstance(stalled, StallOutput)
+            mem = memory(collector)
+            sock = await tcp_connect(address(collector, "tcp"))
+            for start in range(0, total, 1000):
+                await send(sock, b"".join(line(i) for i in range(start, start + 1000)))
+            sock.close()
+            await until(lambda: len(mem.traffic()) == total, what=f"{total} events at mem")
+            assert seqs(mem.traffic()) == list(range(total))
+            # ... while the stalled output is still stuck with most of them.
+            assert stalled.backed_up() > 0
+            dropped = collector.stats.get("dropped", output="stall", reason="queue_full")
+            assert dropped > 0
+            assert stall.queued <= 500
+            assert collector.stats.get("dropped", output="mem", reason="queue_full") == 0
+            assert collector.stats.get("written", output="mem") == total
+            assert collector.stats.get("written", output="stall") < total
+            # Every event is accounted for: written, queued (one batch may be mid-write), dropped.
+            assert collector.stats.get("written", output="stall") + stall.queued + dropped == total
+            assert stalled.bytes_handed < total * len(line(0))
+            # The stalled output cannot drain: stop gives up after the timeout and says so.
+            assert await collector.stop(drain_timeout=0.2) is False
+            assert collector.stats.get("dropped", output="stall", reason="shutdown") > 0
 
     asyncio.run(main())
 
@@ -150,24 +151,24 @@ def test_failing_output_counts_its_losses_and_the_others_get_everything() -> Non
             [{"type": MEMORY, "name": "mem"}, {"type": FAILING, "name": "down"}],
         )
         collector = Collector(cfg, hostname="test-host")
-        await collector.start()
-        mem = memory(collector)
+        async with started(collector):
+            mem = memory(collector)
 
-        def has(count: int) -> Callable[[], bool]:
-            return lambda: len(mem.traffic()) == count
+            def has(count: int) -> Callable[[], bool]:
+                return lambda: len(mem.traffic()) == count
 
-        for batch in range(5):  # separate connections, separate batches
-            sock = await tcp_connect(address(collector, "tcp"))
-            await send(sock, b"".join(line(batch * 100 + i) for i in range(100)))
-            sock.close()
-            await until(has(100 * (batch + 1)), what="a batch")
-        await until(
-            lambda: collector.stats.get("dropped", output="down", reason="write_error") == 500,
-            what="500 write errors",
-        )
-        assert seqs(mem.traffic()) == list(range(500))
-        assert collector.stats.get("written", output="down") == 0
-        assert await collector.stop(drain_timeout=1) is True
+            for batch in range(5):  # separate connections, separate batches
+                sock = await tcp_connect(address(collector, "tcp"))
+                await send(sock, b"".join(line(batch * 100 + i) for i in range(100)))
+                sock.close()
+                await until(has(100 * (batch + 1)), what="a batch")
+            await until(
+                lambda: collector.stats.get("dropped", output="down", reason="write_error") == 500,
+                what="500 write errors",
+            )
+            assert seqs(mem.traffic()) == list(range(500))
+            assert collector.stats.get("written", output="down") == 0
+            assert await collector.stop(drain_timeout=1) is True
 
     asyncio.run(main())
 

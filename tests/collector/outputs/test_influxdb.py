@@ -272,14 +272,16 @@ def test_no_loss_while_influxd_is_down(restartable: RestartableInflux, tmp_path:
     async def main() -> None:
         collector = Collector(config, hostname="test")
         await collector.start()
-        await asyncio.to_thread(send, 0, total // 2)
-        await asyncio.to_thread(restartable.stop)
-        await asyncio.to_thread(send, total // 2, total)
-        await asyncio.to_thread(restartable.start)
-        await asyncio.to_thread(
-            wait_until, lambda: restartable.count("outage", "outage.events") >= total, 60.0
-        )
-        await collector.stop()
+        try:
+            await asyncio.to_thread(send, 0, total // 2)
+            await asyncio.to_thread(restartable.stop)
+            await asyncio.to_thread(send, total // 2, total)
+            await asyncio.to_thread(restartable.start)
+            await asyncio.to_thread(
+                wait_until, lambda: restartable.count("outage", "outage.events") >= total, 60.0
+            )
+        finally:
+            await collector.stop()
 
     asyncio.run(main())
     assert restartable.count("outage", "outage.events") == total
