@@ -1,8 +1,14 @@
-"""InfluxDB 1.x as a :class:`~numbat.store.Store`: line protocol in, InfluxQL out, over HTTP.
+"""InfluxDB 1.x over HTTP: :class:`InfluxClient` (one server) and :class:`InfluxStore`.
 
-Writes render events with :class:`~numbat.store.lineprotocol.LineRenderer`, exactly as
-the collector's InfluxDB output does, and POST them to ``/write`` (the database is
-created when a write finds it missing). Reads are one InfluxQL statement each.
+:class:`InfluxClient` is the one way numbat talks to influxd: line protocol to
+``/write``, InfluxQL to ``/query``, credentials as a header and never in a message. The
+store and the collector's InfluxDB output both use it.
+
+:class:`InfluxStore` is InfluxDB as a :class:`~numbat.store.Store`: line protocol in,
+InfluxQL out. Writes render events with :class:`~numbat.store.lineprotocol.LineRenderer`,
+exactly as the collector's InfluxDB output does, and POST them to ``/write`` (the
+database is created when a write finds it missing). Reads are one InfluxQL statement
+each.
 
 Where InfluxDB and :class:`~numbat.store.sqlite.SQLiteStore` would differ, and what
 this store does about it:
@@ -27,10 +33,12 @@ this store does about it:
 from __future__ import annotations
 
 import base64
+import gzip
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
@@ -41,7 +49,17 @@ from numbat.store import Aggregate, Bucket, Series, Store, bucket_count
 from numbat.store.lineprotocol import MAX_TIME_MS, LineRenderer, stored_text
 from numbat.store.points import TEXT_FIELDS, scalar_text
 
-__all__ = ["InfluxStore", "StoreError", "parse_series_key", "quote_ident", "quote_literal"]
+__all__ = [
+    "InfluxClient",
+    "InfluxStore",
+    "Reply",
+    "StoreError",
+    "parse_series_key",
+    "quote_ident",
+    "quote_literal",
+]
+
+log = logging.getLogger(__name__)
 
 WRITE_BATCH: Final = 5_000  # events per POST: keeps bodies far below influxd's 25 MB limit
 
@@ -156,10 +174,179 @@ def _message(text: str) -> str:
     return str(error) if error else text.strip()[:300]
 
 
+class Reply(NamedTuple):
+    """What influxd answered: the HTTP status and the body as text.
+
+    >>> reply = Reply(404, '{"error": "database not found: numbat"}')
+    >>> reply.ok, reply.database_missing, reply.message
+    (False, True, 'database not found: numbat')
+    """
+
+    status: int
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        """A 2xx: influxd did what was asked."""
+        return 200 <= self.status < 300
+
+    @property
+    def database_missing(self) -> bool:
+        """A write to a database that does not exist (not yet, or not any more)."""
+        return self.status == 404 and "database not found" in self.text
+
+    @property
+    def message(self) -> str:
+        """The error influxd put in a JSON body, or the start of whatever else came back."""
+        return _message(self.text)
+
+
+class InfluxClient:
+    """One InfluxDB 1.x server over HTTP, for one database: the one way numbat talks to it.
+
+    ``url`` is the server's base URL (``http://host:8086``). A ``user:password@`` in it
+    is taken out (``client.url`` is without it) and used unless ``username`` is given.
+    Credentials travel only as a Basic ``Authorization`` header: logs and errors name
+    the server by ``client.address`` (``host:port``), never by anything that holds them.
+    ``timeout``: seconds per request, whole. ``gzip``: compress write bodies.
+
+    * :meth:`write` POSTs line protocol to ``/write`` (``precision=ns``, ``rp`` when a
+      ``retention_policy`` is given) and returns influxd's :class:`Reply` whatever its
+      status; with ``create_database=True`` a 404 "database not found" creates the
+      database and writes once more.
+    * :meth:`statement` runs one InfluxQL statement (times in ms) and returns its result
+      (``{"series": [...]}``); :meth:`create_database` runs ``CREATE DATABASE``.
+
+    Errors: :class:`StoreError` with ``status`` None when the server cannot be reached
+    or does not answer within ``timeout``; :meth:`statement` and
+    :meth:`create_database` also raise it (``status`` set) for an error answer. After
+    :meth:`close`, calls raise RuntimeError.
+
+    The HTTP session is made on first use, on the running loop, so a client built on one
+    loop can serve another (the InfluxDB output's senders run their own); use it from
+    that one loop only, and close it there.
+
+    Example::
+
+        client = InfluxClient("http://u:p@127.0.0.1:8086", "numbat", gzip=True)
+        client.url, client.address  # ('http://127.0.0.1:8086', '127.0.0.1:8086')
+        try:
+            reply = await client.write(
+                b"cpu,host=a value=1.0 1700000000000000000\n", create_database=True
+            )
+            reply.status  # 204
+            await client.statement('SELECT last("value") FROM "cpu"')
+            # {'statement_id': 0, 'series': [{'name': 'cpu', 'columns': ['time', 'last'],
+            #                                 'values': [[1700000000000, 1]]}]}
+        finally:
+            await client.close()
+    """
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        retention_policy: str | None = None,
+        timeout: float = 10.0,
+        gzip: bool = False,
+    ) -> None:
+        self.url, url_user, url_password = _without_credentials(url)
+        if username is None:
+            username, password = url_user, url_password
+        self.address = urlsplit(self.url).netloc
+        self.database = database
+        self.retention_policy = retention_policy
+        self.timeout = timeout
+        self.gzip = gzip
+        self._headers = (
+            {} if username is None else {"Authorization": basic_auth(username, password)}
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    async def write(self, data: bytes, *, create_database: bool = False) -> Reply:
+        """POST line protocol (ns timestamps); influxd's answer, whatever its status."""
+        reply = await self._post_write(data)
+        if create_database and reply.database_missing:
+            # Created only when a write finds it missing: a user with write but no admin
+            # rights works as long as the database exists.
+            await self.create_database()
+            reply = await self._post_write(data)
+        return reply
+
+    async def statement(self, query: str, *, missing_ok: bool = False) -> dict[str, Any]:
+        """Run one InfluxQL statement (times in ms); its result, or StoreError.
+
+        ``missing_ok``: a database not created yet gives an empty result, as a fresh
+        SQLite file would."""
+        params = {"db": self.database, "epoch": "ms"}
+        reply = await self._post("/query", params, {"q": query})
+        try:
+            result: dict[str, Any] = json.loads(reply.text)["results"][0]
+        except (ValueError, KeyError, IndexError, TypeError):
+            result = {"error": reply.message}
+        if missing_ok and str(result.get("error", "")).startswith("database not found"):
+            return {}
+        if "error" in result or not reply.ok:
+            message = result.get("error") or reply.message
+            raise StoreError(
+                f"influxdb {self.address}: query: {reply.status} {message}", reply.status
+            )
+        return result
+
+    async def create_database(self) -> None:
+        """``CREATE DATABASE`` (a no-op when it exists); StoreError if refused."""
+        await self.statement(f"CREATE DATABASE {quote_ident(self.database)}")
+
+    async def close(self) -> None:
+        """Close the HTTP session, on the loop that used it; closing twice is fine."""
+        self._closed = True
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def _post_write(self, data: bytes) -> Reply:
+        params = {"db": self.database, "precision": "ns"}
+        if self.retention_policy:
+            params["rp"] = self.retention_policy
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.gzip:
+            data = gzip.compress(data, 1)  # level 1: most of the saving for little CPU
+            headers["Content-Encoding"] = "gzip"
+        return await self._post("/write", params, data, headers)
+
+    async def _post(
+        self, path: str, params: dict[str, str], data: Any, headers: dict[str, str] | None = None
+    ) -> Reply:
+        """POST to influxd; its answer. Connection trouble is a StoreError."""
+        try:
+            async with self._client().post(
+                f"{self.url}{path}", params=params, data=data, headers=headers
+            ) as resp:
+                reply = Reply(resp.status, await resp.text())
+        except (aiohttp.ClientError, OSError) as exc:  # OSError: TimeoutError too
+            what = str(exc) or type(exc).__name__
+            raise StoreError(f"influxdb {self.address}: {path[1:]}: {what}") from exc
+        log.debug("influxdb %s: %s: %d", self.address, path[1:], reply.status)
+        return reply
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError(f"the InfluxDB client for {self.address} is closed")
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=self.timeout)
+            self._session = aiohttp.ClientSession(timeout=timeout, headers=self._headers)
+        return self._session
+
+
 class InfluxStore(Store):
     """A :class:`~numbat.store.Store` in one InfluxDB 1.x database (see the module).
 
-    Use it from one event loop; its HTTP session is made on first use.
+    Use it from one event loop; its HTTP session (an :class:`InfluxClient`'s) is made on
+    first use. Credentials are handled as :class:`InfluxClient` does.
 
     Example::
 
@@ -186,19 +373,19 @@ class InfluxStore(Store):
         timeout: float = 10.0,
         text_fields: Iterable[str] = TEXT_FIELDS,
     ) -> None:
-        self.url, url_user, url_password = _without_credentials(url)
-        if username is None:
-            username, password = url_user, url_password
+        self.client = InfluxClient(
+            url,
+            database,
+            username=username,
+            password=password,
+            retention_policy=retention_policy,
+            timeout=timeout,
+        )
+        self.url = self.client.url
         self.database = database
         self.retention_policy = retention_policy
         self.timeout = timeout
         self.renderer = LineRenderer(text_fields=text_fields)
-        self._headers = (
-            {} if username is None else {"Authorization": basic_auth(username, password)}
-        )
-        self._host = urlsplit(self.url).netloc
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
 
     # -- the Store interface --
 
@@ -240,27 +427,15 @@ class InfluxStore(Store):
 
     async def close(self) -> None:
         """Close the HTTP session; closing twice is fine."""
-        self._closed = True
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        await self.client.close()
 
     # -- writing --
 
     async def _write(self, data: bytes) -> None:
-        status, text = await self._post_write(data)
-        if status == 404 and "database not found" in text:
-            await self._statement(f"CREATE DATABASE {quote_ident(self.database)}")
-            status, text = await self._post_write(data)
-        if not 200 <= status < 300:
-            raise StoreError(f"influxdb {self._host}: write: {status} {_message(text)}", status)
-
-    async def _post_write(self, data: bytes) -> tuple[int, str]:
-        params = {"db": self.database, "precision": "ns"}
-        if self.retention_policy:
-            params["rp"] = self.retention_policy
-        headers = {"Content-Type": "text/plain; charset=utf-8"}
-        return await self._post("/write", params, data, headers)
+        reply = await self.client.write(data, create_database=True)
+        if not reply.ok:
+            where = f"influxdb {self.client.address}: write"
+            raise StoreError(f"{where}: {reply.status} {reply.message}", reply.status)
 
     # -- reading --
 
@@ -299,47 +474,8 @@ class InfluxStore(Store):
 
     async def _rows(self, query: str) -> list[list[Any]]:
         """The rows of every series in the statement's result; none if no database yet."""
-        result = await self._statement(query, missing_ok=True)
+        result = await self.client.statement(query, missing_ok=True)
         return [row for series in result.get("series", []) for row in series.get("values", [])]
-
-    async def _statement(self, query: str, *, missing_ok: bool = False) -> dict[str, Any]:
-        """Run one InfluxQL statement (times in ms); its result, or StoreError.
-
-        ``missing_ok``: a database not created yet gives an empty result, as a fresh
-        SQLite file would."""
-        params = {"db": self.database, "epoch": "ms"}
-        status, text = await self._post("/query", params, {"q": query})
-        try:
-            result: dict[str, Any] = json.loads(text)["results"][0]
-        except (ValueError, KeyError, IndexError, TypeError):
-            result = {"error": _message(text)}
-        if missing_ok and str(result.get("error", "")).startswith("database not found"):
-            return {}
-        if "error" in result or not 200 <= status < 300:
-            message = result.get("error") or _message(text)
-            raise StoreError(f"influxdb {self._host}: query: {status} {message}", status)
-        return result
-
-    async def _post(
-        self, path: str, params: dict[str, str], data: Any, headers: dict[str, str] | None = None
-    ) -> tuple[int, str]:
-        """POST to influxd; its status and body. Connection trouble is a StoreError."""
-        try:
-            async with self._client().post(
-                f"{self.url}{path}", params=params, data=data, headers=headers
-            ) as resp:
-                return resp.status, await resp.text()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            what = str(exc) or type(exc).__name__
-            raise StoreError(f"influxdb {self._host}: {path[1:]}: {what}") from exc
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise RuntimeError("the store is closed")
-        if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=self.timeout)
-            self._session = aiohttp.ClientSession(timeout=timeout, headers=self._headers)
-        return self._session
 
 
 def _tag_filter(tags: Mapping[str, str]) -> str:
