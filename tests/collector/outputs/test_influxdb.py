@@ -114,7 +114,7 @@ def test_events_are_stored_with_text_fields_as_fields(
     async def main() -> None:
         output = await _write(options, _events(30, route="/a", description="slow, then fast"))
         await output.close()
-        assert output.hosts[0].counters.written == 30
+        assert output.senders[0].counters.written == 30
 
     asyncio.run(main())
     rows = influx_db.rows("web.requests")
@@ -185,7 +185,7 @@ def test_spooled_batches_survive_a_restart(restartable: RestartableInflux, tmp_p
     async def first_run() -> None:
         output = await _write(options, _events(500))
         await output.close()  # influxd is down: the points stay in the spool
-        assert output.hosts[0].spool.pending_points == 500
+        assert output.senders[0].spool.pending_points == 500
 
     async def second_run() -> None:
         output = InfluxDBOutput(options)
@@ -212,8 +212,8 @@ def test_partial_write_keeps_the_good_points(influx_db: InfluxDatabase, tmp_path
         return output
 
     output = asyncio.run(main())
-    assert output.hosts[0].counters.rejected == 1
-    assert output.hosts[0].counters.written == 4
+    assert output.senders[0].counters.rejected == 1
+    assert output.senders[0].counters.written == 4
     assert len([r for r in influx_db.rows("web.requests") if "value" in r]) == 4
 
 
@@ -223,13 +223,13 @@ def test_client_errors_are_not_retried(influxd: InfluxServer, tmp_path: Path) ->
 
     async def main() -> InfluxDBOutput:
         output = await _write(options, _events(10))
-        host = output.hosts[0]
-        await asyncio.to_thread(wait_until, lambda: host.counters.rejected == 10, 10.0)
+        sender = output.senders[0]
+        await asyncio.to_thread(wait_until, lambda: sender.counters.rejected == 10, 10.0)
         await output.close()
         return output
 
     output = asyncio.run(main())
-    assert output.hosts[0].counters.retries == 0 and output.hosts[0].spool.pending_points == 0
+    assert output.senders[0].counters.retries == 0 and output.senders[0].spool.pending_points == 0
 
 
 def test_gzip_and_victoria_metrics(victoria_metrics: VictoriaMetrics, tmp_path: Path) -> None:
@@ -239,7 +239,7 @@ def test_gzip_and_victoria_metrics(victoria_metrics: VictoriaMetrics, tmp_path: 
     async def main() -> None:
         output = await _write(options, _events(20, route="/vm"))
         await output.close()
-        assert output.hosts[0].counters.written == 20
+        assert output.senders[0].counters.written == 20
 
     asyncio.run(main())
     victoria_metrics.flush()
@@ -302,11 +302,11 @@ def test_credentials_are_sent_and_never_logged(
         ok = await _write(good, _events(10))
         await ok.close()
         refused = await _write(bad, _events(10))
-        host = refused.hosts[0]
-        await asyncio.to_thread(wait_until, lambda: host.counters.rejected == 10, 10.0)
+        sender = refused.senders[0]
+        await asyncio.to_thread(wait_until, lambda: sender.counters.rejected == 10, 10.0)
         await refused.close()
         return ok, refused
 
     ok, _ = asyncio.run(main())
-    assert ok.hosts[0].counters.written == 10
+    assert ok.senders[0].counters.written == 10
     assert "wrong-secret" not in caplog.text and PASSWORD not in caplog.text

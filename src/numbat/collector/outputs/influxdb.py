@@ -2,43 +2,43 @@
 
 Events are rendered to line protocol (``numbat.store.lineprotocol``), gathered into
 batches of ``batch_size`` points or ``flush_interval`` seconds, and appended to an
-on-disk spool per host (``numbat.store.spool``). A sender task per host posts the
-oldest spooled batch and removes it only once the host has stored it, so a host that
-is down, slow or restarting costs nothing but disk: its batches are replayed in order
-when it answers again, also after a restart of the collector.
+on-disk spool per server (``numbat.store.spool``). A :class:`SpoolSender` per spool
+posts the oldest spooled batch through :class:`~numbat.store.influx.InfluxClient` and
+removes it only once a server has stored it, so a server that is down, slow or
+restarting costs nothing but disk: its batches are replayed in order when it answers
+again, also after a restart of the collector.
 
 Answers: 2xx stored; a partial write (400 naming dropped points) stored the rest, the
-dropped ones are counted; other 4xx are not retried (counted as rejected); 5xx,
-timeouts and connection errors are retried with exponential backoff and full jitter.
-``mode = "replicate"`` writes every batch to every host (a cluster of open-source
-InfluxDBs); ``mode = "failover"`` sends each batch to the first host that takes it.
+dropped ones are counted; a 404 "database not found" creates the database and writes
+again (unless ``create_database = false``); other 4xx are not retried (counted as
+rejected); 5xx, timeouts and connection errors are retried with exponential backoff and
+full jitter. ``mode = "replicate"`` writes every batch to every server (a cluster of
+open-source InfluxDBs); ``mode = "failover"`` sends each batch to the first server that
+takes it, starting with the one that took the last.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import aiohttp
-
-from numbat._backoff import full_jitter
+from numbat._backoff import Backoff, full_jitter
 from numbat._loop import new_loop
 from numbat._ratelimit import RateLimitedLog
 from numbat.collector.outputs import Batch, Output
 from numbat.config import InfluxDBOutputConfig
 from numbat.server import ProcessContext
-from numbat.store.influx import basic_auth
+from numbat.store.influx import InfluxClient, Reply, StoreError
 from numbat.store.lineprotocol import LineRenderer
 from numbat.store.spool import Record, RecordId, Spool
 
@@ -50,36 +50,74 @@ _PARTIAL = re.compile(r"partial write.*dropped=(\d+)")
 
 @dataclass
 class Counters:
-    """What happened to the points of one host."""
+    """What happened to the points of one sender."""
 
     written: int = 0
-    rejected: int = 0  # 4xx: points the host refused and will not take on a retry
-    retries: int = 0
+    rejected: int = 0  # 4xx: points the server refused and will not take on a retry
+    retries: int = 0  # rounds in which no server took the batch (each waits a backoff)
 
 
-class Host:
-    """A spool and the task that drains it into one server, or the first of several
-    that takes each batch (failover).
+class SpoolSender:
+    """A spool and the task that drains it into one server, or into the first of several
+    that takes each batch (failover), starting with the one that took the last.
+
+    ``clients``: one per server, in failover order. ``create_database``: create it on
+    every server at start (best effort), and again when a write finds it missing.
+    ``backoff``: seconds to wait before retry ``attempt`` (1, 2, ...) of a batch no
+    server took. Everything it needs comes in here; it never calls back into the output.
 
     The task runs on an event loop of its own, in a thread of its own: the collector's
     loop, busy reading and rendering events, would give it a turn too seldom (every
-    POST takes several) and the spool would grow while the server sits idle.
+    POST takes several) and the spool would grow while the server sits idle. The
+    clients make their HTTP sessions on that loop and are closed on it.
+
+    ``name`` is the server's ``host:port`` (``a:8086+b:8086`` for a failover group);
+    :meth:`figures` are its counts, in points.
+
+    Example::
+
+        sender = SpoolSender([InfluxClient("http://127.0.0.1:8086", "numbat")], spool)
+        sender.start()
+        await sender.append([(b"cpu value=1.0 1700000000000000000\n", 1)])
+        await sender.drain(5.0)  # True: stored
+        sender.figures()  # {'written': 1, 'rejected': 0, 'retries': 0, 'spooled': 0, ...}
+        await sender.stop()
     """
 
-    def __init__(self, urls: list[str], spool: Spool, output: InfluxDBOutput) -> None:
-        self.urls = [url.rstrip("/") for url in urls]
-        self.name = "+".join(_host(url) for url in self.urls)
+    def __init__(
+        self,
+        clients: Sequence[InfluxClient],
+        spool: Spool,
+        *,
+        create_database: bool = True,
+        backoff: Backoff = full_jitter,
+    ) -> None:
+        if not clients:
+            raise ValueError("a sender needs at least one server")
+        self.clients = list(clients)
+        self.name = "+".join(client.address for client in self.clients)
         self.spool = spool
+        self.create_database = create_database
         self.counters = Counters()
-        self._output = output
+        self._backoff = backoff
+        self._warn = RateLimitedLog(log)  # called on the sender's thread only
         self._wakeup = asyncio.Event()  # used on the sender's loop only
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the sender's
         self._thread: threading.Thread | None = None
-        self.session: aiohttp.ClientSession | None = None  # bound to the sender's loop
         self._current = 0  # failover: the server that took the last batch goes first
         # The spool is not thread-safe: every call goes through this one thread, in order.
         self._io = ThreadPoolExecutor(1, thread_name_prefix=f"numbat-spool-{self.name}")
+
+    def figures(self) -> dict[str, float]:
+        """Points written, rejected (4xx), retries, still spooled, dropped by a full spool."""
+        return {
+            "written": self.counters.written,
+            "rejected": self.counters.rejected,
+            "retries": self.counters.retries,
+            "spooled": self.spool.pending_points,
+            "spool_dropped": self.spool.dropped_points,
+        }
 
     async def io(self, call: Callable[..., T], *args: Any) -> T:
         """Run a spool call on the spool's own thread (disk I/O never blocks the loop)."""
@@ -119,11 +157,11 @@ class Host:
             loop.close()
 
     async def _serve(self) -> None:
-        self.session = self._output.new_session()
         try:
             await self._run()
         finally:
-            await self.session.close()
+            for client in self.clients:  # their sessions belong to this loop
+                await client.close()
 
     def wake(self) -> None:
         """Wake the sender (from any thread): there is something to send."""
@@ -149,11 +187,11 @@ class Host:
         return not len(self.spool)
 
     async def _run(self) -> None:
-        if self._output.options.create_database:
+        if self.create_database:
             # At start, so readers find the database before the first point; a failure
             # (no admin rights, server down) is retried only when a write says 404.
-            for url in self.urls:
-                await self._create_database(url)
+            for client in self.clients:
+                await self._create_database(client)
         attempt = 0
         record: Record | None = None
         while True:
@@ -173,85 +211,68 @@ class Host:
             self.counters.retries += 1
             # A plain sleep: new batches arriving must not cut the backoff short, or a
             # struggling server would be retried at the rate events come in.
-            await asyncio.sleep(full_jitter(attempt))
+            await asyncio.sleep(self._backoff(attempt))
             record = None  # peek again: the spool may have dropped it to make room
 
     async def _deliver(self, payload: bytes, points: int) -> bool:
         """Post one batch; True when it is settled (stored, or refused for good)."""
-        count = len(self.urls)
+        count = len(self.clients)
         for step in range(count):
-            url = self.urls[(self._current + step) % count]
-            if await self._deliver_to(url, payload, points):
-                self._current = (self._current + step) % count
+            index = (self._current + step) % count
+            if await self._deliver_to(self.clients[index], payload, points):
+                self._current = index
                 return True
         return False
 
-    async def _deliver_to(self, url: str, payload: bytes, points: int) -> bool:
-        # Write first, create the database only when told it is missing: a user with
-        # write but no admin rights works as long as the database exists.
-        answer = await self._post(url, payload)
-        if answer is None:
-            return False
-        status, text = answer
-        if status == 404 and "database not found" in text and self._output.options.create_database:
-            if not await self._create_database(url):
-                return False
-            answer = await self._post(url, payload)
-            if answer is None:
-                return False
-            status, text = answer
-        return self._settle(url, status, text, points)
-
-    async def _post(self, url: str, payload: bytes) -> tuple[int, str] | None:
+    async def _deliver_to(self, client: InfluxClient, payload: bytes, points: int) -> bool:
         try:
-            assert self.session is not None
-            return await self._output.post(self.session, url, payload)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self._output.warn(f"down:{url}", "influxdb %s: %s; will retry", _host(url), exc)
-            return None
+            reply = await client.write(payload, create_database=self.create_database)
+        except StoreError as exc:  # unreachable, or the database could not be created
+            kind = "down" if exc.status is None else "create"
+            self._warn.warning(f"{kind}:{client.address}", "%s; will retry", exc)
+            return False
+        return self._settle(client, reply, points)
 
-    def _settle(self, url: str, status: int, text: str, points: int) -> bool:
-        if 200 <= status < 300:
+    def _settle(self, client: InfluxClient, reply: Reply, points: int) -> bool:
+        if reply.ok:
             self.counters.written += points
             return True
-        if status >= 500:
-            self._output.warn(
-                f"5xx:{url}", "influxdb %s: %d %s; will retry", _host(url), status, text[:200]
+        if reply.status >= 500:
+            self._warn.warning(
+                f"5xx:{client.address}",
+                "influxdb %s: %d %s; will retry",
+                client.address,
+                reply.status,
+                reply.message,
             )
             return False
-        dropped = _partial_dropped(text)
+        dropped = _partial_dropped(reply.text)
         stored = points - dropped if dropped is not None else 0
         self.counters.written += stored
         self.counters.rejected += points - stored
-        self._output.warn(
-            f"4xx:{url}",
+        self._warn.warning(
+            f"4xx:{client.address}",
             "influxdb %s refused %d of %d points: %d %s",
-            _host(url),
+            client.address,
             points - stored,
             points,
-            status,
-            text[:300],
+            reply.status,
+            reply.message,
         )
         return True
 
-    async def _create_database(self, url: str) -> bool:
-        query = f'CREATE DATABASE "{_quote(self._output.options.database)}"'
+    async def _create_database(self, client: InfluxClient) -> None:
         try:
-            assert self.session is not None
-            status, text = await self._output.query(self.session, url, query)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self._output.warn(f"down:{url}", "influxdb %s: %s; will retry", _host(url), exc)
-            return False
-        if 200 <= status < 300:
-            return True
-        self._output.warn(
-            f"create:{url}", "influxdb %s: CREATE DATABASE: %d %s", _host(url), status, text[:200]
-        )
-        return False
+            await client.create_database()
+        except StoreError as exc:
+            kind = "down" if exc.status is None else "create"
+            self._warn.warning(f"{kind}:{client.address}", "%s (CREATE DATABASE at start)", exc)
 
 
 class InfluxDBOutput(Output):
-    """Writes every event to one or several InfluxDB 1.x hosts, spooling to disk first.
+    """Writes every event to one or several InfluxDB 1.x servers, spooling to disk first.
+
+    ``backoff`` (for tests): seconds before retry ``attempt`` of a batch no server took.
 
     Config::
 
@@ -267,29 +288,34 @@ class InfluxDBOutput(Output):
     options: InfluxDBOutputConfig
 
     def __init__(
-        self, options: InfluxDBOutputConfig, *, context: ProcessContext | None = None
+        self,
+        options: InfluxDBOutputConfig,
+        *,
+        context: ProcessContext | None = None,
+        backoff: Backoff = full_jitter,
     ) -> None:
         super().__init__(options, context=context)
         self.renderer = self._renderer()
-        self.hosts: list[Host] = []
+        self.senders: list[SpoolSender] = []
         self.skipped = 0
+        self._backoff = backoff
         self._pending: list[bytes] = []
         self._pending_points = 0
         self._first_pending = 0.0
         self._flusher: asyncio.Task[None] | None = None
-        self._warn = RateLimitedLog(log)
-        self._headers = (
-            {"Authorization": basic_auth(options.username, options.password)}
-            if options.username is not None
-            else {}
-        )
 
     async def start(self) -> None:
         for index, urls in enumerate(self._groups()):
+            clients = [self._client(url) for url in urls]
             spool = await asyncio.to_thread(self._open_spool, index, urls[0])  # before any I/O
-            host = Host(urls, spool, self)
-            host.start()
-            self.hosts.append(host)
+            sender = SpoolSender(
+                clients,
+                spool,
+                create_database=self.options.create_database,
+                backoff=self._backoff,
+            )
+            sender.start()
+            self.senders.append(sender)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def write(self, batch: Batch) -> None:
@@ -312,54 +338,23 @@ class InfluxDBOutput(Output):
 
     async def flush(self) -> None:
         await self._spool_pending()
-        for host in self.hosts:
-            host.wake()
+        for sender in self.senders:
+            sender.wake()
 
     async def close(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
         await self._spool_pending()
-        await asyncio.gather(*(h.drain(min(self.options.timeout, 5.0)) for h in self.hosts))
-        await asyncio.gather(*(h.stop() for h in self.hosts))
+        timeout = min(self.options.timeout, 5.0)
+        await asyncio.gather(*(sender.drain(timeout) for sender in self.senders))
+        await asyncio.gather(*(sender.stop() for sender in self.senders))
 
     def stats(self) -> dict[str, float]:
         out: dict[str, float] = {"skipped": self.skipped, "demoted": self.renderer.demoted}
-        for host in self.hosts:
-            out[f"{host.name}.written"] = host.counters.written
-            out[f"{host.name}.rejected"] = host.counters.rejected
-            out[f"{host.name}.retries"] = host.counters.retries
-            out[f"{host.name}.spooled"] = host.spool.pending_points
-            out[f"{host.name}.spool_dropped"] = host.spool.dropped_points
+        for sender in self.senders:
+            for figure, value in sender.figures().items():
+                out[f"{sender.name}.{figure}"] = value
         return out
-
-    # -- used by Host ---------------------------------------------------------------
-
-    def new_session(self) -> aiohttp.ClientSession:
-        """An HTTP session for a host's sender, on the sender's (running) loop."""
-        timeout = aiohttp.ClientTimeout(total=self.options.timeout)
-        return aiohttp.ClientSession(timeout=timeout, headers=self._headers)
-
-    async def post(
-        self, session: aiohttp.ClientSession, url: str, payload: bytes
-    ) -> tuple[int, str]:
-        params = {"db": self.options.database, "precision": "ns"}
-        if self.options.retention_policy:
-            params["rp"] = self.options.retention_policy
-        headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if self.options.gzip:
-            payload = gzip.compress(payload, 1)  # on the host's sender thread
-            headers["Content-Encoding"] = "gzip"
-        async with session.post(
-            f"{url}/write", params=params, data=payload, headers=headers
-        ) as resp:
-            return resp.status, await resp.text()
-
-    async def query(self, session: aiohttp.ClientSession, url: str, q: str) -> tuple[int, str]:
-        async with session.post(f"{url}/query", data={"q": q}) as resp:
-            return resp.status, await resp.text()
-
-    def warn(self, key: str, msg: str, *args: object) -> None:
-        self._warn.warning(key, msg, *args)
 
     # -- internals ------------------------------------------------------------------
 
@@ -374,6 +369,18 @@ class InfluxDBOutput(Output):
             workers=self.context.workers,
         )
 
+    def _client(self, url: str) -> InfluxClient:
+        options = self.options
+        return InfluxClient(
+            url,
+            options.database,
+            username=options.username,
+            password=options.password,
+            retention_policy=options.retention_policy,
+            timeout=options.timeout,
+            gzip=options.gzip,
+        )
+
     def _groups(self) -> list[list[str]]:
         """Replicate: a spool per server. Failover: one spool, the servers in order."""
         urls = self.options.urls
@@ -381,10 +388,9 @@ class InfluxDBOutput(Output):
 
     def _open_spool(self, index: int, url: str) -> Spool:
         # Per output, worker and server: two processes never share a spool directory.
-        name = f"{index}-{urlsplit(url).netloc.replace(':', '_')}"
         root = Path(self.options.spool_dir) / self.options.label / f"worker-{self.context.worker}"
         return Spool(
-            root / name,
+            root / _spool_name(index, urlsplit(url).netloc),
             max_bytes=self.options.spool_max_bytes,
             fsync_interval=self.options.fsync_interval,
         )
@@ -401,10 +407,10 @@ class InfluxDBOutput(Output):
     async def _spool(self, records: list[tuple[bytes, int]]) -> None:
         if not records:
             return
-        if len(self.hosts) == 1:
-            await self.hosts[0].append(records)  # without gather's task: no extra turn
+        if len(self.senders) == 1:
+            await self.senders[0].append(records)  # without gather's task: no extra turn
         else:
-            await asyncio.gather(*(host.append(records) for host in self.hosts))
+            await asyncio.gather(*(sender.append(records) for sender in self.senders))
 
     async def _flush_loop(self) -> None:
         interval = self.options.flush_interval
@@ -412,8 +418,8 @@ class InfluxDBOutput(Output):
             await asyncio.sleep(interval / 4)
             if self._pending and time.monotonic() - self._first_pending >= interval:
                 await self._spool_pending()
-            for host in self.hosts:  # bounds what a power cut can take from a quiet spool
-                await host.io(host.spool.sync_if_due)
+            for sender in self.senders:  # bounds what a power cut can take from a quiet spool
+                await sender.io(sender.spool.sync_if_due)
 
 
 def _partial_dropped(text: str) -> int | None:
@@ -421,10 +427,5 @@ def _partial_dropped(text: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _host(url: str) -> str:
-    """The server as logs show it: no credentials, no query string."""
-    return urlsplit(url).netloc.rpartition("@")[2]
-
-
-def _quote(identifier: str) -> str:
-    return identifier.replace("\\", "\\\\").replace('"', '\\"')
+def _spool_name(index: int, netloc: str) -> str:
+    return f"{index}-{netloc.replace(':', '_')}"
