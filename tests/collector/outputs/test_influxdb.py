@@ -7,14 +7,17 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
-from numbat.collector.daemon import Collector
+from numbat.collector.daemon import STATS_PREFIX, Collector
+from numbat.collector.fanout import OutputQueue
 from numbat.collector.outputs import Batch
 from numbat.collector.outputs.influxdb import InfluxDBOutput
 from numbat.config import InfluxDBOutputConfig, from_dict
 from numbat.event import Event
+from numbat.server.stats import Stats
 from tests.helpers import wait_until
 from tests.store.conftest import (
     _INFLUXD_CONFIG,
@@ -310,3 +313,38 @@ def test_credentials_are_sent_and_never_logged(
     ok, _ = asyncio.run(main())
     assert ok.senders[0].counters.written == 10
     assert "wrong-secret" not in caplog.text and PASSWORD not in caplog.text
+
+
+def test_figures_are_reported_with_the_server_as_a_tag(
+    influx_db: InfluxDatabase, tmp_path: Path
+) -> None:
+    """The collector reports demoted output-wide and written per server, in a server tag."""
+    options = _options(
+        [influx_db.server.url], tmp_path, database=influx_db.name, max_series_per_measurement=3
+    )
+    # Ten pids, a new series each: past three series the pid tag is demoted (7 points).
+    events: list[Event] = [
+        {"name": "proc.mem", "value": p, "time": T0, "pid": p} for p in range(10)
+    ]
+    stats = Stats("test", STATS_PREFIX)
+
+    async def main() -> list[Event]:
+        output = await _write(options, events)
+        OutputQueue(options.label, output, 1_000, stats)  # what the collector reports
+        sender = output.senders[0]
+        await asyncio.to_thread(wait_until, lambda: sender.counters.written == 10, 10.0)
+        reported = stats.report(10.0)
+        await output.close()
+        return reported
+
+    reported = {
+        (event["name"], event.get("server")): event["value"]
+        for event in asyncio.run(main())
+        if event.get("output") == options.label
+    }
+    server = urlsplit(influx_db.server.url).netloc
+    assert reported[("numbat.collector.output.demoted", None)] == 7
+    assert reported[("numbat.collector.output.skipped", None)] == 0
+    assert reported[("numbat.collector.output.written", server)] == 10
+    assert reported[("numbat.collector.output.spooled", server)] == 0
+    assert not any(server in str(name) for name, _ in reported)

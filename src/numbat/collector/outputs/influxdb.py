@@ -350,11 +350,12 @@ class InfluxDBOutput(Output):
         await asyncio.gather(*(sender.stop() for sender in self.senders))
 
     def stats(self) -> dict[str, float]:
-        out: dict[str, float] = {"skipped": self.skipped, "demoted": self.renderer.demoted}
-        for sender in self.senders:
-            for figure, value in sender.figures().items():
-                out[f"{sender.name}.{figure}"] = value
-        return out
+        """Output-wide figures: events skipped, points written with a tag demoted."""
+        return {"skipped": self.skipped, "demoted": self.renderer.demoted}
+
+    def server_stats(self) -> dict[str, dict[str, float]]:
+        """Each sender's figures under its server (``a:8086+b:8086`` for failover)."""
+        return {sender.name: sender.figures() for sender in self.senders}
 
     # -- internals ------------------------------------------------------------------
 
