@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -18,6 +19,8 @@ from numbat.collector.outputs.influxdb import InfluxDBOutput
 from numbat.config import InfluxDBOutputConfig, from_dict
 from numbat.event import Event
 from numbat.server.stats import Stats
+from numbat.store.influx import InfluxStore, StoreError, basic_auth
+from numbat.store.spool import Spool
 from tests.helpers import wait_until
 from tests.store.conftest import (
     _INFLUXD_CONFIG,
@@ -348,3 +351,83 @@ def test_figures_are_reported_with_the_server_as_a_tag(
     assert reported[("numbat.collector.output.written", server)] == 10
     assert reported[("numbat.collector.output.spooled", server)] == 0
     assert not any(server in str(name) for name, _ in reported)
+
+
+def _chain(exc: BaseException | None) -> str:
+    """An exception's message and repr, and those of its causes."""
+    text = ""
+    while exc is not None:
+        text += f"{exc}\n{exc!r}\n"
+        exc = exc.__cause__ or exc.__context__
+    return text
+
+
+def _said(record: logging.LogRecord) -> str:
+    """Everything a log record carries: message, arguments, attributes, exception."""
+    text = record.getMessage() + repr(vars(record))
+    if record.exc_info:
+        text += logging.Formatter().formatException(record.exc_info) + _chain(record.exc_info[1])
+    return text
+
+
+def test_password_is_never_logged_at_any_level(
+    secure_influxd: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With auth, a dead server and user:password@ URLs, no log record down to DEBUG and no
+    exception message shows the password (as given, URL-quoted, or as its Basic header)."""
+    caplog.set_level(logging.DEBUG)
+    secrets = [PASSWORD, quote(PASSWORD), basic_auth(ADMIN, PASSWORD).split()[1]]
+    creds = f"{ADMIN}:{quote(PASSWORD)}@"
+    dead = f"http://{creds}127.0.0.1:{free_port()}"
+    live = f"http://{creds}{urlsplit(secure_influxd).netloc}"
+    failover = _options([dead, live], tmp_path / "a", database="authdb", mode="failover")
+    # The dead server's spool has no room for two batches: the spool warns, naming its
+    # directory.
+    full = _options(
+        [dead], tmp_path / "b", database="authdb", spool_max_bytes=1, batch_size=5, timeout=0.5
+    )
+    errors: list[BaseException] = []
+
+    async def main() -> None:
+        ok = await _write(failover, _events(10))
+        sender = ok.senders[0]
+        await asyncio.to_thread(wait_until, lambda: sender.counters.written == 10, 10.0)
+        await ok.close()
+        dropping = await _write(full, _events(10))
+        await asyncio.to_thread(
+            wait_until, lambda: dropping.senders[0].spool.dropped_points > 0, 5.0
+        )
+        await dropping.close()
+        store = InfluxStore(dead, "authdb", timeout=2.0)
+        try:
+            await store.write(_events(1))
+        except StoreError as exc:
+            errors.append(exc)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    said = [_said(record) for record in caplog.records] + [_chain(exc) for exc in errors]
+    assert errors and any("spool" in text for text in said)  # the failures were reported
+    assert [text for text in said if any(secret in text for secret in secrets)] == []
+
+
+def test_spool_named_with_credentials_is_renamed_and_sent(
+    influx_db: InfluxDatabase, tmp_path: Path
+) -> None:
+    """A spool from before, named with the URL's user:password@, is renamed and drained."""
+    netloc = urlsplit(influx_db.server.url).netloc
+    options = _options([f"http://u:pw@{netloc}"], tmp_path, database=influx_db.name)
+    root = tmp_path / options.label / "worker-0"
+    old, new = root / f"0-u_pw@{netloc.replace(':', '_')}", root / f"0-{netloc.replace(':', '_')}"
+    with Spool(old) as spool:
+        spool.append(b"legacy value=1.0 %d\n" % (T0 * 1_000_000), 1)
+
+    async def main() -> None:
+        output = InfluxDBOutput(options)
+        await output.start()
+        await output.close()
+
+    asyncio.run(main())
+    assert len(influx_db.rows("legacy")) == 1
+    assert not old.exists() and new.is_dir()

@@ -307,7 +307,7 @@ class InfluxDBOutput(Output):
     async def start(self) -> None:
         for index, urls in enumerate(self._groups()):
             clients = [self._client(url) for url in urls]
-            spool = await asyncio.to_thread(self._open_spool, index, urls[0])  # before any I/O
+            spool = await asyncio.to_thread(self._open_spool, index, urls[0], clients[0].address)
             sender = SpoolSender(
                 clients,
                 spool,
@@ -387,11 +387,15 @@ class InfluxDBOutput(Output):
         urls = self.options.urls
         return [[url] for url in urls] if self.options.mode == "replicate" else [urls]
 
-    def _open_spool(self, index: int, url: str) -> Spool:
+    def _open_spool(self, index: int, url: str, address: str) -> Spool:
         # Per output, worker and server: two processes never share a spool directory.
         root = Path(self.options.spool_dir) / self.options.label / f"worker-{self.context.worker}"
+        directory = root / _spool_name(index, address)
+        # Spools used to be named with the URL's user:password@, which spool warnings
+        # would then show: such a spool is renamed, its batches kept.
+        _move(root / _spool_name(index, urlsplit(url).netloc), directory)
         return Spool(
-            root / _spool_name(index, urlsplit(url).netloc),
+            directory,
             max_bytes=self.options.spool_max_bytes,
             fsync_interval=self.options.fsync_interval,
         )
@@ -430,3 +434,8 @@ def _partial_dropped(text: str) -> int | None:
 
 def _spool_name(index: int, netloc: str) -> str:
     return f"{index}-{netloc.replace(':', '_')}"
+
+
+def _move(old: Path, new: Path) -> None:
+    if old != new and old.is_dir() and not new.exists():
+        old.rename(new)
