@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
+from aiohttp import web
 
 from numbat.collector.daemon import STATS_PREFIX, Collector
 from numbat.collector.fanout import OutputQueue
@@ -109,6 +111,60 @@ async def _write(options: InfluxDBOutputConfig, events: list[Event]) -> InfluxDB
     await output.write(Batch(events))
     await output.flush()
     return output
+
+
+class ScriptedInflux:
+    """A loopback ``/write`` endpoint on the test's loop that answers with the statuses it
+    is given, in order, then 204; it records every status and the lines it took (2xx).
+    For exact control of what a server answers, which influxd does not give."""
+
+    def __init__(self, statuses: Sequence[int]) -> None:
+        self.statuses = list(statuses)
+        self.answered: list[int] = []
+        self.lines: list[bytes] = []
+        self.url = ""
+        app = web.Application()
+        app.router.add_post("/write", self._write)
+        self._runner = web.AppRunner(app)
+
+    async def _write(self, request: web.Request) -> web.Response:
+        status = self.statuses.pop(0) if self.statuses else 204
+        self.answered.append(status)
+        if status == 204:
+            self.lines += (await request.read()).splitlines()
+            return web.Response(status=204)
+        return web.json_response({"error": f"scripted {status}"}, status=status)
+
+    async def start(self) -> ScriptedInflux:
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def scripted_influx(*statuses: int) -> AsyncIterator[ScriptedInflux]:
+    server = await ScriptedInflux(statuses).start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def _settled(output: InfluxDBOutput, points: int) -> Callable[[], bool]:
+    """Whether the output's first sender has settled ``points`` (written or rejected)."""
+    counters = output.senders[0].counters
+    return lambda: counters.written + counters.rejected >= points
+
+
+async def _send(output: InfluxDBOutput, events: list[Event], settled: int) -> None:
+    """Write and flush ``events``; return once ``settled`` points are settled in all."""
+    await output.write(Batch(events))
+    await output.flush()
+    await asyncio.to_thread(wait_until, _settled(output, settled), 10.0)
 
 
 def test_events_are_stored_with_text_fields_as_fields(
@@ -431,3 +487,64 @@ def test_spool_named_with_credentials_is_renamed_and_sent(
     asyncio.run(main())
     assert len(influx_db.rows("legacy")) == 1
     assert not old.exists() and new.is_dir()
+
+
+def test_5xx_is_retried_until_stored(tmp_path: Path) -> None:
+    """A server answering 503 twice then 204 ends up with every point, after two retries."""
+    attempts: list[int] = []
+
+    def backoff(attempt: int) -> float:
+        attempts.append(attempt)
+        return 0.0
+
+    async def main() -> InfluxDBOutput:
+        async with scripted_influx(503, 503) as server:
+            options = _options([server.url], tmp_path, create_database=False)
+            output = InfluxDBOutput(options, backoff=backoff)
+            await output.start()
+            await _send(output, _events(50), 50)
+            await output.close()
+        assert server.answered == [503, 503, 204]
+        assert len(server.lines) == 50
+        return output
+
+    counters = asyncio.run(main()).senders[0].counters
+    assert (counters.written, counters.rejected, counters.retries) == (50, 0, 2)
+    assert attempts == [1, 2]
+
+
+def test_dropped_database_is_created_again(influx_db: InfluxDatabase, tmp_path: Path) -> None:
+    """A database dropped while the output runs is created again by the next batch's 404."""
+    options = _options([influx_db.server.url], tmp_path, database=influx_db.name)
+    events = _events(20)
+
+    async def main() -> InfluxDBOutput:
+        output = InfluxDBOutput(options)
+        await output.start()
+        await _send(output, events[:10], 10)
+        await asyncio.to_thread(influx_db.server.drop_database, influx_db.name)
+        await _send(output, events[10:], 20)
+        await output.close()
+        return output
+
+    counters = asyncio.run(main()).senders[0].counters
+    assert (counters.written, counters.rejected) == (20, 0)
+    assert sorted(r["value"] for r in influx_db.rows("web.requests")) == list(range(10, 20))
+
+
+def test_failover_starts_with_the_server_that_took_the_last_batch(tmp_path: Path) -> None:
+    """After server A fails and B takes a batch, the next batch goes to B first, not A."""
+
+    async def main() -> None:
+        async with scripted_influx(503) as a, scripted_influx() as b:
+            options = _options([a.url, b.url], tmp_path, mode="failover", create_database=False)
+            output = InfluxDBOutput(options, backoff=lambda attempt: 0.0)
+            await output.start()
+            await _send(output, _events(10), 10)
+            await _send(output, _events(20)[10:], 20)
+            await output.close()
+        assert a.answered == [503]
+        assert b.answered == [204, 204]
+        assert len(b.lines) == 20
+
+    asyncio.run(main())
