@@ -1,4 +1,4 @@
-"""The emitter across the process's life: interpreter exit."""
+"""The emitter across the process's life: interpreter exit and fork()."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import numbat
+from numbat import Emitter
 from tests.helpers import StreamReceiver
 
 # The src directory this numbat was imported from, so a child process imports the same one.
@@ -51,3 +54,26 @@ def test_queued_event_is_flushed_at_interpreter_exit(tcp_receiver: StreamReceive
     (line,) = tcp_receiver.wait_for(1, timeout=5)
     event = json.loads(line)
     assert (event["name"], event["value"]) == ("exit.bye", 7)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_child_after_fork_gets_a_fresh_sender(tcp_receiver: StreamReceiver) -> None:
+    """After fork() the child's events are sent (a new thread and connection), the parent's too."""
+    em = Emitter(tcp_receiver.uri, app="fork")
+    em.metric("before", value=1)
+    tcp_receiver.wait_for(1)  # the sender thread and its connection exist before the fork
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        status = 1
+        try:
+            em.metric("child", value=os.getpid())
+            status = 0 if em.close(5) else 2
+        finally:
+            os._exit(status)
+    em.metric("parent", value=3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child could not deliver its event"
+    tcp_receiver.wait_for(3, timeout=5)
+    events = {e["name"]: e["value"] for e in tcp_receiver.events()}
+    assert events == {"fork.before": 1, "fork.child": pid, "fork.parent": 3}
+    assert em.close(1)
