@@ -10,9 +10,22 @@ from collections.abc import Callable
 class RateLimitedLog:
     """Log at most one message per ``key`` every ``interval`` seconds.
 
-    >>> log = RateLimitedLog(logging.getLogger("demo"), interval=60.0)
+    >>> import sys
+    >>> demo, handler = logging.getLogger("demo"), logging.StreamHandler(sys.stdout)
+    >>> demo.addHandler(handler)  # print what is logged
+    >>> demo.propagate = False
+    >>> now = 0.0
+    >>> log = RateLimitedLog(demo, interval=60.0, clock=lambda: now)
     >>> log.warning("bad_json", "rejected %s", "a line")  # logged
+    rejected a line
     >>> log.warning("bad_json", "rejected %s", "a line")  # held back and counted
+    >>> log.warning("bad_frame", "rejected %s", "a frame")  # another key: logged
+    rejected a frame
+    >>> now = 60.0
+    >>> log.warning("bad_json", "rejected %s", "a line")  # a minute later: logged
+    rejected a line (1 similar messages suppressed)
+    >>> demo.removeHandler(handler)
+    >>> demo.propagate = True
     """
 
     def __init__(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -142,3 +143,25 @@ def test_stats_reports_counters() -> None:
     em.metric({})
     stats = em.stats()
     assert stats["sent"] == 1 and stats["dropped"]["invalid"] == 1 and stats["queued"] == 0
+
+
+def test_timer_value_is_in_milliseconds() -> None:
+    """A block that sleeps 50 ms is reported as >= 50 (ms), never as 0.05 (seconds)."""
+    em = CaptureEmitter(app="svc")
+
+    @em.timer("call")
+    def work() -> None:
+        time.sleep(0.05)
+
+    outer = time.perf_counter()
+    with em.timer("block"):
+        time.sleep(0.05)
+    block_ms = (time.perf_counter() - outer) * 1000
+    outer = time.perf_counter()
+    work()
+    call_ms = (time.perf_counter() - outer) * 1000
+    block, call = (e["value"] for e in em.events)
+    assert isinstance(block, float) and isinstance(call, float)
+    # The timer runs inside the outer measurement, so the outer time bounds it above.
+    assert 50 <= block <= block_ms, (block, block_ms)
+    assert 50 <= call <= call_ms, (call, call_ms)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from numbat import Emitter
@@ -118,3 +119,49 @@ def test_peer_that_accepts_but_never_delivers_is_backed_off_and_given_up() -> No
     assert em.wait_for_state("failed", timeout=10)
     assert delays == [1, 2, 3] and transport.connects == 4
     assert em.dropped["failed"] == 1 and em.sent == 0 and em.send_errors == 4
+
+
+def test_udp_batch_refused_by_the_host_is_kept_and_sent_after_reconnect() -> None:
+    """A datagram refused (ECONNREFUSED from an earlier ICMP) is retried, not dropped."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens on this port now
+    receiver_up = threading.Event()
+
+    def backoff(retries: int) -> float:
+        # The sender thread waits here, after the refusal, until the receiver is bound:
+        # the retry must reach it, not go into the void again.
+        receiver_up.wait(10)
+        return 0.0
+
+    def settled(count: int) -> Callable[[], bool]:
+        return lambda: em.sent + em.send_errors >= count
+
+    em = Emitter(f"udp://127.0.0.1:{port}", app="u", backoff=backoff)
+    # The first datagram is accepted by the kernel and lost; the host answers with an
+    # ICMP port unreachable, so a following send is refused. Send one at a time until
+    # one is.
+    refused = None
+    for i in range(100):
+        em.metric("n", value=i)
+        wait_until(settled(i + 1), what="the event sent or refused")
+        if em.send_errors:
+            refused = i
+            break
+    assert refused is not None and refused >= 1, "no send was refused"
+    assert em.wait_for_state("disconnected", timeout=10)
+    assert em.queued == 1  # the refused event went back into the backlog
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", port))
+    receiver.settimeout(10)
+    try:
+        receiver_up.set()
+        datagram = receiver.recv(65536)
+        assert json.loads(datagram)["value"] == refused
+        assert em.flush(10) and em.sent == refused + 1 and em.send_errors == 1
+        assert em.dropped == {"backlog_full": 0, "invalid": 0, "failed": 0, "closed": 0}
+    finally:
+        receiver_up.set()
+        receiver.close()
+        em.close(1)

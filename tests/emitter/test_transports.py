@@ -28,9 +28,11 @@ def test_tcp_sends_ndjson_lines_in_order(tcp_receiver: StreamReceiver) -> None:
 
 def test_unix_socket_uris_both_spellings(unix_receiver: StreamReceiver) -> None:
     """socket:/path (the original's) and unix:///path both reach a unix stream socket."""
-    for uri in (f"socket:{unix_receiver.path}", unix_receiver.uri):
+    for count, uri in enumerate((f"socket:{unix_receiver.path}", unix_receiver.uri), 1):
         _send(uri, {"name": "u", "via": uri}).close(1)
-    lines = unix_receiver.wait_for(2)
+        # Each emitter has its own connection, read by its own thread: wait for this
+        # line before sending the next, so the order below is the order sent.
+        lines = unix_receiver.wait_for(count)
     assert [json.loads(line)["via"] for line in lines][:2] == [
         f"socket:{unix_receiver.path}",
         unix_receiver.uri,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -494,21 +495,42 @@ def actual_row(row: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def series_times(points: Iterable[tuple[Any, int]]) -> dict[Any, list[int]]:
+    """The sorted timestamps of each series, from (series tags, ns) pairs."""
+    times: dict[Any, list[int]] = {}
+    for series, ns in points:
+        times.setdefault(series, []).append(ns)
+    return {series: sorted(ns) for series, ns in times.items()}
+
+
 @settings(max_examples=30, deadline=None)
 @given(events=batches())
 def test_random_events_come_back_from_influxd(influxd: InfluxServer, events: list[Event]) -> None:
     """Random events written to a real influxd read back identical, every point kept."""
     db = influxd.database()
     try:
-        db.write(LineRenderer().render(events).data)
+        data = LineRenderer().render(events).data
+        db.write(data)
+        # One event per call gives the same bytes, and each point's line (so its ns).
+        renderer = LineRenderer()
+        singles = [renderer.render([event]).data for event in events]
+        assert b"".join(singles) == data and all(singles)
         by_measurement: dict[str, list[Event]] = {}
-        for event in events:
+        written_at: dict[str, list[int]] = {}  # the ns each point was written with
+        for event, line in zip(events, singles, strict=True):
             stored = stored_text(str(event["name"]), "measurement")
             by_measurement.setdefault(stored, []).append(event)
+            written_at.setdefault(stored, []).append(int(line.rsplit(b" ", 1)[1]))
         for measurement, written in by_measurement.items():
             rows = db.rows(measurement)
             assert Counter(actual_row(r) for r in rows) == Counter(expected_row(e) for e in written)
-            assert len({r["time"] for r in rows}) <= len(rows)
+            # Every point of a series was written at its own nanosecond, and is stored there.
+            written_ns = series_times(
+                (expected_row(e)[3], ns)
+                for e, ns in zip(written, written_at[measurement], strict=True)
+            )
+            assert all(len(set(times)) == len(times) for times in written_ns.values())
+            assert series_times((actual_row(r)[3], r["time"]) for r in rows) == written_ns
         assert sorted(db.measurements()) == sorted(by_measurement)
     finally:
         influxd.drop_database(db.name)
