@@ -281,3 +281,21 @@ def test_influxdb_output_defaults() -> None:
     (out,) = loads('[[collector.outputs]]\ntype = "influxdb"\n').collector.outputs
     assert (out.urls, out.database, out.mode) == (["http://127.0.0.1:8086"], "numbat", "replicate")
     assert (out.spool_dir, out.fsync_interval, out.batch_size) == ("numbat-data/spool", 1.0, 5000)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[emitter]\nuri = "nsq://u:pw-7c1e@h:1"\n',
+        '[[collector.outputs]]\ntype = "influxdb"\nurls = ["ftp://a:pw-7c1e@h:1"]\n',
+        '[[collector.outputs]]\ntype = "influxdb"\nurls = ["http://a:pw-7c1e@h:x"]\n',
+        '[collector]\nlisten = ["ws://u:pw-7c1e@h:x/"]\n',
+        '[collector]\nlisten = ["ftp://u:pw-7c1e@h:1/"]\n',
+        '[[collector.outputs]]\ntype = "analyzer"\nuri = "udp://u:pw-7c1e@h:1"\n',
+    ],
+)
+def test_a_password_in_a_bad_url_is_never_shown(text: str) -> None:
+    """Errors about a URL name it with its password replaced by ***."""
+    message = config_error(text)
+    assert "pw-7c1e" not in message
+    assert ":***@" in message

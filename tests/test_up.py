@@ -94,3 +94,10 @@ def test_up_receives_and_stores_events(tmp_path: Path) -> None:
 
     series, count = asyncio.run(read())
     assert len(series) == 1 and count == 10
+
+
+def test_banner_never_shows_the_influx_password() -> None:
+    """numbat up --influx http://user:pw@host prints the URL with the password masked."""
+    banner = UpSettings(influx="http://admin:pw-51d0@127.0.0.1:8086").banner()
+    assert "pw-51d0" not in banner
+    assert "http://admin:***@127.0.0.1:8086" in banner

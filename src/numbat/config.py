@@ -24,6 +24,7 @@ from urllib.parse import SplitResult, urlsplit
 import msgspec
 
 from numbat._importer import ImportFromStringError, import_from_string
+from numbat._redact import redact_url
 from numbat.emitter import DEFAULT_MAX_BACKLOG_BYTES, SCHEMES
 from numbat.errors import ConfigError
 
@@ -51,9 +52,8 @@ class EmitterConfig(Section):
             raise ValueError(f"uri: {exc}") from None
         if scheme not in SCHEMES:
             allowed = ", ".join(f"{s}:" for s in SCHEMES)
-            raise ValueError(
-                f"uri: unsupported scheme {scheme!r} in {self.uri!r}; allowed: {allowed}"
-            )
+            shown = redact_url(self.uri)
+            raise ValueError(f"uri: unsupported scheme {scheme!r} in {shown!r}; allowed: {allowed}")
         if not self.app:
             raise ValueError("app: must not be empty")
         _positive(self, "max_backlog", "max_backlog_bytes")
@@ -95,7 +95,7 @@ class ListenerConfig(Section):
     def _check_address(self, parts: SplitResult) -> None:
         """An inet listener needs a host and a port; subclasses say otherwise."""
         if not parts.hostname or parts.port is None:
-            raise ValueError(f"uri: {self.uri!r} needs a host and a port")
+            raise ValueError(f"uri: {redact_url(self.uri)!r} needs a host and a port")
 
     @property
     def scheme(self) -> str:
@@ -114,7 +114,9 @@ class UnixListenerConfig(ListenerConfig):
 
     def _check_address(self, parts: SplitResult) -> None:
         if not parts.path:
-            raise ValueError(f"uri: {self.uri!r} needs a socket path, e.g. unix:///run/n.sock")
+            raise ValueError(
+                f"uri: {redact_url(self.uri)!r} needs a socket path, e.g. unix:///run/n.sock"
+            )
 
 
 class WebSocketListenerConfig(ListenerConfig):
@@ -172,7 +174,9 @@ class GraphiteOutputConfig(OutputConfig):
     def __post_init__(self) -> None:
         parts = _split_uri("uri", self.uri)
         if parts.scheme not in ("tcp", "udp") or not parts.hostname or parts.port is None:
-            raise ValueError(f"uri: expected tcp://host:port or udp://host:port, got {self.uri!r}")
+            raise ValueError(
+                f"uri: expected tcp://host:port or udp://host:port, got {redact_url(self.uri)!r}"
+            )
         _positive(self, "max_backlog")
 
 
@@ -185,7 +189,7 @@ class AnalyzerOutputConfig(OutputConfig):
     def __post_init__(self) -> None:
         parts = _split_uri("uri", self.uri)
         if parts.scheme != "tcp" or not parts.hostname or parts.port is None:
-            raise ValueError(f"uri: expected tcp://host:port, got {self.uri!r}")
+            raise ValueError(f"uri: expected tcp://host:port, got {redact_url(self.uri)!r}")
         _positive(self, "max_backlog")
 
 
@@ -221,7 +225,7 @@ class InfluxDBOutputConfig(OutputConfig):
         for i, url in enumerate(self.urls):
             parts = _split_uri(f"urls[{i}]", url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"urls[{i}]: expected http://host:port, got {url!r}")
+                raise ValueError(f"urls[{i}]: expected http://host:port, got {redact_url(url)!r}")
         if not self.database:
             raise ValueError("database: must not be empty")
         if (self.username is None) != (self.password is None):
@@ -340,7 +344,9 @@ def _listener(raw: Any, index: int) -> ListenerConfig:
     kind = raw.get("type") or _scheme(raw["uri"], where)
     if kind not in LISTENERS and not (isinstance(kind, str) and ":" in kind):
         allowed = ", ".join(f"{s}://" for s in LISTENERS)
-        raise ValueError(f"{where}.uri: unsupported listener {raw['uri']!r}; allowed: {allowed}")
+        raise ValueError(
+            f"{where}.uri: unsupported listener {redact_url(raw['uri'])!r}; allowed: {allowed}"
+        )
     cls = _options(LISTENERS, kind, ListenerConfig, f"{where}.type")
     return _convert(raw, cls, where, "listeners")
 
@@ -349,7 +355,7 @@ def _scheme(uri: str, where: str) -> str:
     try:
         return urlsplit(uri).scheme
     except ValueError as exc:
-        raise ValueError(f"{where}.uri: {uri!r}: {exc}") from None
+        raise ValueError(f"{where}.uri: {redact_url(uri)!r}: {exc}") from None
 
 
 def _output(raw: Any, index: int) -> OutputConfig:
@@ -410,7 +416,7 @@ def _split_uri(key: str, uri: str) -> SplitResult:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as exc:
-        raise ValueError(f"{key}: {uri!r}: {exc}") from None
+        raise ValueError(f"{key}: {redact_url(uri)!r}: {exc}") from None
     return parts
 
 

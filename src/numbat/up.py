@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from numbat._redact import redact_url
 from numbat.config import Config, from_dict
 
 
@@ -62,7 +63,7 @@ class UpSettings:
     def banner(self) -> str:
         """What to tell the person who started it."""
         storage = (
-            f"InfluxDB at {self.influx}, database {self.database!r} "
+            f"InfluxDB at {redact_url(self.influx)}, database {self.database!r} "
             f"(spool in {self.data_dir / 'spool'})"
             if self.influx
             else f"the embedded store {self.data_dir / 'numbat.db'} (7 days kept)"

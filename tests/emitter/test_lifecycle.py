@@ -8,11 +8,13 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 import numbat
 from numbat import Emitter
+from numbat.emitter.tcp import TCPTransport
 from tests.helpers import StreamReceiver
 
 # The src directory this numbat was imported from, so a child process imports the same one.
@@ -77,3 +79,39 @@ def test_child_after_fork_gets_a_fresh_sender(tcp_receiver: StreamReceiver) -> N
     events = {e["name"]: e["value"] for e in tcp_receiver.events()}
     assert events == {"fork.before": 1, "fork.child": pid, "fork.parent": 3}
     assert em.close(1)
+
+
+class _GatedTCP(TCPTransport):
+    """Refuses to connect until ``gate`` exists: events wait in the backlog till then."""
+
+    gate: Path
+
+    def connect(self, timeout: float) -> None:
+        if not self.gate.exists():
+            raise ConnectionRefusedError("gate closed")
+        super().connect(timeout)
+
+
+def test_events_queued_before_fork_are_sent_by_the_parent_only(
+    tcp_receiver: StreamReceiver, tmp_path: Path
+) -> None:
+    """An event still queued at fork() is sent once (by the parent), not once per process."""
+    uri = tcp_receiver.uri
+    transport = _GatedTCP(uri, urlsplit(uri))
+    transport.gate = tmp_path / "open"
+    em = Emitter(uri, app="fork", transport=transport, backoff=lambda retries: 0.02)
+    em.metric("before", value=1)
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            em.metric("child", value=2)
+            status = 0 if em.close(5) else 2
+        finally:
+            os._exit(status)
+    transport.gate.touch()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child could not deliver its event"
+    assert em.close(5)
+    lines = tcp_receiver.wait_for(2, timeout=5)
+    assert sorted(json.loads(line)["name"] for line in lines) == ["fork.before", "fork.child"]

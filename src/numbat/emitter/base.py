@@ -462,10 +462,13 @@ class Emitter(BaseEmitter):
             self._state_changed.notify_all()
 
     def _after_fork(self) -> None:
-        # The sender thread does not survive fork(); the child gets a fresh one.
+        # The sender thread does not survive fork(); the child gets a fresh one. What
+        # was queued before the fork is the parent's to send: a copy sent by every
+        # child (each worker of a pre-forking server) would count it N+1 times.
         self.transport.close()
         self._state_changed = threading.Condition()
         self.backlog.lock = threading.Lock()
+        self.backlog.clear()
         self._deadline = None
         self.state = "connecting"
         self._start()

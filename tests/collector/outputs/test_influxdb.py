@@ -374,12 +374,20 @@ def test_credentials_are_sent_and_never_logged(
     assert "wrong-secret" not in caplog.text and PASSWORD not in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("on_cardinality", "counted"), [("field", "demoted"), ("drop", "dropped_tags")]
+)
 def test_figures_are_reported_with_the_server_as_a_tag(
-    influx_db: InfluxDatabase, tmp_path: Path
+    influx_db: InfluxDatabase, tmp_path: Path, on_cardinality: str, counted: str
 ) -> None:
-    """The collector reports demoted output-wide and written per server, in a server tag."""
+    """The collector reports demoted (or dropped_tags) output-wide and written per server,
+    in a server tag."""
     options = _options(
-        [influx_db.server.url], tmp_path, database=influx_db.name, max_series_per_measurement=3
+        [influx_db.server.url],
+        tmp_path,
+        database=influx_db.name,
+        max_series_per_measurement=3,
+        on_cardinality=on_cardinality,
     )
     # Ten pids, a new series each: past three series the pid tag is demoted (7 points).
     events: list[Event] = [
@@ -402,7 +410,9 @@ def test_figures_are_reported_with_the_server_as_a_tag(
         if event.get("output") == options.label
     }
     server = urlsplit(influx_db.server.url).netloc
-    assert reported[("numbat.collector.output.demoted", None)] == 7
+    other = "dropped_tags" if counted == "demoted" else "demoted"
+    assert reported[(f"numbat.collector.output.{counted}", None)] == 7
+    assert reported[(f"numbat.collector.output.{other}", None)] == 0
     assert reported[("numbat.collector.output.skipped", None)] == 0
     assert reported[("numbat.collector.output.written", server)] == 10
     assert reported[("numbat.collector.output.spooled", server)] == 0

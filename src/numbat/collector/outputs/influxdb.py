@@ -350,8 +350,15 @@ class InfluxDBOutput(Output):
         await asyncio.gather(*(sender.stop() for sender in self.senders))
 
     def stats(self) -> dict[str, float]:
-        """Output-wide figures: events skipped, points written with a tag demoted."""
-        return {"skipped": self.skipped, "demoted": self.renderer.demoted}
+        """Output-wide figures: events skipped; points written with a growing tag as a
+        field (``demoted``, ``on_cardinality = "field"``) or without it
+        (``dropped_tags``, ``on_cardinality = "drop"``)."""
+        renderer = self.renderer
+        return {
+            "skipped": self.skipped,
+            "demoted": renderer.demoted,
+            "dropped_tags": renderer.dropped_tags,
+        }
 
     def server_stats(self) -> dict[str, dict[str, float]]:
         """Each sender's figures under its server (``a:8086+b:8086`` for failover)."""
