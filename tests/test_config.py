@@ -237,6 +237,27 @@ def test_check_bad_file(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("command", ["check", "collector"])
+def test_a_plug_in_path_naming_no_plug_in_exits_2(tmp_path: Path, command: str) -> None:
+    """An import path to something that is not a listener or an output: exit 2 naming
+    the key, from numbat check and before the collector binds anything."""
+    path = tmp_path / "numbat.toml"
+    path.write_text(
+        '[collector]\nlisten = [{uri = "tcp://127.0.0.1:0", type = "os:path"}]\n'
+        '[[collector.outputs]]\ntype = "collections:OrderedDict"\n',
+        encoding="utf-8",
+    )
+    args = [sys.executable, "-m", "numbat", command, *(["-c"] if command == "collector" else [])]
+    result = subprocess.run(
+        [*args, str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    assert "collector.listen[0].type: 'os:path' is not a numbat.server.listeners.Listener" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr and "listening" not in result.stderr
+
+
 def test_check_missing_file(tmp_path: Path) -> None:
     """numbat check exits 2 for a file that does not exist."""
     result = run_check(tmp_path / "absent.toml")
@@ -299,3 +320,32 @@ def test_a_password_in_a_bad_url_is_never_shown(text: str) -> None:
     message = config_error(text)
     assert "pw-7c1e" not in message
     assert ":***@" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[collector]\nlisten = [{uri = "tcp://h:1", type = 3}]\n',
+            "listen[0].type: expected a string",
+        ),
+        ("[collector]\nlisten = [3]\n", "listen[0]: expected a URI, or a table with a uri"),
+        (
+            '[collector]\nlisten = [{uri = "ws://h:1/", ping_interval = 0}]\n',
+            "listen[0].ping_interval",
+        ),
+        (
+            '[collector]\nlisten = [{uri = "tcp://h:1", type = "nomodule"}]\n',
+            "listen[0].uri: unsupported",
+        ),
+        (
+            '[collector]\nlisten = [{uri = "tcp://h:1", type = "tests.plugins.jsonfile_output:'
+            'JSONFileOutput"}]\n',
+            "listen[0].type: tests.plugins.jsonfile_output:JSONFileOutput.Options must subclass "
+            "numbat.config.ListenerConfig",
+        ),
+    ],
+)
+def test_listener_entries_are_checked_by_their_type(text: str, message: str) -> None:
+    """A listener entry's type and its plug-in's own keys are validated, naming the key."""
+    assert f"collector.{message}" in config_error(text)

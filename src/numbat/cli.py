@@ -32,9 +32,10 @@ def cli() -> None:
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 def check(config: Path) -> None:
     """Validate a numbat.toml file; exit 2 with the offending key named if it is wrong."""
+    from numbat.collector.daemon import check_plugins
     from numbat.config import load
 
-    load(config)
+    check_plugins(load(config))
     click.echo(f"{config}: ok")
 
 
@@ -161,10 +162,11 @@ def collector(config_path: Path, log_level: str) -> None:
     CONFIG (a config that fails validation keeps the running one).
     """
     from numbat._loop import run
-    from numbat.collector.daemon import Collector, check_reload, run_worker
+    from numbat.collector.daemon import Collector, check_plugins, check_reload, run_worker
     from numbat.config import load
 
     config = load(config_path)
+    check_plugins(config)
     _setup_logging(log_level)
     workers = config.collector.workers
     if workers > 1:

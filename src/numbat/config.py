@@ -341,7 +341,10 @@ def _listener(raw: Any, index: int) -> ListenerConfig:
         raw = {"uri": raw}
     if not isinstance(raw, dict) or not isinstance(raw.get("uri"), str):
         raise ValueError(f'{where}: expected a URI, or a table with a uri, e.g. {{uri = "..."}}')
-    kind = raw.get("type") or _scheme(raw["uri"], where)
+    kind = raw.get("type")
+    if kind is not None and not isinstance(kind, str):
+        raise ValueError(f"{where}.type: expected a string, got {_noun(type(kind).__name__)}")
+    kind = kind or _scheme(raw["uri"], where)
     if kind not in LISTENERS and not (isinstance(kind, str) and ":" in kind):
         allowed = ", ".join(f"{s}://" for s in LISTENERS)
         raise ValueError(

@@ -16,6 +16,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from numbat._importer import ImportFromStringError
 from numbat.collector.fanout import Fanout, OutputQueue
 from numbat.collector.outputs import Output, output_class
 from numbat.config import CollectorConfig, Config, ListenerConfig, OutputConfig, load
@@ -210,6 +211,28 @@ class Collector(Daemon):
         while True:
             await asyncio.sleep(interval)
             self.fanout.submit(self.stats.report(interval))
+
+
+def check_plugins(config: Config) -> None:
+    """Import every listener and output class the config names, as the collector will.
+
+    Raises :class:`~numbat.errors.ConfigError` naming the key when an import path names
+    something that is not a listener or an output (the config's own validation reads a
+    plug-in's ``Options`` but cannot tell what the class is without importing this part).
+    """
+    checks: list[tuple[str, str, Callable[[str], type]]] = [
+        (f"collector.listen[{i}].type", lc.kind, listener_class)
+        for i, lc in enumerate(config.collector.listeners)
+    ]
+    checks += [
+        (f"collector.outputs[{i}].type", oc.type, output_class)
+        for i, oc in enumerate(config.collector.outputs)
+    ]
+    for key, kind, resolve in checks:
+        try:
+            resolve(kind)
+        except (TypeError, ImportFromStringError) as exc:
+            raise ConfigError(f"{key}: {exc}") from None
 
 
 def run_worker(path: Path, worker: int, ready: Callable[[], None]) -> bool:
