@@ -89,3 +89,26 @@ def test_version() -> None:
     """numbat --version names the program and version."""
     result = _numbat("--version")
     assert result.returncode == 0 and "numbat" in result.stdout
+
+
+def _free_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_emit_never_shows_a_password_or_token_of_its_uri() -> None:
+    """Undeliverable and malformed URIs with user:password@ or ?key=: the secrets are masked
+    in every line numbat emit prints."""
+    port = _free_tcp_port()
+    for uri in (
+        f"tcp://admin:pw-4e1b@127.0.0.1:{port}",
+        f"ws://127.0.0.1:{port}/metrics?key=pw-4e1b",
+        "bogus://u:pw-4e1b@h:1",
+    ):
+        result = _numbat("emit", "a", "--uri", uri, "--timeout", "0.5")
+        assert result.returncode in (1, 2), result.stderr
+        assert result.stderr, uri
+        assert "pw-4e1b" not in result.stderr + result.stdout, result.stderr

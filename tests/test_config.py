@@ -243,8 +243,8 @@ def test_a_plug_in_path_naming_no_plug_in_exits_2(tmp_path: Path, command: str) 
     the key, from numbat check and before the collector binds anything."""
     path = tmp_path / "numbat.toml"
     path.write_text(
-        '[collector]\nlisten = [{uri = "tcp://127.0.0.1:0", type = "os:path"}]\n'
-        '[[collector.outputs]]\ntype = "collections:OrderedDict"\n',
+        '[collector]\nlisten = [{uri = "tcp://127.0.0.1:0", type = "collections:OrderedDict"}]\n'
+        '[[collector.outputs]]\ntype = "decimal:Decimal"\n',
         encoding="utf-8",
     )
     args = [sys.executable, "-m", "numbat", command, *(["-c"] if command == "collector" else [])]
@@ -252,9 +252,8 @@ def test_a_plug_in_path_naming_no_plug_in_exits_2(tmp_path: Path, command: str) 
         [*args, str(path)], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 2, result.stderr
-    assert "collector.listen[0].type: 'os:path' is not a numbat.server.listeners.Listener" in (
-        result.stderr
-    )
+    listener = "'collections:OrderedDict' is not a numbat.server.listeners.Listener subclass"
+    assert f"collector.listen[0].type: {listener}" in (result.stderr)
     assert "Traceback" not in result.stderr and "listening" not in result.stderr
 
 
@@ -349,3 +348,46 @@ def test_a_password_in_a_bad_url_is_never_shown(text: str) -> None:
 def test_listener_entries_are_checked_by_their_type(text: str, message: str) -> None:
     """A listener entry's type and its plug-in's own keys are validated, naming the key."""
     assert f"collector.{message}" in config_error(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[collector]\nstats_interval = nan\n", "collector.stats_interval: must be positive"),
+        ("[collector]\ndrain_timeout = inf\n", "collector.drain_timeout: must be 0 or more"),
+        (
+            '[collector]\nlisten = [{uri = "ws://h:1/", idle_timeout = nan}]\n',
+            "collector.listen[0].idle_timeout: must be 0 or more",
+        ),
+        (
+            '[collector]\nlisten = ["tcp://admin:pw@127.0.0.1:1"]\n',
+            "collector.listen[0].uri: 'tcp://admin:***@127.0.0.1:1': a listener takes no user",
+        ),
+        (
+            '[collector]\nlisten = [{uri = "unix:///x.sock", allow = ["10.0.0.0/8"]}]\n',
+            "collector.listen[0].allow: a unix socket has no peer address",
+        ),
+        (
+            '[[collector.outputs]]\ntype = "tests.plugins.boom_at_import:X"\n',
+            "collector.outputs[0].type: importing 'tests.plugins.boom_at_import:X' failed: "
+            "RuntimeError: boom at import",
+        ),
+        (
+            '[[collector.outputs]]\ntype = "os:sep"\n',
+            "collector.outputs[0].type: 'os:sep' is not a",
+        ),
+    ],
+)
+def test_values_a_daemon_cannot_run_with_are_refused(text: str, message: str) -> None:
+    """NaN and infinite durations, credentials in a listener URI, allow on a unix socket
+    and plug-ins that fail to import: each refused, naming the key, never a traceback."""
+    assert message in config_error(text)
+    assert ":pw@" not in config_error(text)
+
+
+def test_a_plug_in_options_error_without_a_key_names_the_table() -> None:
+    """A plug-in's own __post_init__ error with no key prefix reads 'outputs[0]: ...'."""
+    text = '[[collector.outputs]]\ntype = "tests.plugins.strict:StrictOutput"\nevery = 0\n'
+    assert "collector.outputs[0]: KeyError: 'zero'" in config_error(text)
+    text = text.replace("every = 0", "every = -1")
+    assert "collector.outputs[0]: must not be negative" in config_error(text)

@@ -136,7 +136,7 @@ def emit(
     )
     emitter.metric(event)
     if not emitter.close(timeout):
-        click.echo(f"numbat emit: could not deliver {name!r} to {emitter.uri}", err=True)
+        click.echo(f"numbat emit: could not deliver {name!r} to {emitter.shown_uri}", err=True)
         sys.exit(EXIT_UNDELIVERED)
 
 
@@ -161,8 +161,15 @@ def collector(config_path: Path, log_level: str) -> None:
     SIGTERM/SIGINT drain the outputs and exit 0; SIGHUP reopens log files and reloads
     CONFIG (a config that fails validation keeps the running one).
     """
+    _ignore_hangups()
     from numbat._loop import run
-    from numbat.collector.daemon import Collector, check_plugins, check_reload, run_worker
+    from numbat.collector.daemon import (
+        Collector,
+        check_addresses,
+        check_plugins,
+        check_reload,
+        run_worker,
+    )
     from numbat.config import load
 
     config = load(config_path)
@@ -172,6 +179,7 @@ def collector(config_path: Path, log_level: str) -> None:
     if workers > 1:
         from numbat.server.supervisor import Supervisor
 
+        check_addresses(config)
         drained = Supervisor(
             functools.partial(run_worker, config_path),
             workers=workers,
@@ -209,6 +217,7 @@ def up(
     data_dir: Path, influx: str | None, database: str, host: str, port: int, log_level: str
 ) -> None:
     """Run numbat on this machine: collector, storage and self-monitoring, no setup."""
+    _ignore_hangups()
     from numbat._loop import run
     from numbat.collector.daemon import Collector
     from numbat.up import UpSettings
@@ -220,6 +229,15 @@ def up(
     drained = run(Collector(config).run(ready=lambda: click.echo(settings.banner())))
     if not drained:
         click.echo("numbat up: stopped before every queued event was stored", err=True)
+
+
+def _ignore_hangups() -> None:
+    """A SIGHUP (a reload, a logrotate postrotate) that comes while a daemon is still
+    importing and loading its config must not end it, as SIGHUP's default would; the
+    daemon's own handler replaces this once it runs."""
+    import signal
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _setup_logging(level: str) -> None:

@@ -13,6 +13,7 @@ path of the key, e.g. ``emitter.max_retries: expected an integer, got a string``
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import tomllib
 import typing
@@ -84,8 +85,7 @@ class ListenerConfig(Section):
     def __post_init__(self) -> None:
         self._check_address(_split_uri("uri", self.uri))
         _positive(self, "max_connections", "max_line_bytes")
-        if self.idle_timeout < 0:
-            raise ValueError("idle_timeout: must be 0 (none) or more seconds")
+        _not_negative(self, "idle_timeout")
         for i, net in enumerate(self.allow):
             try:
                 ipaddress.ip_network(net, strict=False)
@@ -93,7 +93,11 @@ class ListenerConfig(Section):
                 raise ValueError(f"allow[{i}]: {net!r} is not an IP network") from None
 
     def _check_address(self, parts: SplitResult) -> None:
-        """An inet listener needs a host and a port; subclasses say otherwise."""
+        """An inet listener needs a host and a port, and no ``user:password@`` (a
+        listener's URI names it in logs and metrics); subclasses say otherwise."""
+        if parts.username is not None or parts.password is not None:
+            shown = redact_url(self.uri)
+            raise ValueError(f"uri: {shown!r}: a listener takes no user:password@ (see token)")
         if not parts.hostname or parts.port is None:
             raise ValueError(f"uri: {redact_url(self.uri)!r} needs a host and a port")
 
@@ -113,6 +117,8 @@ class UnixListenerConfig(ListenerConfig):
     first_process_only: ClassVar[bool] = True
 
     def _check_address(self, parts: SplitResult) -> None:
+        if self.allow:
+            raise ValueError("allow: a unix socket has no peer address; use its file mode")
         if not parts.path:
             raise ValueError(
                 f"uri: {redact_url(self.uri)!r} needs a socket path, e.g. unix:///run/n.sock"
@@ -238,8 +244,7 @@ class InfluxDBOutputConfig(OutputConfig):
             "spool_max_bytes",
             "max_series_per_measurement",
         )
-        if self.fsync_interval < 0:
-            raise ValueError("fsync_interval: must be 0 (every batch) or more seconds")
+        _not_negative(self, "fsync_interval")
 
 
 class SQLiteOutputConfig(OutputConfig):
@@ -312,8 +317,7 @@ class CollectorConfig(Section):
         _positive(
             self, "max_line_bytes", "queue_size", "stats_interval", "udp_buffer_bytes", "workers"
         )
-        if self.drain_timeout < 0:
-            raise ValueError("drain_timeout: must be 0 or more seconds")
+        _not_negative(self, "drain_timeout")
         for out in self.outputs:
             most = out.max_processes
             if most is not None and self.workers > most:
@@ -387,6 +391,10 @@ def _options(registry: dict[str, Plugin], kind: str, base: type[S], where: str) 
         cls = import_from_string(kind)
     except ImportFromStringError as exc:
         raise ValueError(f"{where}: {exc}") from None
+    except Exception as exc:  # the plug-in's own module failed: its error, not a traceback
+        raise ValueError(f"{where}: importing {kind!r} failed: {_described(exc)}") from None
+    if not isinstance(cls, type):
+        raise ValueError(f"{where}: {kind!r} is not a class")
     options = getattr(cls, "Options", None) or base
     if not (isinstance(options, type) and issubclass(options, base)):
         raise ValueError(f"{where}: {kind}.Options must subclass numbat.config.{base.__name__}")
@@ -398,13 +406,20 @@ def _convert(raw: dict[str, Any], cls: type[S], where: str, kind: str) -> S:
     try:
         return msgspec.convert(raw, cls, strict=True)
     except msgspec.ValidationError as exc:
-        message = _explain(str(exc), cls)
+        message = _explain(str(exc), cls, top="")
         if unknown := _UNKNOWN.fullmatch(str(exc)):
             # A key this plug-in does not take but others do: say which, not "unknown".
             key = unknown["key"]
             if takers := _takers(key, kind):
                 message = f"{key}: only {', '.join(takers)} {kind} take a {key}"
-        raise ValueError(f"{where}.{message}") from None
+        joined = f"{where}{message}" if message.startswith(":") else f"{where}.{message}"
+        raise ValueError(joined) from None
+    except Exception as exc:  # a plug-in's own __post_init__ raised something else
+        raise ValueError(f"{where}: {_described(exc)}") from None
+
+
+def _described(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _takers(key: str, kind: str) -> list[str]:
@@ -462,8 +477,15 @@ def from_dict(raw: dict[str, Any], *, source: str = "<config>") -> Config:
 def _positive(section: Section, *names: str) -> None:
     for name in names:
         val = getattr(section, name)
-        if val is not None and val <= 0:
+        if val is not None and not 0 < val < math.inf:  # NaN fails both comparisons
             raise ValueError(f"{name}: must be positive, got {val}")
+
+
+def _not_negative(section: Section, *names: str) -> None:
+    for name in names:
+        val = getattr(section, name)
+        if not 0 <= val < math.inf:
+            raise ValueError(f"{name}: must be 0 or more seconds, got {val}")
 
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
@@ -474,7 +496,7 @@ _MISSING = re.compile(r"Object missing required field `(?P<key>[^`]*)`")
 _OWN = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_.\[\]]*): (?P<msg>.*)$", re.S)
 
 
-def _explain(error: str, root: Any = None) -> str:
+def _explain(error: str, root: Any = None, top: str = "(top level)") -> str:
     """Turn a msgspec message into ``key.path: what is wrong; what is allowed``."""
     root = Config if root is None else root
     match = _AT.match(error)
@@ -492,7 +514,7 @@ def _explain(error: str, root: Any = None) -> str:
         return f"{path}: expected {_noun(m['want'])}, got {_noun(m['got'])}"
     if m := _OWN.match(msg):
         return f"{_join(path, m['key'])}: {m['msg']}"
-    return f"{path or '(top level)'}: {msg}"
+    return f"{path or top}: {msg}"
 
 
 def _join(path: str, key: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from numbat.collector.daemon import Collector, ListenError
+from numbat.collector.daemon import Collector, ListenError, ReloadError
 from numbat.collector.outputs import Batch, Output
 from numbat.config import OutputConfig
 from tests.collector.conftest import (
@@ -491,3 +491,55 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert f"{missing}: cannot read" in result.stderr
+
+
+def test_reload_with_an_output_that_cannot_start_applies_the_rest() -> None:
+    """A new output whose start() fails is reported and left out (its gauges too); the
+    listeners and the other outputs of the new config are applied."""
+
+    async def main() -> None:
+        async with running(config([TCP])) as collector:
+            broken = {"type": "tests.plugins.broken:NoStartOutput", "name": "broken"}
+            second = config([f"udp://{LOOPBACK}:0"], [{"type": MEMORY, "name": "mem"}, broken])
+            with pytest.raises(ReloadError, match=r"output broken: cannot start: Permission"):
+                await collector.reload(second)
+            assert list(collector.queues) == ["mem"]
+            assert list(collector.listeners) == [f"udp://{LOOPBACK}:0"]
+            report = collector.stats.report(1.0)
+            assert not [e for e in report if e.get("output") == "broken"]
+
+    asyncio.run(main())
+
+
+def test_an_output_that_cannot_start_stops_startup_with_a_message(tmp_path: Path) -> None:
+    """numbat collector: an output that fails to start exits 1 naming it, no traceback,
+    and nothing stays bound."""
+    cfg = tmp_path / "numbat.toml"
+    cfg.write_text(toml([f"tcp://{LOOPBACK}:0"], [{"type": "tests.plugins.broken:NoStartOutput"}]))
+    result = subprocess.run(
+        [sys.executable, "-m", "numbat", "collector", "-c", str(cfg)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "numbat: output nostartoutput: cannot start: PermissionError" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_failing_stats_reader_leaves_the_heartbeat_and_the_rest() -> None:
+    """An output whose stats() raises: the collector still reports (heartbeat included),
+    counts stats_errors, and stops cleanly."""
+
+    async def main() -> None:
+        outputs = [{"type": MEMORY, "name": "mem"}, {"type": "tests.plugins.broken:BadStatsOutput"}]
+        collector = Collector(config([TCP], outputs, stats_interval=0.05), hostname="h")
+        async with started(collector):
+            mem = memory(collector)
+            await until(lambda: len(mem.own("heartbeat")) >= 2, what="two heartbeats")
+            await until(lambda: bool(mem.own("stats_errors")), what="stats_errors counted")
+            assert await collector.stop() is True
+
+    asyncio.run(main())

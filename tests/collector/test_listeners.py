@@ -740,3 +740,39 @@ def test_listener_logging_names_the_listener_and_reason(caplog: pytest.LogCaptur
     (msg,) = reject_logs(caplog)
     assert msg.startswith(f"{UDP}: rejected input from {LOOPBACK}:")
     assert "definitely not json" in msg
+
+
+def test_allow_list_matches_an_ipv4_peer_of_a_dual_stack_socket() -> None:
+    """An IPv4 client of a [::] socket shows as ::ffff:a.b.c.d; the IPv4 allow list applies."""
+    from numbat.config import ListenerConfig
+    from numbat.server.listeners import Limits
+    from numbat.server.listeners.tcp import TCPListener
+    from numbat.server.stats import Stats
+
+    options = ListenerConfig(uri="tcp://[::]:1", allow=["127.0.0.0/8"])
+    stats = Stats("h", "numbat.collector")
+    lis = TCPListener(options, Limits(), lambda events: None, stats)
+    assert lis.admit(("::ffff:127.0.0.1", 5000, 0, 0))
+    assert not lis.admit(("::ffff:10.0.0.1", 5000, 0, 0))
+    assert not lis.admit(("::1", 5000, 0, 0))
+    assert stats.get("refused", listener="tcp://[::]:1", reason="not_allowed") == 2
+
+
+def test_ws_message_over_the_size_cap_is_counted_when_the_connection_closes() -> None:
+    """A ws message past the library's size cap closes the connection (code 1009): the loss
+    is counted as rejected message_too_big, and a new connection works."""
+
+    async def main() -> None:
+        async with running(config([f"ws://{LOOPBACK}:0/events"])) as collector:
+            lis = listener(collector, "ws")
+            assert isinstance(lis, WebSocketListener)
+            async with connect(ws_uri(collector), proxy=None, max_size=None) as ws:
+                await ws.send(line(0))
+                await ws.send(b"x" * (lis.max_message + 1))
+                with pytest.raises(ConnectionClosed):
+                    await ws.recv()
+            await until(lambda: rejected(collector, "message_too_big", "ws") == 1, what="counted")
+            await ws_send(ws_uri(collector), line(1))
+            await until(lambda: len(memory(collector).traffic()) == 2, what="both events")
+
+    asyncio.run(main())

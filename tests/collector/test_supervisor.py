@@ -97,7 +97,8 @@ def test_a_worker_that_cannot_bind_stops_startup(short_dir: Path) -> None:
             check=False,
         )
     assert result.returncode == 1, result.stderr
-    assert "numbat: worker 0: cannot listen on tcp://" in result.stderr
+    # Caught before any worker forks (a port held by another process, SO_REUSEPORT or not).
+    assert "numbat: cannot listen on tcp://" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -119,3 +120,54 @@ def test_sighup_reaches_every_worker_and_a_bad_config_keeps_them(
     assert sorted(wait_events(short_dir / "events.jsonl", 20)) == list(range(20))
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0, daemon.stderr()
+
+
+def test_a_reload_that_breaks_in_a_plug_in_or_changes_workers_keeps_everything(
+    short_dir: Path, daemons: list[Daemon]
+) -> None:
+    """SIGHUP with a plug-in that raises at import, then with a different workers count
+    (and a sqlite output, valid for one process): the parent logs and keeps running, no
+    worker reloads, and SIGTERM still stops them all."""
+    port = _free_port()
+    text = _config(short_dir, port)
+    daemon = start(daemons, short_dir, text)
+    daemon.wait_log("collector running with 2 workers")
+    workers = _children(daemon.proc.pid)
+    cfg = short_dir / "numbat.toml"
+    cfg.write_text(text + '[[collector.outputs]]\ntype = "tests.plugins.boom_at_import:X"\n')
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log("importing 'tests.plugins.boom_at_import:X' failed: RuntimeError")
+    single = text.replace("workers = 2", "workers = 1")
+    cfg.write_text(single + f'[[collector.outputs]]\ntype = "sqlite"\npath = "{short_dir}/n.db"\n')
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log("collector.workers: changed from 2 to 1; restart the collector")
+    assert "config reloaded" not in daemon.stderr()
+    assert "Traceback" not in daemon.stderr()
+    assert sorted(_children(daemon.proc.pid)) == sorted(workers)
+    _send_many(port, connections=4, per_connection=5)
+    assert sorted(wait_events(short_dir / "events.jsonl", 20)) == list(range(20))
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0, daemon.stderr()
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_a_port_shared_by_another_collector_stops_startup(short_dir: Path) -> None:
+    """Another process holding the port with SO_REUSEPORT (as a second collector with
+    workers would): exit 1 before any worker forks, rather than silently sharing it."""
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind((LOOPBACK, 0))
+        holder.listen(1)
+        cfg = short_dir / "numbat.toml"
+        cfg.write_text(_config(short_dir, holder.getsockname()[1]))
+        result = subprocess.run(
+            [sys.executable, "-m", "numbat", "collector", "-c", str(cfg)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    assert "numbat: cannot listen on tcp://" in result.stderr
+    assert "collector listening on" not in result.stderr

@@ -25,8 +25,9 @@ def _target(workdir: Path) -> Callable[[int, Callable[[], None]], bool]:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGHUP, lambda *_: hups.write_text(hups.read_text() + "x"))
         hups.write_text("")
-        (workdir / f"pid-{worker}").write_text(str(os.getpid()))
         ready()
+        # After ready(): a test that kills a worker it found must not catch it starting.
+        (workdir / f"pid-{worker}").write_text(str(os.getpid()))
         while not stop.wait(0.02):
             pass
         return True

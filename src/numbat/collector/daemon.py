@@ -15,6 +15,7 @@ import logging
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from numbat._importer import ImportFromStringError
 from numbat.collector.fanout import Fanout, OutputQueue
@@ -33,6 +34,14 @@ STATS_PREFIX = "numbat.collector"
 
 class ListenError(NumbatError):
     """A listener could not bind its address (in use, no permission, bad path)."""
+
+
+class OutputError(NumbatError):
+    """An output could not start (a file it cannot open, a bad plug-in); names the output."""
+
+
+class ReloadError(NumbatError):
+    """Parts of a new config could not be applied (the rest was); says which and why."""
 
 
 class Collector(Daemon):
@@ -60,17 +69,29 @@ class Collector(Daemon):
         return self.fanout.queues
 
     async def start(self) -> None:
-        """Start outputs, then listeners; on a bind failure undo everything and raise."""
-        for output in self.config.outputs:
-            await self._add_output(output)
+        """Start outputs, then listeners; if one fails undo everything and raise
+        (:class:`OutputError`, :class:`ListenError`)."""
         try:
+            for output in self.config.outputs:
+                await self._add_output(output)
             for listener in self.config.listeners:
                 await self._add_listener(listener)
-        except ListenError:
-            await self.stop(drain_timeout=0)
+        except (OutputError, ListenError):
+            await self._undo()
             raise
         self._start_reporter()
+        if not self.config.outputs:
+            log.warning("no outputs configured: every event received is discarded")
         log.info("collector listening on %s", ", ".join(self.listeners) or "nothing")
+
+    async def _undo(self) -> None:
+        """A failed start: close what started, without a report (it never ran)."""
+        for listener in self.listeners.values():
+            await listener.stop()
+        self.listeners.clear()
+        for queue in self.queues.values():
+            await queue.stop()
+        self.queues.clear()
 
     async def stop(self, drain_timeout: float | None = None) -> bool:
         """Stop accepting, drain outputs within the timeout, close; True if all drained."""
@@ -107,25 +128,34 @@ class Collector(Daemon):
             return
         try:
             config = self._load()
+            check_plugins(config)
         except ConfigError as exc:
             log.error("config reload failed, keeping the running config: %s", exc)
             return
         try:
             await self.reload(config)
-        except ListenError as exc:
+        except NumbatError as exc:  # what could not be applied; the rest was
             log.error("config reload: %s", exc)
+        except Exception as exc:  # a plug-in failing in an unforeseen way: log, keep running
+            log.error("config reload failed part way: %s: %s", type(exc).__name__, exc)
 
     def reopen(self) -> None:
         for queue in self.queues.values():
             queue.output.reopen()
 
     async def reload(self, config: Config) -> None:
-        """Apply a new config; queued events of outputs that remain are kept."""
+        """Apply a new config; queued events of outputs that remain are kept.
+
+        Raises :class:`ReloadError` naming the listeners that could not bind and the
+        outputs that could not start; everything else of the new config is applied.
+        """
         new = config.collector
+        if new.workers != self.process.workers:
+            log.warning("collector.workers changed: restart the collector to apply it")
         if new.stats_interval != self.config.stats_interval:
             self._start_reporter(new.stats_interval)
         self.config = new
-        await self._reload_outputs(new)
+        errors = await self._reload_outputs(new)
         wanted = {lc.uri: lc for lc in new.listeners if self._serves(lc)}
         for uri, listener in list(self.listeners.items()):
             lc = wanted.get(uri)
@@ -133,7 +163,6 @@ class Collector(Daemon):
                 await listener.stop()
                 del self.listeners[uri]
         # Listeners that fail to bind are reported; the others, old and new, keep running.
-        errors = []
         for uri, lc in wanted.items():
             if uri not in self.listeners:
                 try:
@@ -141,10 +170,13 @@ class Collector(Daemon):
                 except ListenError as exc:
                     errors.append(str(exc))
         if errors:
-            raise ListenError("; ".join(errors))
+            raise ReloadError("; ".join(errors))
         log.info("config reloaded")
 
-    async def _reload_outputs(self, new: CollectorConfig) -> None:
+    async def _reload_outputs(self, new: CollectorConfig) -> list[str]:
+        """Remove, add and replace outputs; what fails to start is reported and skipped
+        (a replaced output keeps running as it was)."""
+        errors: list[str] = []
         wanted = {oc.label: oc for oc in new.outputs}
         for label, queue in list(self.queues.items()):
             if label not in wanted:
@@ -153,12 +185,18 @@ class Collector(Daemon):
                 del self.queues[label]
         for label, oc in wanted.items():
             kept = self.queues.get(label)
-            if kept is None:
-                await self._add_output(oc)
-                continue
-            kept.max_events = oc.queue_size or new.queue_size
-            if kept.output.options != oc:
-                await kept.replace_output(self._output(oc))
+            try:
+                if kept is None:
+                    await self._add_output(oc)
+                    continue
+                kept.max_events = oc.queue_size or new.queue_size
+                if kept.output.options != oc:
+                    await kept.replace_output(self._output(oc))
+            except OutputError as exc:
+                errors.append(str(exc))
+            except Exception as exc:  # replace_output: the new instance would not start
+                errors.append(f"output {label}: cannot start: {_described(exc)}")
+        return errors
 
     def _start_reporter(self, interval: float | None = None) -> None:
         if self._reporter is not None:
@@ -188,7 +226,11 @@ class Collector(Daemon):
             config.queue_size or self.config.queue_size,
             self.stats,
         )
-        await queue.start()
+        try:
+            await queue.start()
+        except Exception as exc:
+            self.stats.forget(output=config.label)  # its gauges must not outlive it
+            raise OutputError(f"output {config.label}: cannot start: {_described(exc)}") from None
         self.queues[config.label] = queue
 
     async def _add_listener(self, config: ListenerConfig) -> None:
@@ -213,6 +255,10 @@ class Collector(Daemon):
             self.fanout.submit(self.stats.report(interval))
 
 
+def _described(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 def check_plugins(config: Config) -> None:
     """Import every listener and output class the config names, as the collector will.
 
@@ -235,6 +281,27 @@ def check_plugins(config: Config) -> None:
             raise ConfigError(f"{key}: {exc}") from None
 
 
+def check_addresses(config: Config) -> None:
+    """Before ``workers = N`` processes bind with ``SO_REUSEPORT``: fail if another
+    process already holds a tcp, ws or udp address. (A second collector that also sets
+    ``SO_REUSEPORT`` would otherwise share the port, and the kernel would split the
+    traffic between the two without a word.) Raises :class:`ListenError`."""
+    for lc in config.collector.listeners:
+        kind = {"tcp": socket.SOCK_STREAM, "ws": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
+        if lc.kind not in kind:
+            continue
+        parts = urlsplit(lc.uri)
+        if not parts.port:
+            continue  # port 0: the kernel picks a free one
+        family = socket.AF_INET6 if ":" in (parts.hostname or "") else socket.AF_INET
+        with socket.socket(family, kind[lc.kind]) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+            try:
+                probe.bind((parts.hostname, parts.port))
+            except OSError as exc:
+                raise ListenError(f"cannot listen on {lc.uri}: {exc.strerror or exc}") from None
+
+
 def run_worker(path: Path, worker: int, ready: Callable[[], None]) -> bool:
     """One of the supervisor's worker processes: load ``path``, run a collector."""
     from numbat._loop import run
@@ -244,6 +311,14 @@ def run_worker(path: Path, worker: int, ready: Callable[[], None]) -> bool:
 
 
 def check_reload(path: Path, workers: int) -> None:
-    """The supervisor's SIGHUP check: the file still validates (else ConfigError)."""
-    if load(path).collector.workers != workers:
-        log.warning("collector.workers changed: restart the collector to apply it")
+    """The supervisor's SIGHUP check: the file still validates, names only plug-ins,
+    and keeps ``workers`` (the number of processes changes only with a restart; a file
+    valid for another count, e.g. one adding a sqlite output, must not reach N workers).
+    Raises :class:`~numbat.errors.ConfigError`."""
+    config = load(path)
+    check_plugins(config)
+    if config.collector.workers != workers:
+        raise ConfigError(
+            f"{path}: collector.workers: changed from {workers} to "
+            f"{config.collector.workers}; restart the collector to apply it"
+        )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from numbat._importer import import_from_string
+from numbat._redact import redact_url
 from numbat.errors import URIError
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ def make_transport(uri: str) -> Transport:
     target = SCHEMES.get(parts.scheme.lower())
     if target is None:
         allowed = ", ".join(f"{s}:" for s in SCHEMES)
-        raise URIError(f"unsupported destination uri: {uri!r}; supported schemes: {allowed}")
+        shown = redact_url(uri)
+        raise URIError(f"unsupported destination uri: {shown!r}; supported schemes: {allowed}")
     cls: type[Transport] = import_from_string(target)
     return cls(uri, parts)

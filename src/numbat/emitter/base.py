@@ -22,6 +22,7 @@ from typing import Any, Final, Literal
 
 from numbat._backoff import reconnect
 from numbat._ratelimit import RateLimitedLog
+from numbat._redact import redact_url
 from numbat.emitter import DEFAULT_MAX_BACKLOG_BYTES, make_transport
 from numbat.emitter.transport import SendError, Transport
 from numbat.errors import EventError
@@ -134,6 +135,7 @@ class BaseEmitter:
         transport: Transport | None = None,
     ) -> None:
         self.uri = uri
+        self.shown_uri = redact_url(uri)  # what logs and messages show: no credentials
         self.app = app
         self.max_retries = max_retries
         self.transport: Transport = transport or make_transport(uri)
@@ -270,7 +272,7 @@ class BaseEmitter:
 
     def _on_connect_failed(self, exc: BaseException) -> float | None:
         """Record a failed connect; return the delay before the next try, or None to give up."""
-        self._warn.warning("connect", "numbat: cannot connect to %s: %s", self.uri, exc)
+        self._warn.warning("connect", "numbat: cannot connect to %s: %s", self.shown_uri, exc)
         return self._next_retry()
 
     def _on_send_failed(self, batch: list[bytes], exc: BaseException) -> float | None:
@@ -281,7 +283,7 @@ class BaseEmitter:
         dropped = self.backlog.putback(batch[sent:])
         if dropped:
             self._drop("backlog_full", dropped)
-        self._warn.warning("send", "numbat: sending to %s failed: %s", self.uri, exc)
+        self._warn.warning("send", "numbat: sending to %s failed: %s", self.shown_uri, exc)
         return self._next_retry()
 
     def _next_retry(self) -> float | None:
@@ -289,7 +291,7 @@ class BaseEmitter:
         if self._retries > self.max_retries:
             self._set_state("failed")
             self._drop("failed", self.backlog.clear())
-            log.error("numbat: gave up on %s after %d retries", self.uri, self.max_retries)
+            log.error("numbat: gave up on %s after %d retries", self.shown_uri, self.max_retries)
             return None
         self._set_state("disconnected")
         return self._backoff(self._retries)
@@ -392,7 +394,7 @@ class Emitter(BaseEmitter):
         self._idle = False
         self._wakeup = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, name=f"numbat-emitter {self.uri}", daemon=True
+            target=self._run, name=f"numbat-emitter {self.shown_uri}", daemon=True
         )
         self._thread.start()
 

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+from numbat._redact import redact_url
 from numbat.emitter.transport import SendError, Transport
 
 
@@ -19,6 +20,11 @@ class WebSocketTransport(Transport):
 
     _ws: Any = None
 
+    def _failed(self, exc: BaseException) -> str:
+        """The connect error, with the URI's credentials and token masked."""
+        shown = redact_url(self.uri)
+        return f"websocket connect to {shown} failed: {str(exc).replace(self.uri, shown)}"
+
     def connect(self, timeout: float) -> None:
         from websockets.sync.client import connect
 
@@ -29,7 +35,7 @@ class WebSocketTransport(Transport):
         except OSError:
             raise
         except Exception as exc:  # handshake refused, bad status, timeout: all "cannot connect"
-            raise ConnectionError(f"websocket connect to {self.uri} failed: {exc}") from exc
+            raise ConnectionError(self._failed(exc)) from exc
 
     def send(self, payloads: Sequence[bytes]) -> None:
         if self._ws is None:
@@ -56,7 +62,7 @@ class WebSocketTransport(Transport):
         except OSError:
             raise
         except Exception as exc:
-            raise ConnectionError(f"websocket connect to {self.uri} failed: {exc}") from exc
+            raise ConnectionError(self._failed(exc)) from exc
 
     async def asend(self, payloads: Sequence[bytes]) -> None:
         if self._ws is None:

@@ -103,10 +103,14 @@ class _Hangups:
 def _signal_handlers(
     loop: asyncio.AbstractEventLoop, handlers: dict[signal.Signals, Callable[[], None]]
 ) -> Iterator[None]:
+    previous = {sig: signal.getsignal(sig) for sig in handlers}
     for sig, handler in handlers.items():
         loop.add_signal_handler(sig, handler)
     try:
         yield
     finally:
-        for sig in handlers:
+        for sig, before in previous.items():
             loop.remove_signal_handler(sig)
+            # What was there before, not the default: a caller that ignores SIGHUP
+            # (the CLI does) keeps ignoring it while the daemon drains.
+            signal.signal(sig, before)

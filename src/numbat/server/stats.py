@@ -8,12 +8,17 @@ a rule or a graph can select or group them.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import TypeVar
 
+from numbat._ratelimit import RateLimitedLog
 from numbat.event import Event, now_ms
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Stats:
@@ -44,6 +49,7 @@ class Stats:
         self._gauge_sets: dict[Key, Callable[[], dict[str, float]]] = {}
         self._gauge_groups: dict[Key, tuple[str, Callable[[], dict[str, dict[str, float]]]]] = {}
         self._clock = clock
+        self._warn = RateLimitedLog(log)
 
     def count(self, metric: str, amount: int = 1, **tags: str) -> None:
         self.totals[self.key(metric, **tags)] += amount
@@ -87,7 +93,11 @@ class Stats:
                 del table[key]
 
     def report(self, interval: float) -> list[Event]:
-        """Events for what changed since the last report, the gauges, and a heartbeat."""
+        """Events for what changed since the last report, the gauges, and a heartbeat.
+
+        A gauge whose reader raises (a plug-in's ``stats()``) is left out of this report,
+        counted as ``stats_errors`` and logged: the rest, and the heartbeat, still go.
+        """
         now = self._clock()
         events = [
             self._event(key, total - self._reported[key], now)
@@ -95,23 +105,31 @@ class Stats:
             if total != self._reported[key]
         ]
         self._reported = Counter(self.totals)
-        events += [self._event(key, read(), now) for key, read in self._gauges.items()]
+        for key, read in self._gauges.items():
+            value = self._read(read, None)
+            if value is not None:
+                events.append(self._event(key, value, now))
         for (prefix, tags), read_all in self._gauge_sets.items():
-            events += [
-                self._event((prefix + name, tags), value, now) for name, value in read_all().items()
-            ]
+            figures: dict[str, float] = self._read(read_all, {})
+            events += [self._event((prefix + n, tags), v, now) for n, v in figures.items()]
         for (prefix, tags), (tag, read_groups) in self._gauge_groups.items():
-            for peer, figures in read_groups().items():
+            groups: dict[str, dict[str, float]] = self._read(read_groups, {})
+            for peer, figures in groups.items():
                 peer_tags = tuple(sorted((*tags, (tag, peer))))
-                events += [
-                    self._event((prefix + name, peer_tags), value, now)
-                    for name, value in figures.items()
-                ]
+                events += [self._event((prefix + n, peer_tags), v, now) for n, v in figures.items()]
         # The ttl spans two reports: missing both means the collector is gone.
         heartbeat = self._event(("heartbeat", ()), 1, now)
         heartbeat["ttl"] = round(interval * 2500)
         events.append(heartbeat)
         return events
+
+    def _read(self, read: Callable[[], T], default: T) -> T:
+        try:
+            return read()
+        except Exception as exc:
+            self.count("stats_errors")
+            self._warn.warning("read", "a self-monitoring figure failed: %r", exc)
+            return default
 
     def _event(self, key: Key, value: float, now: int) -> Event:
         metric, tags = key

@@ -83,6 +83,9 @@ class Supervisor:
             self._start_all()
             while not self._stopping:
                 self._watch()
+        except BaseException:
+            self._stop_all()  # never leave orphaned workers serving behind a dead parent
+            raise
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -142,8 +145,9 @@ class Supervisor:
         if self.check is not None:
             try:
                 self.check()
-            except NumbatError as exc:
-                log.error("config reload failed, keeping the running config: %s", exc)
+            except Exception as exc:  # whatever the check hits, the parent keeps running
+                why = str(exc) if isinstance(exc, NumbatError) else f"{type(exc).__name__}: {exc}"
+                log.error("config reload failed, keeping the running config: %s", why)
                 return
         self.signal_all(signal.SIGHUP)
 
@@ -180,11 +184,17 @@ def _receive(conn: Connection, timeout: float) -> tuple[str, str]:
 
 def _worker_main(target: Target, index: int, conn: Connection) -> None:
     """A worker process: run ``target``, report readiness or the startup error."""
-    for sig in FORWARDED:
-        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # Until the daemon's own handler is in, a SIGHUP (a reload, a logrotate) must not
+    # end the process, as its default action would.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         drained = target(index, lambda: conn.send(("ready", os.getpid())))
     except NumbatError as exc:
         conn.send(("error", str(exc)))
         os._exit(1)
+    except Exception as exc:  # reported as a message; the traceback stays in the worker
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        raise
     os._exit(0 if drained else 3)

@@ -108,6 +108,8 @@ class Listener(ABC):
             address = ipaddress.ip_address(peer[0])
         except ValueError:
             return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # an IPv4 peer of a dual-stack [::] socket
         if any(address in net for net in self._allow):
             return True
         self.stats.count("refused", listener=self.label, reason="not_allowed")

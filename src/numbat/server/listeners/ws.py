@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from numbat.config import WebSocketListenerConfig
@@ -40,6 +41,9 @@ class WebSocketListener(Listener):
         super().__init__(*args, **kwargs)
         self.connections: set[ServerConnection] = set()
         self.path = urlsplit(self.options.uri).path or "/"
+        # A message may hold several lines; past this the library must close the
+        # connection (it cannot skip a frame), which is counted as message_too_big.
+        self.max_message = max(self.max_line * 16, 1 << 20)
 
     async def start(self) -> None:
         parts = urlsplit(self.options.uri)
@@ -49,7 +53,7 @@ class WebSocketListener(Listener):
             parts.port,
             process_request=self._check,
             compression=None,
-            max_size=max(self.max_line * 16, 1 << 20),
+            max_size=self.max_message,
             logger=_quiet,
             ping_interval=self.options.ping_interval,
             ping_timeout=self.options.ping_interval,
@@ -101,7 +105,9 @@ class WebSocketListener(Listener):
         except TimeoutError:
             self.stats.count("closed_idle", listener=self.label)
             await conn.close(1001, "idle")
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                message = f"message over {self.max_message} bytes: connection closed"
+                self.reject("message_too_big", message, b"", peer)
         finally:
             self.connections.discard(conn)

@@ -1,0 +1,3 @@
+"""A plug-in module whose import raises (a bug, or a missing dependency)."""
+
+raise RuntimeError("boom at import")
