@@ -79,6 +79,8 @@ class OutputQueue:
             await asyncio.gather(self._task, return_exceptions=True)
         if self.queued:
             self._stats.count("dropped", self.queued, output=self.label, reason="shutdown")
+            # The last self-monitoring report has gone by now: say it where it is seen.
+            log.warning("output %s: %d events not written at shutdown", self.label, self.queued)
         await self.output.close()
         self._stats.forget(output=self.label)
 
