@@ -190,6 +190,18 @@ def toml(listen: list[str], outputs: list[dict[str, Any]], **collector: Any) -> 
     return "\n".join(out) + "\n"
 
 
+def run_collector(config_path: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m numbat collector -c FILE`` run to its end (a startup that must fail)."""
+    return subprocess.run(
+        [sys.executable, "-m", "numbat", "collector", "-c", str(config_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 class Daemon:
     """``python -m numbat collector -c FILE`` in a subprocess, its stderr in a file."""
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +20,13 @@ from numbat.config import OutputConfig
 from tests.collector.conftest import (
     LOOPBACK,
     MEMORY,
-    ROOT,
     Daemon,
     address,
     config,
     line,
     memory,
     read_jsonl,
+    run_collector,
     running,
     seqs,
     start,
@@ -427,14 +425,7 @@ def test_port_in_use_exits_1_with_a_clear_message(kind: socket.SocketKind, short
         cfg = short_dir / "numbat.toml"
         log = short_dir / "events.jsonl"
         cfg.write_text(toml([f"unix://{sock_path}", uri], [{"type": "logfile", "path": str(log)}]))
-        result = subprocess.run(
-            [sys.executable, "-m", "numbat", "collector", "-c", str(cfg)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = run_collector(cfg)
     assert result.returncode == 1, result.stderr
     assert f"numbat: cannot listen on {uri}: " in result.stderr
     assert "address already in use" in result.stderr.lower()
@@ -464,14 +455,7 @@ def test_bad_config_exits_2_naming_the_key(body: str, message: str, tmp_path: Pa
     """An invalid config file: exit 2 before listening, and the message names the key."""
     cfg = tmp_path / "numbat.toml"
     cfg.write_text(body)
-    result = subprocess.run(
-        [sys.executable, "-m", "numbat", "collector", "-c", str(cfg)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_collector(cfg)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert str(cfg) in result.stderr
@@ -481,14 +465,7 @@ def test_bad_config_exits_2_naming_the_key(body: str, message: str, tmp_path: Pa
 def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     """A config path that does not exist: exit 2 saying it cannot be read."""
     missing = tmp_path / "nope.toml"
-    result = subprocess.run(
-        [sys.executable, "-m", "numbat", "collector", "-c", str(missing)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_collector(missing)
     assert result.returncode == 2
     assert f"{missing}: cannot read" in result.stderr
 
@@ -516,14 +493,7 @@ def test_an_output_that_cannot_start_stops_startup_with_a_message(tmp_path: Path
     and nothing stays bound."""
     cfg = tmp_path / "numbat.toml"
     cfg.write_text(toml([f"tcp://{LOOPBACK}:0"], [{"type": "tests.plugins.broken:NoStartOutput"}]))
-    result = subprocess.run(
-        [sys.executable, "-m", "numbat", "collector", "-c", str(cfg)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_collector(cfg)
     assert result.returncode == 1, result.stderr
     assert "numbat: output nostartoutput: cannot start: PermissionError" in result.stderr
     assert "Traceback" not in result.stderr

@@ -6,10 +6,17 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.collector.conftest import LOOPBACK, ROOT, Daemon, line, read_jsonl, start, toml
+from tests.collector.conftest import (
+    LOOPBACK,
+    Daemon,
+    line,
+    read_jsonl,
+    run_collector,
+    start,
+    toml,
+)
 from tests.collector.test_daemon import unix_send, wait_events
 from tests.helpers import wait_until
 
@@ -88,14 +95,7 @@ def test_a_worker_that_cannot_bind_stops_startup(short_dir: Path) -> None:
         busy.listen(1)
         cfg = short_dir / "numbat.toml"
         cfg.write_text(_config(short_dir, busy.getsockname()[1]))
-        result = subprocess.run(
-            [sys.executable, "-m", "numbat", "collector", "-c", str(cfg)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_collector(cfg)
     assert result.returncode == 1, result.stderr
     # Caught before any worker forks (a port held by another process, SO_REUSEPORT or not).
     assert "numbat: cannot listen on tcp://" in result.stderr
@@ -160,14 +160,7 @@ def test_a_port_shared_by_another_collector_stops_startup(short_dir: Path) -> No
         holder.listen(1)
         cfg = short_dir / "numbat.toml"
         cfg.write_text(_config(short_dir, holder.getsockname()[1]))
-        result = subprocess.run(
-            [sys.executable, "-m", "numbat", "collector", "-c", str(cfg)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_collector(cfg)
     assert result.returncode == 1, result.stderr
     assert "numbat: cannot listen on tcp://" in result.stderr
     assert "collector listening on" not in result.stderr
