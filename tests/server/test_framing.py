@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numbat.event import Event
-from numbat.server.framing import LineFramer, parse_lines
+from numbat.server.framing import LineFramer, parse_lines, split_message
 
 CAP = 64 * 1024
 MiB = 1024 * 1024
@@ -221,3 +221,33 @@ def test_blank_lines_are_skipped_silently() -> None:
     """Empty and whitespace-only lines (keep-alives, CR leftovers) are silently skipped."""
     events, rejects = collect([b"", b"   ", b"\r", b"\t"])
     assert events == [] and rejects == []
+
+
+def test_an_empty_line_between_events_skips_only_itself() -> None:
+    """Blank lines (a double newline, a keep-alive) are skipped; the events after them stay."""
+    lines = [b'{"name":"a","time":1}', b"", b"   ", b'{"name":"b","time":2}']
+    rejects: list[str] = []
+    events = parse_lines(lines, lambda reason, message, sample: rejects.append(reason))
+    assert [e["name"] for e in events] == ["a", "b"]
+    assert rejects == []  # nothing was wrong with a blank line
+
+
+def test_a_line_of_exactly_the_cap_is_kept_in_a_stream_and_in_a_message() -> None:
+    """The cap is inclusive: a line of max_line bytes is kept, one byte more is not."""
+    exact, over = b"x" * 8, b"y" * 9
+    assert split_message(exact + b"\nok\n" + over, limit=8) == ([exact, b"ok"], 1)
+    assert split_message(b"ok\nfine", limit=8) == ([b"ok", b"fine"], 0)
+    framer = LineFramer(max_line=8)
+    assert framer.feed(exact + b"\n" + over + b"\nok\n") == [exact, b"ok"]
+    assert framer.overlong == 1
+
+
+def test_after_skipping_an_overlong_line_the_framer_reads_normally_again() -> None:
+    """An overlong line whose newline comes in a later read is skipped once; every line
+    after it, in that read and the next ones, comes through."""
+    framer = LineFramer(max_line=8)
+    assert framer.feed(b"x" * 20) == []  # over the cap: skipping to its newline
+    assert framer.feed(b"xx\nok1\n") == [b"ok1"]
+    assert framer.feed(b"ok2\n") == [b"ok2"]
+    assert framer.feed(b"o") == [] and framer.feed(b"k3\n") == [b"ok3"]
+    assert framer.overlong == 1
