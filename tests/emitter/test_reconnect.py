@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from numbat import Emitter
 from numbat.emitter.tcp import TCPTransport
+from numbat.emitter.transport import SendError
 from tests.helpers import StreamReceiver, wait_until
 
 
@@ -165,3 +166,40 @@ def test_udp_batch_refused_by_the_host_is_kept_and_sent_after_reconnect() -> Non
         receiver_up.set()
         receiver.close()
         em.close(1)
+
+
+class _FailsHalfwayOnce(TCPTransport):
+    delivered: list[bytes]
+    go: threading.Event
+
+    """The first send delivers two payloads of the batch and then fails (as a datagram
+    socket that gets ECONNREFUSED midway); later sends deliver everything."""
+
+    failed = False
+
+    def connect(self, timeout: float) -> None:
+        self.go.wait(timeout)  # the test queues the whole batch first
+
+    def send(self, payloads: Sequence[bytes]) -> None:
+        if not self.failed and len(payloads) > 2:
+            self.failed = True
+            self.delivered.extend(payloads[:2])
+            raise SendError(2, "refused midway")
+        self.delivered.extend(payloads)
+
+
+def test_a_batch_that_fails_midway_counts_what_went_and_resends_only_the_rest() -> None:
+    """SendError(sent=2): those two count as sent, the rest is put back and sent once."""
+    uri = "tcp://127.0.0.1:9"
+    transport = _FailsHalfwayOnce(uri, urlsplit(uri))
+    transport.delivered = []
+    transport.go = threading.Event()
+    em = Emitter(uri, app="h", backoff=lambda retries: 0.001, transport=transport)
+    for i in range(5):
+        em.metric("x", value=i)
+    transport.go.set()
+    assert em.flush(5)
+    values = [json.loads(p)["value"] for p in transport.delivered]
+    assert values == [0, 1, 2, 3, 4]
+    assert (em.sent, em.send_errors, sum(em.dropped.values())) == (5, 1, 0)
+    em.close(1)
