@@ -114,6 +114,7 @@ def test_timer_emits_elapsed_ms_as_context_manager_and_decorator() -> None:
     names = sorted(e["name"] for e in em.events)
     assert names == ["svc.block", "svc.call", "svc.call"]
     assert all(isinstance(e["value"], float) and e["value"] >= 0 for e in em.events)
+    assert sorted(e["kind"] for e in em.events) == ["cm", "deco", "deco"]  # fields kept
 
 
 def test_global_emitter_routes_numbat_metric() -> None:
@@ -165,3 +166,17 @@ def test_timer_value_is_in_milliseconds() -> None:
     # The timer runs inside the outer measurement, so the outer time bounds it above.
     assert 50 <= block <= block_ms, (block, block_ms)
     assert 50 <= call <= call_ms, (call, call_ms)
+
+
+def test_backlog_counts_bytes_across_take_putback_and_trim() -> None:
+    """nbytes stays the sum of what is queued through take/putback, a backlog exactly at
+    its byte cap keeps everything, and a trim reports every payload it dropped."""
+    backlog = Backlog(max_items=None, max_bytes=6)
+    assert (backlog.push(b"aaa"), backlog.push(b"bb")) == (0, 0)
+    batch = backlog.take(4)  # b"aaa" and b"bb": take goes past max_bytes by one payload
+    assert (batch, backlog.nbytes) == ([b"aaa", b"bb"], 0)
+    assert backlog.push(b"c") == 0
+    assert backlog.putback(batch) == 0  # 3 + 2 + 1 = 6 bytes: exactly the cap, all kept
+    assert (len(backlog), backlog.nbytes) == (3, 6)
+    assert backlog.push(b"dddd") == 2  # 10 bytes: the two oldest (aaa, bb) go
+    assert (backlog.take(100), backlog.nbytes) == ([b"c", b"dddd"], 0)
