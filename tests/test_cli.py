@@ -107,8 +107,13 @@ def test_emit_never_shows_a_password_or_token_of_its_uri() -> None:
         f"tcp://admin:pw-4e1b@127.0.0.1:{port}",
         f"ws://127.0.0.1:{port}/metrics?key=pw-4e1b",
         "bogus://u:pw-4e1b@h:1",
+        "tcp://u:pw-4e1b@127.0.0.1",
+        "tcp://u:pw-4e1b@127.0.0.1:99999",
+        "unix://u:pw-4e1b@/tmp/none.sock",
+        "tcp://u:pw-4e1b@[::1",
     ):
         result = _numbat("emit", "a", "--uri", uri, "--timeout", "0.5")
         assert result.returncode in (1, 2), result.stderr
         assert result.stderr, uri
         assert "pw-4e1b" not in result.stderr + result.stdout, result.stderr
+        assert "Traceback" not in result.stderr, result.stderr

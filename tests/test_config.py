@@ -255,6 +255,7 @@ def test_a_plug_in_path_naming_no_plug_in_exits_2(tmp_path: Path, command: str) 
     listener = "'collections:OrderedDict' is not a numbat.server.listeners.Listener subclass"
     assert f"collector.listen[0].type: {listener}" in (result.stderr)
     assert "Traceback" not in result.stderr and "listening" not in result.stderr
+    assert f"numbat: {path}: collector.listen[0].type" in result.stderr
 
 
 def test_check_missing_file(tmp_path: Path) -> None:
@@ -362,6 +363,10 @@ def test_listener_entries_are_checked_by_their_type(text: str, message: str) -> 
         (
             '[collector]\nlisten = ["tcp://admin:pw@127.0.0.1:1"]\n',
             "collector.listen[0].uri: 'tcp://admin:***@127.0.0.1:1': a listener takes no user",
+        ),
+        (
+            '[collector]\nlisten = ["unix://admin:pw@/tmp/x.sock"]\n',
+            "collector.listen[0].uri: 'unix://admin:***@/tmp/x.sock': a listener takes no user",
         ),
         (
             '[collector]\nlisten = [{uri = "unix:///x.sock", allow = ["10.0.0.0/8"]}]\n',

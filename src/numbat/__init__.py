@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from numbat.emitter.base import BaseEmitter, Emitter
-from numbat.event import Event
-
 if TYPE_CHECKING:
     from numbat.emitter.aio import AsyncEmitter
+    from numbat.emitter.base import BaseEmitter, Emitter
+    from numbat.event import Event
 
 __all__ = [
     "AsyncEmitter",
@@ -55,9 +54,15 @@ def metric(attrs: Any = None, /, **fields: Any) -> Event | None:
 
 
 def __getattr__(name: str) -> Any:
-    # AsyncEmitter imports asyncio, which sync services should not pay for.
+    # Loaded on first use (PEP 562): AsyncEmitter imports asyncio, which sync services
+    # should not pay for, and a command that only runs a daemon (numbat collector)
+    # should not pay for the emitter before it can set its signal handlers.
     if name == "AsyncEmitter":
         from numbat.emitter.aio import AsyncEmitter
 
         return AsyncEmitter
+    if name in ("Emitter", "BaseEmitter"):
+        from numbat.emitter import base
+
+        return getattr(base, name)
     raise AttributeError(f"module 'numbat' has no attribute {name!r}")

@@ -9,13 +9,20 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-import click
+# First thing, before click and the rest load: a SIGHUP (a reload, a logrotate
+# postrotate) that comes while a daemon command is still starting must not end it, as
+# SIGHUP's default would. A daemon's own handler replaces this once it runs. (Nothing
+# imports this module but the `numbat` command.)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
-from numbat.errors import ConfigError, EventError, NumbatError, URIError
+import click  # noqa: E402
+
+from numbat.errors import ConfigError, EventError, NumbatError, URIError  # noqa: E402
 
 EXIT_UNDELIVERED = 1
 EXIT_FAILED = 1
@@ -35,7 +42,7 @@ def check(config: Path) -> None:
     from numbat.collector.daemon import check_plugins
     from numbat.config import load
 
-    check_plugins(load(config))
+    check_plugins(load(config), str(config))
     click.echo(f"{config}: ok")
 
 
@@ -161,7 +168,6 @@ def collector(config_path: Path, log_level: str) -> None:
     SIGTERM/SIGINT drain the outputs and exit 0; SIGHUP reopens log files and reloads
     CONFIG (a config that fails validation keeps the running one).
     """
-    _ignore_hangups()
     from numbat._loop import run
     from numbat.collector.daemon import (
         Collector,
@@ -173,7 +179,7 @@ def collector(config_path: Path, log_level: str) -> None:
     from numbat.config import load
 
     config = load(config_path)
-    check_plugins(config)
+    check_plugins(config, str(config_path))
     _setup_logging(log_level)
     workers = config.collector.workers
     if workers > 1:
@@ -217,7 +223,6 @@ def up(
     data_dir: Path, influx: str | None, database: str, host: str, port: int, log_level: str
 ) -> None:
     """Run numbat on this machine: collector, storage and self-monitoring, no setup."""
-    _ignore_hangups()
     from numbat._loop import run
     from numbat.collector.daemon import Collector
     from numbat.up import UpSettings
@@ -229,15 +234,6 @@ def up(
     drained = run(Collector(config).run(ready=lambda: click.echo(settings.banner())))
     if not drained:
         click.echo("numbat up: stopped before every queued event was stored", err=True)
-
-
-def _ignore_hangups() -> None:
-    """A SIGHUP (a reload, a logrotate postrotate) that comes while a daemon is still
-    importing and loading its config must not end it, as SIGHUP's default would; the
-    daemon's own handler replaces this once it runs."""
-    import signal
-
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _setup_logging(level: str) -> None:

@@ -83,7 +83,12 @@ class ListenerConfig(Section):
     first_process_only: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        self._check_address(_split_uri("uri", self.uri))
+        parts = _split_uri("uri", self.uri)
+        if parts.username is not None or parts.password is not None:
+            # Its URI names a listener in logs and metrics: no secret may be in it.
+            shown = redact_url(self.uri)
+            raise ValueError(f"uri: {shown!r}: a listener takes no user:password@ (see token)")
+        self._check_address(parts)
         _positive(self, "max_connections", "max_line_bytes")
         _not_negative(self, "idle_timeout")
         for i, net in enumerate(self.allow):
@@ -93,11 +98,7 @@ class ListenerConfig(Section):
                 raise ValueError(f"allow[{i}]: {net!r} is not an IP network") from None
 
     def _check_address(self, parts: SplitResult) -> None:
-        """An inet listener needs a host and a port, and no ``user:password@`` (a
-        listener's URI names it in logs and metrics); subclasses say otherwise."""
-        if parts.username is not None or parts.password is not None:
-            shown = redact_url(self.uri)
-            raise ValueError(f"uri: {shown!r}: a listener takes no user:password@ (see token)")
+        """An inet listener needs a host and a port; subclasses say otherwise."""
         if not parts.hostname or parts.port is None:
             raise ValueError(f"uri: {redact_url(self.uri)!r} needs a host and a port")
 

@@ -8,6 +8,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.collector.conftest import (
     LOOPBACK,
     Daemon,
@@ -151,16 +153,20 @@ def test_a_reload_that_breaks_in_a_plug_in_or_changes_workers_keeps_everything(
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
-def test_a_port_shared_by_another_collector_stops_startup(short_dir: Path) -> None:
+@pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_DGRAM], ids=["tcp", "udp"])
+def test_a_port_shared_by_another_collector_stops_startup(short_dir: Path, kind: int) -> None:
     """Another process holding the port with SO_REUSEPORT (as a second collector with
     workers would): exit 1 before any worker forks, rather than silently sharing it."""
-    with socket.socket() as holder:
+    scheme = "tcp" if kind == socket.SOCK_STREAM else "udp"
+    with socket.socket(socket.AF_INET, kind) as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         holder.bind((LOOPBACK, 0))
-        holder.listen(1)
+        if kind == socket.SOCK_STREAM:
+            holder.listen(1)
         cfg = short_dir / "numbat.toml"
-        cfg.write_text(_config(short_dir, holder.getsockname()[1]))
+        port = holder.getsockname()[1]
+        cfg.write_text(toml([f"{scheme}://{LOOPBACK}:{port}"], [], workers=2))
         result = run_collector(cfg)
     assert result.returncode == 1, result.stderr
-    assert "numbat: cannot listen on tcp://" in result.stderr
+    assert f"numbat: cannot listen on {scheme}://" in result.stderr
     assert "collector listening on" not in result.stderr

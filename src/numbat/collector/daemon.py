@@ -128,7 +128,7 @@ class Collector(Daemon):
             return
         try:
             config = self._load()
-            check_plugins(config)
+            check_plugins(config, "reloaded config")
         except ConfigError as exc:
             log.error("config reload failed, keeping the running config: %s", exc)
             return
@@ -169,6 +169,8 @@ class Collector(Daemon):
                     await self._add_listener(lc)
                 except ListenError as exc:
                     errors.append(str(exc))
+                else:
+                    log.info("collector listening on %s (added)", uri)
         if errors:
             raise ReloadError("; ".join(errors))
         log.info("config reloaded")
@@ -259,7 +261,7 @@ def _described(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def check_plugins(config: Config) -> None:
+def check_plugins(config: Config, source: str = "<config>") -> None:
     """Import every listener and output class the config names, as the collector will.
 
     Raises :class:`~numbat.errors.ConfigError` naming the key when an import path names
@@ -278,7 +280,7 @@ def check_plugins(config: Config) -> None:
         try:
             resolve(kind)
         except (TypeError, ImportFromStringError) as exc:
-            raise ConfigError(f"{key}: {exc}") from None
+            raise ConfigError(f"{source}: {key}: {exc}") from None
 
 
 def check_addresses(config: Config) -> None:
@@ -295,7 +297,8 @@ def check_addresses(config: Config) -> None:
             continue  # port 0: the kernel picks a free one
         family = socket.AF_INET6 if ":" in (parts.hostname or "") else socket.AF_INET
         with socket.socket(family, kind[lc.kind]) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+            if kind[lc.kind] == socket.SOCK_STREAM:  # TIME_WAIT is fine; for UDP it
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # would share
             try:
                 probe.bind((parts.hostname, parts.port))
             except OSError as exc:
@@ -316,7 +319,7 @@ def check_reload(path: Path, workers: int) -> None:
     valid for another count, e.g. one adding a sqlite output, must not reach N workers).
     Raises :class:`~numbat.errors.ConfigError`."""
     config = load(path)
-    check_plugins(config)
+    check_plugins(config, str(path))
     if config.collector.workers != workers:
         raise ConfigError(
             f"{path}: collector.workers: changed from {workers} to "

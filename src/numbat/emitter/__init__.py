@@ -36,7 +36,10 @@ def make_transport(uri: str) -> Transport:
     """Build the transport for ``uri``, or raise URIError naming the supported schemes."""
     if not isinstance(uri, str):
         raise URIError(f"destination uri must be a string, got {type(uri).__name__}")
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # e.g. an unclosed [ipv6 address
+        raise URIError(f"malformed destination uri {redact_url(uri)!r}: {exc}") from None
     target = SCHEMES.get(parts.scheme.lower())
     if target is None:
         allowed = ", ".join(f"{s}:" for s in SCHEMES)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import SplitResult
 
 from numbat._encode import dumps
+from numbat._redact import redact_url
 from numbat.errors import URIError
 from numbat.event import Event
 
@@ -158,10 +159,11 @@ def host_port(uri: str, parts: SplitResult) -> tuple[str, int]:
     try:
         port = parts.port
     except ValueError:
-        raise URIError(f"bad port in destination uri {uri!r}") from None
+        raise URIError(f"bad port in destination uri {redact_url(uri)!r}") from None
     if not parts.hostname or port is None:
         raise URIError(
-            f"destination uri {uri!r} needs a host and a port, e.g. tcp://127.0.0.1:3333"
+            f"destination uri {redact_url(uri)!r} needs a host and a port, "
+            "e.g. tcp://127.0.0.1:3333"
         )
     return parts.hostname, port
 

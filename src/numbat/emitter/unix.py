@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from urllib.parse import SplitResult
 
+from numbat._redact import redact_url
 from numbat.emitter.transport import SocketTransport
 from numbat.errors import URIError
 
@@ -24,7 +25,7 @@ class UnixTransport(SocketTransport):
         super().__init__(uri, parts)
         if not parts.path or parts.netloc:
             raise URIError(
-                f"destination uri {uri!r} needs an absolute socket path, "
+                f"destination uri {redact_url(uri)!r} needs an absolute socket path, "
                 "e.g. socket:/run/numbat.sock or unix:///run/numbat.sock"
             )
         self._path = parts.path
