@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from numbat.store.sqlite import SQLiteStore
 from numbat.up import UpSettings
@@ -101,3 +102,75 @@ def test_banner_never_shows_the_influx_password() -> None:
     banner = UpSettings(influx="http://admin:pw-51d0@127.0.0.1:8086").banner()
     assert "pw-51d0" not in banner
     assert "http://admin:***@127.0.0.1:8086" in banner
+
+
+def test_banner_shows_commands_as_the_user_runs_numbat() -> None:
+    """From a checkout the banner's example says ./dev/numbat, which is on no PATH."""
+    assert "./dev/numbat emit deploy.done" in UpSettings().banner("./dev/numbat")
+    assert "  numbat emit deploy.done" in UpSettings().banner()
+
+
+def test_a_config_file_adds_to_up_and_keeps_its_own_settings(tmp_path: Path) -> None:
+    """up -c: the file's outputs and sqlite retention stay, up adds what it lacks."""
+    file: dict[str, Any] = {
+        "collector": {
+            "outputs": [
+                {"type": "logfile", "path": str(tmp_path / "ev.jsonl")},
+                {"type": "sqlite", "retention_days": 30},
+            ],
+            "stats_interval": 2.0,
+        }
+    }
+    cfg = UpSettings(data_dir=tmp_path).config(file)
+    assert [(o.type, getattr(o, "retention_days", None)) for o in cfg.collector.outputs] == [
+        ("logfile", None),
+        ("sqlite", 30.0),
+    ]
+    assert cfg.collector.outputs[1].path == str(tmp_path / "numbat.db")  # up's, under --data-dir
+    assert len(cfg.collector.listeners) == 3 and cfg.collector.stats_interval == 2.0
+    assert file["collector"]["outputs"][1] == {
+        "type": "sqlite",
+        "retention_days": 30,
+    }  # not changed
+
+
+def test_options_given_on_the_command_line_override_the_file(tmp_path: Path) -> None:
+    """--port replaces the file's tcp and udp listeners (its unix one stays); --influx
+    and --data-dir set the file's influxdb output's urls and spool."""
+    file = {
+        "collector": {
+            "listen": ["tcp://0.0.0.0:1", "unix:///tmp/a.sock"],
+            "outputs": [{"type": "influxdb", "urls": ["http://old:8086"], "batch_size": 100}],
+        }
+    }
+    settings = UpSettings(data_dir=tmp_path, port=4000, influx="http://new:8086")
+    cfg = settings.config(file, given=["port", "influx", "data_dir"])
+    assert [lc.uri for lc in cfg.collector.listeners] == [
+        "tcp://127.0.0.1:4000",
+        "udp://127.0.0.1:4000",
+        "unix:///tmp/a.sock",
+    ]
+    (output,) = cfg.collector.outputs
+    assert (output.urls, output.batch_size) == (["http://new:8086"], 100)
+    assert output.spool_dir == str(tmp_path / "spool")
+    without = settings.config(file)  # nothing given: the file wins
+    assert [lc.uri for lc in without.collector.listeners] == [
+        "tcp://0.0.0.0:1",
+        "unix:///tmp/a.sock",
+    ]
+
+
+def test_up_with_a_bad_config_file_exits_2_naming_the_key(tmp_path: Path) -> None:
+    """numbat up -c with an invalid file: exit 2, the file and key named, nothing started."""
+    bad = tmp_path / "numbat.toml"
+    bad.write_text('[[collector.outputs]]\ntype = "sqlite"\nretention_days = 0\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "numbat", "up", "-c", str(bad), "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"{bad}: collector.outputs[0].retention_days: must be positive" in result.stderr
+    assert "numbat is up" not in result.stdout

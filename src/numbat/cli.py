@@ -214,24 +214,51 @@ def collector(config_path: Path, log_level: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=3333, show_default=True, help="tcp and udp port.")
 @click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A numbat.toml to start from (retention, more outputs, listeners); "
+    "the options given here override it.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
+@click.pass_context
 def up(
-    data_dir: Path, influx: str | None, database: str, host: str, port: int, log_level: str
+    ctx: click.Context,
+    data_dir: Path,
+    influx: str | None,
+    database: str,
+    host: str,
+    port: int,
+    config_path: Path | None,
+    log_level: str,
 ) -> None:
     """Run numbat on this machine: collector, storage and self-monitoring, no setup."""
     from numbat._loop import run
-    from numbat.collector.daemon import Collector
+    from numbat.collector.daemon import Collector, check_plugins
+    from numbat.config import read
     from numbat.up import UpSettings
 
     settings = UpSettings(data_dir=data_dir, host=host, port=port, influx=influx, database=database)
-    config = settings.config()
+    given = [
+        name
+        for name in ("data_dir", "influx", "database", "host", "port")
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    if config_path is None:
+        config = settings.config(given=given)
+    else:
+        config = settings.config(read(config_path), source=str(config_path), given=given)
+        check_plugins(config, str(config_path))
     data_dir.mkdir(parents=True, exist_ok=True)
     _setup_logging(log_level)
-    drained = run(Collector(config).run(ready=lambda: click.echo(settings.banner())))
+    command = os.environ.get("NUMBAT_COMMAND", "numbat")
+    drained = run(Collector(config).run(ready=lambda: click.echo(settings.banner(command))))
     if not drained:
         click.echo("numbat up: stopped before every queued event was stored", err=True)
 

@@ -448,6 +448,13 @@ class Config(Section):
 
 def load(path: str | Path) -> Config:
     """Read and validate a TOML config file."""
+    return from_dict(read(path), source=str(path))
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a mapping, not validated yet (``numbat up -c`` adds to it first).
+
+    Raises :class:`ConfigError` when it cannot be read or is not TOML."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -455,16 +462,19 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
-    return loads(text, source=str(path))
+    return _parse(text, str(path))
 
 
 def loads(text: str, *, source: str = "<config>") -> Config:
     """Validate TOML text; ``source`` prefixes error messages."""
+    return from_dict(_parse(text, source), source=source)
+
+
+def _parse(text: str, source: str) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    return from_dict(raw, source=source)
 
 
 def from_dict(raw: dict[str, Any], *, source: str = "<config>") -> Config:

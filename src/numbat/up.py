@@ -8,9 +8,12 @@ they land.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from numbat._redact import redact_url
 from numbat.config import Config, from_dict
@@ -37,18 +40,63 @@ class UpSettings:
     def socket_path(self) -> Path:
         return self.data_dir.absolute() / "collector.sock"
 
-    def config(self) -> Config:
-        """The validated configuration ``numbat up`` runs."""
-        collector: dict[str, Any] = {
-            "listen": [
-                f"tcp://{self.host}:{self.port}",
-                f"udp://{self.host}:{self.port}",
-                f"unix://{self.socket_path}",
-            ],
-            "outputs": [self._storage()],
-            "stats_interval": 10.0,
-        }
-        return from_dict({"collector": collector}, source="numbat up")
+    def config(
+        self,
+        file: dict[str, Any] | None = None,
+        *,
+        source: str = "numbat up",
+        given: Iterable[str] = (),
+    ) -> Config:
+        """The validated configuration ``numbat up`` runs.
+
+        ``file``: a config file's mapping (``numbat up -c``) to start from. Its
+        ``[collector]`` keeps its own keys; it gets ``numbat up``'s listeners if it has
+        no ``listen``, and the storage output unless it has one of that type already
+        (so a file can set the sqlite output's ``retention_days``). ``given`` names the
+        options set on the command line (``host``, ``port``, ``influx``, ``database``,
+        ``data_dir``), which override the file: ``host``/``port`` replace its tcp and
+        udp listeners, the others the storage output's keys. Raises ConfigError.
+
+        >>> file = {"collector": {"outputs": [{"type": "sqlite", "retention_days": 30}]}}
+        >>> cfg = UpSettings(data_dir=Path("/tmp/n")).config(file)
+        >>> [(o.type, o.retention_days) for o in cfg.collector.outputs]
+        [('sqlite', 30.0)]
+        """
+        raw = copy.deepcopy(file) if file else {}
+        collector = raw.setdefault("collector", {})
+        if not isinstance(collector, dict):
+            return from_dict(raw, source=source)  # let validation name the problem
+        given = set(given)
+        collector.setdefault("stats_interval", 10.0)
+        self._listen(collector, replace_inet=bool(given & {"host", "port"}))
+        self._outputs(collector, given)
+        return from_dict(raw, source=source)
+
+    def _listen(self, collector: dict[str, Any], *, replace_inet: bool) -> None:
+        ours = [f"tcp://{self.host}:{self.port}", f"udp://{self.host}:{self.port}"]
+        if "listen" not in collector:
+            collector["listen"] = [*ours, f"unix://{self.socket_path}"]
+        elif replace_inet and isinstance(collector["listen"], list):
+            kept = [e for e in collector["listen"] if _scheme(e) not in ("tcp", "udp")]
+            collector["listen"] = [*ours, *kept]
+
+    def _outputs(self, collector: dict[str, Any], given: set[str]) -> None:
+        outputs = collector.setdefault("outputs", [])
+        if not isinstance(outputs, list):
+            return
+        storage = self._storage()
+        same = [o for o in outputs if isinstance(o, dict) and o.get("type") == storage["type"]]
+        if not same:
+            outputs.append(storage)
+            return
+        for key, val in storage.items():  # what the file's output leaves out: up's
+            same[0].setdefault(key, val)
+        flags = {"influx": "urls", "database": "database", "data_dir": "path"}
+        if storage["type"] == "influxdb":
+            flags["data_dir"] = "spool_dir"
+        for flag, key in flags.items():
+            if flag in given and key in storage:
+                same[0][key] = storage[key]
 
     def _storage(self) -> dict[str, Any]:
         if self.influx is None:
@@ -60,8 +108,9 @@ class UpSettings:
             "spool_dir": str(self.data_dir / "spool"),
         }
 
-    def banner(self) -> str:
-        """What to tell the person who started it."""
+    def banner(self, command: str = "numbat") -> str:
+        """What to tell the person who started it; ``command`` is how they run numbat
+        (``./dev/numbat`` from a checkout)."""
         storage = (
             f"InfluxDB at {redact_url(self.influx)}, database {self.database!r} "
             f"(spool in {self.data_dir / 'spool'})"
@@ -74,7 +123,15 @@ class UpSettings:
                 f"  send metrics to  tcp://{self.host}:{self.port}  udp://{self.host}:{self.port}",
                 f"                   socket:{self.socket_path}",
                 f"  storing them in  {storage}",
-                "  e.g.  numbat emit deploy.done --app web",
+                f"  e.g.  {command} emit deploy.done --app web",
                 "  stop with Ctrl-C",
             ]
         )
+
+
+def _scheme(entry: Any) -> str:
+    uri = entry.get("uri") if isinstance(entry, dict) else entry
+    try:
+        return urlsplit(uri).scheme if isinstance(uri, str) else ""
+    except ValueError:
+        return ""
