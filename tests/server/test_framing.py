@@ -251,3 +251,21 @@ def test_after_skipping_an_overlong_line_the_framer_reads_normally_again() -> No
     assert framer.feed(b"ok2\n") == [b"ok2"]
     assert framer.feed(b"o") == [] and framer.feed(b"k3\n") == [b"ok3"]
     assert framer.overlong == 1
+
+
+def test_lines_orjson_refuses_get_the_event_models_reasons_and_good_ones_are_kept() -> None:
+    """Over the wire, as in numbat.event.parse: a lone surrogate is not_utf8, 1e400 and NaN
+    are bad_value (not bad_json), and an event orjson cannot read but the event model
+    can (an integer past 64 bits in an extra field) is kept."""
+    lines = [
+        b'{"name":"a","s":"\\ud800"}',
+        b'{"name":"a","value":1e400}',
+        b'{"name":"a","value":NaN}',
+        b'{"name":"big","n":123456789012345678901234567890,"time":7}',
+        b"{nope",
+        b"\xff\xfe",
+    ]
+    reasons: list[str] = []
+    events = parse_lines(lines, lambda reason, message, sample: reasons.append(reason))
+    assert reasons == ["not_utf8", "bad_value", "bad_value", "bad_json", "not_utf8"]
+    assert [(e["name"], e["time"]) for e in events] == [("big", 7)]

@@ -17,7 +17,7 @@ from orjson import JSONDecodeError as _JSONError
 from orjson import loads as _loads
 
 from numbat.errors import EventError
-from numbat.event import Event, normalize, now_ms
+from numbat.event import Event, normalize, now_ms, parse
 
 Reject = Callable[[str, str, bytes], None]
 """``reject(reason, message, sample)``: count and (rate-limited) log one bad input."""
@@ -119,8 +119,8 @@ def parse_lines(
         try:
             obj = _loads(line)
         except _JSONError:
-            if line.strip():
-                _reject_json(line, reject)
+            if line.strip() and (event := _parse_strictly_rejected(line, reject, clock)):
+                append(event)
             continue
         if type(obj) is not dict:
             reject("not_object", f"expected a JSON object, got {type(obj).__name__}", line)
@@ -132,10 +132,16 @@ def parse_lines(
     return events
 
 
-def _reject_json(line: bytes, reject: Reject) -> None:
+def _parse_strictly_rejected(line: bytes, reject: Reject, clock: Callable[[], int]) -> Event | None:
+    """A line orjson refused, parsed again by the event model's own reader.
+
+    orjson refuses some JSON that :func:`numbat.event.parse` reads and then judges (a
+    lone surrogate escape ``"\\ud800"``, a number such as ``1e400``): that reader gives
+    each line the reason docs/events.md names (``not_utf8``, ``bad_value``), the same
+    as every other path into the event model. Only bad lines pay for it.
+    """
     try:
-        line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        reject("not_utf8", f"not valid UTF-8 at byte {exc.start}", line)
-        return
-    reject("bad_json", "not valid JSON", line)
+        return parse(line, clock=clock)
+    except EventError as exc:
+        reject(exc.reason, str(exc), line)
+        return None

@@ -523,6 +523,28 @@ def test_5xx_is_retried_until_stored(tmp_path: Path) -> None:
     assert attempts == [1, 2]
 
 
+def test_a_server_back_after_failures_is_logged_once_and_again_when_caught_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After 503s: one INFO line when the server takes batches again, one when the spool
+    has drained (an operator sees the outage end, not only begin)."""
+    caplog.set_level(logging.INFO, logger="numbat.collector.outputs.influxdb")
+
+    async def main() -> None:
+        async with scripted_influx(503, 503) as server:
+            options = _options([server.url], tmp_path, create_database=False)
+            output = InfluxDBOutput(options, backoff=lambda attempt: 0.0)
+            await output.start()
+            await _send(output, _events(50), 50)
+            await output.close()
+
+    asyncio.run(main())
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    again = [m for m in messages if "writing again after 2 failed attempts" in m]
+    drained = [m for m in messages if "caught up, the spool is drained" in m]
+    assert len(again) == 1 and len(drained) == 1, messages
+
+
 def test_dropped_database_is_created_again(influx_db: InfluxDatabase, tmp_path: Path) -> None:
     """A database dropped while the output runs is created again by the next batch's 404."""
     options = _options([influx_db.server.url], tmp_path, database=influx_db.name)

@@ -106,6 +106,7 @@ class SpoolSender:
         self._loop: asyncio.AbstractEventLoop | None = None  # the sender's
         self._thread: threading.Thread | None = None
         self._current = 0  # failover: the server that took the last batch goes first
+        self._catching_up = False  # a server failed and its spool has not drained since
         # The spool is not thread-safe: every call goes through this one thread, in order.
         self._io = ThreadPoolExecutor(1, thread_name_prefix=f"numbat-spool-{self.name}")
 
@@ -205,6 +206,7 @@ class SpoolSender:
                 # Each trip to the spool's thread waits for a turn of a busy loop:
                 # acknowledge and take the next batch in one.
                 record = await self.io(self._ack_and_peek, record.id)
+                self._recovered(attempt, drained=record is None)
                 attempt = 0
                 continue
             attempt += 1
@@ -213,6 +215,20 @@ class SpoolSender:
             # struggling server would be retried at the rate events come in.
             await asyncio.sleep(self._backoff(attempt))
             record = None  # peek again: the spool may have dropped it to make room
+
+    def _recovered(self, failed: int, *, drained: bool) -> None:
+        """Say when a server takes batches again, and when it has caught up."""
+        if failed:
+            self._catching_up = True
+            log.info(
+                "influxdb %s: writing again after %d failed attempts; %d points spooled",
+                self.name,
+                failed,
+                self.spool.pending_points,
+            )
+        if drained and self._catching_up:
+            self._catching_up = False
+            log.info("influxdb %s: caught up, the spool is drained", self.name)
 
     async def _deliver(self, payload: bytes, points: int) -> bool:
         """Post one batch; True when it is settled (stored, or refused for good)."""
