@@ -20,6 +20,7 @@ from numbat.config import OutputConfig
 from tests.collector.conftest import (
     LOOPBACK,
     MEMORY,
+    SELF_PREFIX,
     Daemon,
     address,
     config,
@@ -511,5 +512,59 @@ def test_a_failing_stats_reader_leaves_the_heartbeat_and_the_rest() -> None:
             await until(lambda: len(mem.own("heartbeat")) >= 2, what="two heartbeats")
             await until(lambda: bool(mem.own("stats_errors")), what="stats_errors counted")
             assert await collector.stop() is True
+
+    asyncio.run(main())
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def test_sigterm_reads_what_clients_already_sent(short_dir: Path, daemons: list[Daemon]) -> None:
+    """100,000 events written and the connection closed, SIGTERM at once: every event
+    the kernel had received is read, written out, and the exit is 0."""
+    port = _free_tcp_port()
+    log = short_dir / "events.jsonl"
+    daemon = start(
+        daemons,
+        short_dir,
+        toml([f"tcp://{LOOPBACK}:{port}"], [{"type": "logfile", "path": str(log)}]),
+    )
+    total = 100_000
+    payload = events(0, total)
+    with socket.create_connection((LOOPBACK, port)) as sock:
+        sock.sendall(payload)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(60) == 0, daemon.stderr()
+    assert traffic(log) == list(range(total))
+
+
+def test_the_final_report_counts_what_shutdown_could_not_write() -> None:
+    """Events a stuck output still held at stop are counted dropped (shutdown) in the last
+    report, which the other outputs receive before they close."""
+
+    async def main() -> None:
+        outputs = [{"type": GATE, "name": "gate"}, {"type": MEMORY, "name": "mem"}]
+        collector = Collector(config([TCP], outputs), hostname="h")
+        async with started(collector):
+            mem = memory(collector)
+            gate = collector.queues["gate"].output
+            assert isinstance(gate, GateOutput)
+            for first in (0, 10, 20):  # three batches: one stuck in a write, two waiting
+                sock = await tcp_connect(address(collector, "tcp"))
+                await send(sock, events(first, first + 10))
+                sock.close()
+                want = first + 10
+                await until(lambda: len(mem.traffic()) == want, what="the batch")  # noqa: B023
+            assert await collector.stop(drain_timeout=0.2) is False
+            shutdown = [e for e in mem.own("dropped") if e.get("reason") == "shutdown"]
+            assert [(e["output"], e["value"]) for e in shutdown] == [("gate", 20)]
+            # The write in progress (10), and the report queued behind it, are cut after
+            # the report: counted and logged, not reported.
+            report = [e for e in mem.events if str(e["name"]).startswith(SELF_PREFIX)]
+            dropped = collector.stats.get("dropped", output="gate", reason="shutdown")
+            assert dropped == 30 + len(report)
 
     asyncio.run(main())

@@ -370,3 +370,30 @@ def test_batch_encodes_ndjson_once_for_all_outputs() -> None:
     assert first == b'{"name":"a","value":1}\n{"name":"b","value":2.5,"ok":true}\n'
     assert batch.ndjson is first
     assert len(Batch.merge([batch, Batch([{"name": "c"}])])) == 3
+
+
+def test_the_daemons_own_figures_take_the_reserved_room_of_a_full_queue() -> None:
+    """A full queue still takes a self-monitoring report (reserved), never counting it as
+    queue_full; the data after it is dropped as before."""
+
+    async def main() -> None:
+        stats = Stats("h", "numbat.collector")
+        out = GateOutput(OutputConfig(type="gate"))
+        queue = OutputQueue("gate", out, max_events=10, stats=stats)
+        fanout = Fanout()
+        fanout.queues["gate"] = queue
+        await queue.start()
+        fanout.submit(events(0, 10))
+        fanout.flush()
+        fanout.submit_reserved(events(100, 3))  # the report
+        assert queue.queued == 13
+        assert stats.get("dropped", output="gate", reason="queue_full") == 0
+        fanout.submit(events(10, 2))
+        fanout.flush()
+        assert stats.get("dropped", output="gate", reason="queue_full") == 2
+        out.gate.set()
+        assert await queue.drain(5)
+        assert values(out.batches) == [*range(10), 100, 101, 102]
+        await queue.stop()
+
+    asyncio.run(main())

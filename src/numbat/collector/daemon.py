@@ -24,12 +24,13 @@ from numbat.config import CollectorConfig, Config, ListenerConfig, OutputConfig,
 from numbat.errors import ConfigError, NumbatError
 from numbat.server import ProcessContext
 from numbat.server.lifecycle import Daemon, serve
-from numbat.server.listeners import Limits, Listener, listener_class
+from numbat.server.listeners import QUIET, Limits, Listener, listener_class
 from numbat.server.stats import Stats
 
 log = logging.getLogger(__name__)
 
 STATS_PREFIX = "numbat.collector"
+FINAL_REPORT_WAIT = 1.0  # seconds the last report may take to be written at shutdown
 
 
 class ListenError(NumbatError):
@@ -94,20 +95,42 @@ class Collector(Daemon):
         self.queues.clear()
 
     async def stop(self, drain_timeout: float | None = None) -> bool:
-        """Stop accepting, drain outputs within the timeout, close; True if all drained."""
+        """Stop accepting; read what connected peers already sent; drain the outputs;
+        write a last self-monitoring report (losses at shutdown included); close.
+
+        ``drain_timeout`` (seconds; the config's by default) bounds the reading and the
+        draining together. True if every event received was written.
+        """
+        loop = asyncio.get_running_loop()
+        timeout = self.config.drain_timeout if drain_timeout is None else drain_timeout
+        deadline = loop.time() + timeout
         if self._reporter is not None:
             self._reporter.cancel()
+        await self._read_to_the_end(deadline)
         for listener in list(self.listeners.values()):
             await listener.stop()
         self.listeners.clear()
-        self.fanout.submit(self.stats.report(self.config.stats_interval))
-        await asyncio.sleep(0)  # let the fan-out hand the last batch to the queues
-        timeout = self.config.drain_timeout if drain_timeout is None else drain_timeout
+        self.fanout.flush()
         queues = list(self.queues.values())
-        drained = all(await asyncio.gather(*(q.drain(timeout) for q in queues)))
+        left = max(deadline - loop.time(), 0.0)
+        drained = all(await asyncio.gather(*(q.drain(left) for q in queues)))
+        for queue in queues:
+            queue.abandon()  # counted before the report, so the report says so
+        self.fanout.submit_reserved(self.stats.report(self.config.stats_interval))
+        await asyncio.gather(*(q.drain(FINAL_REPORT_WAIT) for q in queues))
         await asyncio.gather(*(q.stop() for q in queues))
         self.queues.clear()
         return drained
+
+    async def _read_to_the_end(self, deadline: float) -> None:
+        """Stop accepting, then keep reading until no peer has sent anything for a
+        moment (all the kernel held is read) or the deadline."""
+        listeners = list(self.listeners.values())
+        for listener in listeners:
+            await listener.stop_accepting()
+        loop = asyncio.get_running_loop()
+        while loop.time() < deadline and any(listener.busy() for listener in listeners):
+            await asyncio.sleep(QUIET / 2)
 
     async def shutdown(self) -> bool:
         log.info("stopping: draining outputs for up to %ss", self.config.drain_timeout)
@@ -254,7 +277,7 @@ class Collector(Daemon):
     async def _report_loop(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            self.fanout.submit(self.stats.report(interval))
+            self.fanout.submit_reserved(self.stats.report(interval))
 
 
 def _described(exc: BaseException) -> str:

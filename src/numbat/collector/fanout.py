@@ -47,10 +47,15 @@ class OutputQueue:
         await self.output.start()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.label)
 
-    def offer(self, batch: Batch) -> None:
-        """Queue ``batch``; what does not fit in the queue is dropped and counted."""
+    def offer(self, batch: Batch, *, reserved: bool = False) -> None:
+        """Queue ``batch``; what does not fit in the queue is dropped and counted.
+
+        ``reserved``: the daemon's own figures, which take the reserved room past
+        ``max_events`` (a report is small and periodic): a full queue must not hide the
+        very counts that say it is dropping.
+        """
         room = self.max_events - self.queued
-        if len(batch) > room:
+        if len(batch) > room and not reserved:
             # Keep the part that fits: a batch bigger than the whole queue must not be
             # lost entirely by an output that is keeping up.
             kept = max(room, 0)
@@ -71,6 +76,17 @@ class OutputQueue:
         except TimeoutError:
             return False
         return True
+
+    def abandon(self) -> int:
+        """Shutdown, after the drain: drop what is still waiting (not a write in
+        progress), counted as ``shutdown`` now, so the final report can say so."""
+        lost = sum(len(batch) for batch in self._queue)
+        if lost:
+            self._queue.clear()
+            self.queued -= lost
+            self._stats.count("dropped", lost, output=self.label, reason="shutdown")
+            log.warning("output %s: %d events not written at shutdown", self.label, lost)
+        return lost
 
     async def stop(self) -> None:
         """Cancel the task and close the output; what is still queued is counted as dropped."""
@@ -157,6 +173,18 @@ class Fanout:
         elif not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+
+    def submit_reserved(self, events: list[Event]) -> None:
+        """The daemon's own figures: handed over now, after the data before them,
+        taking the queues' reserved room (see :meth:`OutputQueue.offer`)."""
+        self._flush()
+        batch = Batch(events)
+        for queue in self.queues.values():
+            queue.offer(batch, reserved=True)
+
+    def flush(self) -> None:
+        """Hand what this loop turn collected to the queues now."""
+        self._flush()
 
     def _flush(self) -> None:
         self._scheduled = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ Sink = Callable[[list[Event]], None]
 log = logging.getLogger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+QUIET = 0.05
+"""Seconds without a read after which a listener has read all its peers sent: the
+event loop reads every ready socket each turn, so a socket silent this long while the
+loop ran has nothing left in the kernel's buffer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,8 @@ class Listener(ABC):
     """
 
     Options: ClassVar[type[ListenerConfig]] = ListenerConfig
+    #: ``time.monotonic()`` of the last bytes read from any peer (0: none yet).
+    last_read: float = 0.0
 
     def __init__(
         self,
@@ -99,6 +107,14 @@ class Listener(ABC):
     @abstractmethod
     async def stop(self) -> None:
         """Stop accepting and close every connection."""
+
+    async def stop_accepting(self) -> None:
+        """Shutdown, first step: take no new peers, keep reading those already in, so
+        what they sent before the stop is not lost (see :meth:`busy`)."""
+
+    def busy(self) -> bool:
+        """True while peers may still have unread bytes: a read within :data:`QUIET`."""
+        return time.monotonic() - self.last_read < QUIET
 
     def admit(self, peer: Any) -> bool:
         """Check the allow-list; count and log a refused peer."""

@@ -39,7 +39,7 @@ class StreamProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
-        self.last_read = time.monotonic()
+        self.last_read = self.listener.last_read = time.monotonic()
         framer = self.framer
         overlong = framer.overlong
         lines = framer.feed(data)
@@ -117,14 +117,22 @@ class StreamListener(Listener):
     async def _serve(self) -> asyncio.Server:
         """Bind the server whose connections :meth:`protocol` serves."""
 
+    async def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()  # the listening socket only: open connections go on
+
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self.server is not None:
-            self.server.close()
-        for proto in list(self.connections):
-            if proto.transport is not None:
-                proto.transport.close()
+        await self.stop_accepting()
+        cut = [p for p in self.connections if p.transport is not None]
+        if cut:
+            # Peers still connected at the end of the drain: what they send from now
+            # on, or what the kernel still holds for them, is not read.
+            self.stats.count("closed_at_shutdown", len(cut), listener=self.label)
+        for proto in cut:
+            assert proto.transport is not None
+            proto.transport.close()
         if self.server is not None:
             await self.server.wait_closed()
 

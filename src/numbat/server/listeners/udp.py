@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +33,7 @@ class _Datagrams(asyncio.DatagramProtocol):
     def _process(self) -> None:
         pending, self._pending = self._pending, []
         listener = self.listener
+        listener.last_read = time.monotonic()
         events: list[Event] = []
         for data, addr in pending:
             if listener.has_allow_list and not listener.admit(addr):

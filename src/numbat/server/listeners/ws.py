@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -62,7 +63,13 @@ class WebSocketListener(Listener):
             reuse_port=self.reuse_port or None,
         )
 
+    async def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close(close_connections=False)
+
     async def stop(self) -> None:
+        if self.connections:
+            self.stats.count("closed_at_shutdown", len(self.connections), listener=self.label)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -100,6 +107,7 @@ class WebSocketListener(Listener):
         try:
             while True:
                 message = await asyncio.wait_for(conn.recv(), idle)
+                self.last_read = time.monotonic()
                 data = message.encode() if isinstance(message, str) else message
                 self.receive_message(data, peer)
         except TimeoutError:
