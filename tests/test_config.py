@@ -258,6 +258,18 @@ def test_a_plug_in_path_naming_no_plug_in_exits_2(tmp_path: Path, command: str) 
     assert f"numbat: {path}: collector.listen[0].type" in result.stderr
 
 
+def test_check_knows_a_collector_section_needs_an_output(tmp_path: Path) -> None:
+    """numbat check: a [collector] with no output is an error; a file with no
+    [collector] (for numbat emit, say) needs none."""
+    path = tmp_path / "numbat.toml"
+    path.write_text('[collector]\nlisten = ["tcp://127.0.0.1:3333"]\n', encoding="utf-8")
+    result = run_check(path)
+    assert result.returncode == 2
+    assert f"{path}: collector.outputs: none" in result.stderr
+    path.write_text('[emitter]\nuri = "udp://127.0.0.1:3333"\n', encoding="utf-8")
+    assert run_check(path).returncode == 0
+
+
 def test_check_missing_file(tmp_path: Path) -> None:
     """numbat check exits 2 for a file that does not exist."""
     result = run_check(tmp_path / "absent.toml")

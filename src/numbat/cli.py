@@ -40,9 +40,12 @@ def cli() -> None:
 def check(config: Path) -> None:
     """Validate a numbat.toml file; exit 2 with the offending key named if it is wrong."""
     from numbat.collector.daemon import check_plugins
-    from numbat.config import load
+    from numbat.config import from_dict, read
 
-    check_plugins(load(config), str(config))
+    raw = read(config)
+    checked = from_dict(raw, source=str(config))
+    if "collector" in raw:  # a file for the collector: what it checks before starting
+        check_plugins(checked, str(config))
     click.echo(f"{config}: ok")
 
 
@@ -171,6 +174,7 @@ def collector(config_path: Path, log_level: str) -> None:
     from numbat._loop import run
     from numbat.collector.daemon import (
         Collector,
+        OutputError,
         check_addresses,
         check_plugins,
         check_reload,
@@ -194,7 +198,10 @@ def collector(config_path: Path, log_level: str) -> None:
             stop_timeout=config.collector.drain_timeout + 10,
         ).run()
     else:
-        drained = run(Collector(config).run(reload=lambda: load(config_path)))
+        try:
+            drained = run(Collector(config).run(reload=lambda: load(config_path)))
+        except OutputError as exc:  # the file's settings: say which file
+            raise ConfigError(f"{config_path}: {exc}") from None
     if not drained:
         click.echo("numbat collector: stopped before every queued event was written", err=True)
 

@@ -479,7 +479,9 @@ def test_reload_with_an_output_that_cannot_start_applies_the_rest() -> None:
         async with running(config([TCP])) as collector:
             broken = {"type": "tests.plugins.broken:NoStartOutput", "name": "broken"}
             second = config([f"udp://{LOOPBACK}:0"], [{"type": MEMORY, "name": "mem"}, broken])
-            with pytest.raises(ReloadError, match=r"output broken: cannot start: Permission"):
+            with pytest.raises(
+                ReloadError, match=r"collector.outputs\[1\] \(broken\): cannot start: Permission"
+            ):
                 await collector.reload(second)
             assert list(collector.queues) == ["mem"]
             assert list(collector.listeners) == [f"udp://{LOOPBACK}:0"]
@@ -490,13 +492,14 @@ def test_reload_with_an_output_that_cannot_start_applies_the_rest() -> None:
 
 
 def test_an_output_that_cannot_start_stops_startup_with_a_message(tmp_path: Path) -> None:
-    """numbat collector: an output that fails to start exits 1 naming it, no traceback,
-    and nothing stays bound."""
+    """numbat collector: an output that fails to start is a config error: exit 2 naming
+    the file and the output's key, no traceback, and nothing stays bound."""
     cfg = tmp_path / "numbat.toml"
     cfg.write_text(toml([f"tcp://{LOOPBACK}:0"], [{"type": "tests.plugins.broken:NoStartOutput"}]))
     result = run_collector(cfg)
-    assert result.returncode == 1, result.stderr
-    assert "numbat: output nostartoutput: cannot start: PermissionError" in result.stderr
+    assert result.returncode == 2, result.stderr
+    message = f"numbat: {cfg}: collector.outputs[0] (nostartoutput): cannot start: PermissionError"
+    assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -568,3 +571,37 @@ def test_the_final_report_counts_what_shutdown_could_not_write() -> None:
             assert dropped == 30 + len(report)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            '[collector]\nlisten = []\n[[collector.outputs]]\ntype = "null"\n',
+            "collector.listen: empty",
+        ),
+        (f'[collector]\nlisten = ["tcp://{LOOPBACK}:0"]\n', "collector.outputs: none"),
+        (
+            f'[collector]\nlisten = ["tcp://{LOOPBACK}:0"]\n'
+            '[[collector.outputs]]\ntype = "sqlite"\npath = "/proc/numbat/n.db"\n',
+            "collector.outputs[0] (sqlite): cannot start:",
+        ),
+        (
+            f'[collector]\nlisten = ["tcp://{LOOPBACK}:0"]\n'
+            '[[collector.outputs]]\ntype = "logfile"\npath = "/proc/version/x.jsonl"\n',
+            "collector.outputs[0] (logfile): cannot start:",
+        ),
+    ],
+    ids=["no-listener", "no-output", "sqlite-path", "logfile-path"],
+)
+def test_a_collector_that_could_not_do_its_job_does_not_start(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    """No listener, no output, or a store path that cannot be opened: exit 2 with the
+    file and key named, before anything is served (never a silent start)."""
+    cfg = tmp_path / "numbat.toml"
+    cfg.write_text(body)
+    result = run_collector(cfg)
+    assert result.returncode == 2, result.stderr
+    assert f"numbat: {cfg}: {message}" in result.stderr
+    assert "Traceback" not in result.stderr and "listening on" not in result.stderr

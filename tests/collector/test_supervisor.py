@@ -165,7 +165,7 @@ def test_a_port_shared_by_another_collector_stops_startup(short_dir: Path, kind:
             holder.listen(1)
         cfg = short_dir / "numbat.toml"
         port = holder.getsockname()[1]
-        cfg.write_text(toml([f"{scheme}://{LOOPBACK}:{port}"], [], workers=2))
+        cfg.write_text(toml([f"{scheme}://{LOOPBACK}:{port}"], [{"type": "null"}], workers=2))
         result = run_collector(cfg)
     assert result.returncode == 1, result.stderr
     assert f"numbat: cannot listen on {scheme}://" in result.stderr

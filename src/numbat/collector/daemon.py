@@ -37,8 +37,9 @@ class ListenError(NumbatError):
     """A listener could not bind its address (in use, no permission, bad path)."""
 
 
-class OutputError(NumbatError):
-    """An output could not start (a file it cannot open, a bad plug-in); names the output."""
+class OutputError(ConfigError):
+    """An output could not start with its settings (a path it cannot open); the message
+    names the output's key, ``collector.outputs[N]``. A config error: the CLI exits 2."""
 
 
 class ReloadError(NumbatError):
@@ -255,7 +256,8 @@ class Collector(Daemon):
             await queue.start()
         except Exception as exc:
             self.stats.forget(output=config.label)  # its gauges must not outlive it
-            raise OutputError(f"output {config.label}: cannot start: {_described(exc)}") from None
+            key = _output_key(self.config, config)
+            raise OutputError(f"{key}: cannot start: {_described(exc)}") from None
         self.queues[config.label] = queue
 
     async def _add_listener(self, config: ListenerConfig) -> None:
@@ -280,17 +282,30 @@ class Collector(Daemon):
             self.fanout.submit_reserved(self.stats.report(interval))
 
 
+def _output_key(config: CollectorConfig, output: OutputConfig) -> str:
+    """``collector.outputs[N] (label)``: where a user finds the output in the file."""
+    index = next(i for i, oc in enumerate(config.outputs) if oc is output)
+    return f"collector.outputs[{index}] ({output.label})"
+
+
 def _described(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
 def check_plugins(config: Config, source: str = "<config>") -> None:
-    """Import every listener and output class the config names, as the collector will.
+    """What the config's own validation cannot know without this part: every listener
+    and output class the config names imports as one, and the collector has at least
+    one listener and one output (else it would receive, or keep, nothing).
 
-    Raises :class:`~numbat.errors.ConfigError` naming the key when an import path names
-    something that is not a listener or an output (the config's own validation reads a
-    plug-in's ``Options`` but cannot tell what the class is without importing this part).
+    Raises :class:`~numbat.errors.ConfigError` naming the key.
     """
+    if not config.collector.listeners:
+        raise ConfigError(f"{source}: collector.listen: empty: the collector would receive nothing")
+    if not config.collector.outputs:
+        raise ConfigError(
+            f"{source}: collector.outputs: none: every event would be discarded; add one "
+            '(type = "null" discards on purpose)'
+        )
     checks: list[tuple[str, str, Callable[[str], type]]] = [
         (f"collector.listen[{i}].type", lc.kind, listener_class)
         for i, lc in enumerate(config.collector.listeners)

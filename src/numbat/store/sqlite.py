@@ -177,6 +177,11 @@ class SQLiteStore(Store):
 
     # -- the Store interface (event loop side) --
 
+    async def open(self) -> None:
+        """Open the file now, creating the schema, rather than at the first write (so a
+        path that cannot be used shows at start). Raises sqlite3.Error or OSError."""
+        await self._call(self._connect)
+
     async def write(self, events: Sequence[Event]) -> None:
         """Store the events' points; prune and compact when due.
 

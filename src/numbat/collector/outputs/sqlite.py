@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from numbat.collector.outputs import Batch, Output
 from numbat.config import SQLiteOutputConfig
 from numbat.store.sqlite import SQLiteStore
@@ -26,9 +28,15 @@ class SQLiteOutput(Output):
     store: SQLiteStore | None = None
 
     async def start(self) -> None:
-        self.store = SQLiteStore(
-            self.options.path, retention_ms=round(self.options.retention_days * DAY_MS)
-        )
+        path = Path(self.options.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = SQLiteStore(path, retention_ms=round(self.options.retention_days * DAY_MS))
+        try:
+            await store.open()  # a path that cannot be used stops startup, named
+        except BaseException:
+            await store.close()
+            raise
+        self.store = store
 
     async def write(self, batch: Batch) -> None:
         assert self.store is not None
