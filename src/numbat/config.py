@@ -131,10 +131,14 @@ class WebSocketListenerConfig(ListenerConfig):
 
     ``ping_interval``: seconds between the server's pings; a client that has not
     answered one within as long again is dropped (the original's keep-alive).
+    ``origins``: the browser ``Origin``s allowed (``"https://ops.example.com"``); a
+    request with any other ``Origin`` is refused, so a web page open in a browser on
+    the host cannot send metrics. Clients that send no ``Origin`` (emitters) get in.
     """
 
     token: str | None = None
     ping_interval: float = 20.0
+    origins: list[str] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -776,3 +776,36 @@ def test_ws_message_over_the_size_cap_is_counted_when_the_connection_closes() ->
             await until(lambda: len(memory(collector).traffic()) == 2, what="both events")
 
     asyncio.run(main())
+
+
+def test_ws_refuses_browser_origins_not_listed_and_counts_them() -> None:
+    """A page in a browser sends an Origin: refused (403, bad_origin) unless listed;
+    emitters send none and get in."""
+
+    async def main() -> None:
+        cfg = config([{"uri": f"ws://{LOOPBACK}:0/events", "origins": ["https://ops.example.com"]}])
+        async with running(cfg) as collector:
+            uri = ws_uri(collector)
+            assert await ws_status(uri, origin="https://evil.example.net") == 403
+            assert await ws_status(uri, origin="http://localhost:8000") == 403
+            assert refused(collector, "bad_origin", "ws") == 2
+            assert await ws_status(uri, origin="https://ops.example.com") == 101
+            assert await ws_status(uri) == 101  # no Origin: an emitter
+
+    asyncio.run(main())
+
+
+def test_ws_text_frame_that_is_not_utf8_is_counted() -> None:
+    """A text frame with invalid UTF-8 closes the connection (1007) and counts not_utf8."""
+
+    async def main() -> None:
+        async with running(config([f"ws://{LOOPBACK}:0/events"])) as collector:
+            writer = await _raw_ws_handshake(*address(collector, "ws")[:2])
+            payload, mask = b"\xff\xfe{}", b"\x01\x02\x03\x04"
+            masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + masked)  # FIN, text
+            await writer.drain()
+            writer.close()  # no closing handshake to wait for: the server sees EOF
+            await until(lambda: rejected(collector, "not_utf8", "ws") == 1, what="counted")
+
+    asyncio.run(main())

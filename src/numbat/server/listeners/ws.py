@@ -79,6 +79,18 @@ class WebSocketListener(Listener):
         peer = conn.remote_address
         if not self.admit(peer):
             return conn.respond(HTTPStatus.FORBIDDEN, "peer not allowed\n")
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in self.options.origins:
+            # A browser page: only those listed may send (emitters send no Origin).
+            self.stats.count("refused", listener=self.label, reason="bad_origin")
+            self._warn.warning(
+                "origin",
+                "%s: refused %s: Origin %r not allowed",
+                self.label,
+                peer_name(peer),
+                origin,
+            )
+            return conn.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
         target = urlsplit(request.path)
         if target.path != self.path:
             self.stats.count("refused", listener=self.label, reason="bad_path")
@@ -93,6 +105,17 @@ class WebSocketListener(Listener):
             self.stats.count("refused", listener=self.label, reason="too_many_connections")
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
         return None
+
+    def _count_failure(self, exc: ConnectionClosed, peer: str) -> None:
+        """A frame the library refused closes the connection: count it by reason."""
+        code = exc.sent.code if exc.sent is not None else None
+        if code == CloseCode.MESSAGE_TOO_BIG:
+            message = f"message over {self.max_message} bytes: connection closed"
+            self.reject("message_too_big", message, b"", peer)
+        elif code == CloseCode.INVALID_DATA:  # a text frame that is not UTF-8
+            self.reject("not_utf8", "a text frame that is not UTF-8: connection closed", b"", peer)
+        elif code == CloseCode.PROTOCOL_ERROR:
+            self.reject("bad_frame", f"websocket protocol error: {exc.sent}", b"", peer)
 
     def _token_ok(self, query: str) -> bool:
         params = parse_qs(query)
@@ -114,8 +137,6 @@ class WebSocketListener(Listener):
             self.stats.count("closed_idle", listener=self.label)
             await conn.close(1001, "idle")
         except ConnectionClosed as exc:
-            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
-                message = f"message over {self.max_message} bytes: connection closed"
-                self.reject("message_too_big", message, b"", peer)
+            self._count_failure(exc, peer)
         finally:
             self.connections.discard(conn)
