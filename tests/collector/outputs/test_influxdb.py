@@ -17,7 +17,7 @@ from aiohttp import web
 from numbat.collector.daemon import STATS_PREFIX, Collector
 from numbat.collector.fanout import OutputQueue
 from numbat.collector.outputs import Batch
-from numbat.collector.outputs.influxdb import InfluxDBOutput
+from numbat.collector.outputs.influxdb import InfluxDBOutput, spool_name
 from numbat.config import InfluxDBOutputConfig, from_dict
 from numbat.event import Event
 from numbat.server.stats import Stats
@@ -478,14 +478,17 @@ def test_password_is_never_logged_at_any_level(
     assert [text for text in said if any(secret in text for secret in secrets)] == []
 
 
-def test_spool_named_with_credentials_is_renamed_and_sent(
-    influx_db: InfluxDatabase, tmp_path: Path
+@pytest.mark.parametrize("legacy", ["0-u_pw@{host}", "0-{host}"], ids=["credentials", "address"])
+def test_a_spool_of_an_older_name_is_renamed_and_sent(
+    influx_db: InfluxDatabase, tmp_path: Path, legacy: str
 ) -> None:
-    """A spool from before, named with the URL's user:password@, is renamed and drained."""
+    """A spool named the old ways (with the URL's user:password@, or by position and
+    address) is renamed to the digest name and drained; no file name holds a password."""
     netloc = urlsplit(influx_db.server.url).netloc
     options = _options([f"http://u:pw@{netloc}"], tmp_path, database=influx_db.name)
     root = tmp_path / options.label / "worker-0"
-    old, new = root / f"0-u_pw@{netloc.replace(':', '_')}", root / f"0-{netloc.replace(':', '_')}"
+    old = root / legacy.format(host=netloc.replace(":", "_"))
+    new = root / spool_name([netloc], influx_db.name)
     with Spool(old) as spool:
         spool.append(b"legacy value=1.0 %d\n" % (T0 * 1_000_000), 1)
 
@@ -497,6 +500,16 @@ def test_spool_named_with_credentials_is_renamed_and_sent(
     asyncio.run(main())
     assert len(influx_db.rows("legacy")) == 1
     assert not old.exists() and new.is_dir()
+    assert not [p for p in tmp_path.rglob("*") if "pw" in p.name]
+
+
+def test_the_spool_survives_a_password_change() -> None:
+    """The spool's name depends on the servers and the database, not on credentials or on
+    the position in urls."""
+    one = spool_name(["a:8086"], "numbat")
+    assert one == spool_name(["a:8086"], "numbat")
+    assert one != spool_name(["a:8086"], "other") != spool_name(["b:8086"], "numbat")
+    assert spool_name(["a:8086", "b:8086"], "numbat") != spool_name(["b:8086", "a:8086"], "numbat")
 
 
 def test_5xx_is_retried_until_stored(tmp_path: Path) -> None:

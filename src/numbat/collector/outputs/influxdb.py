@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import threading
@@ -323,7 +324,8 @@ class InfluxDBOutput(Output):
     async def start(self) -> None:
         for index, urls in enumerate(self._groups()):
             clients = [self._client(url) for url in urls]
-            spool = await asyncio.to_thread(self._open_spool, index, urls[0], clients[0].address)
+            addresses = [client.address for client in clients]
+            spool = await asyncio.to_thread(self._open_spool, index, urls[0], addresses)
             sender = SpoolSender(
                 clients,
                 spool,
@@ -410,13 +412,14 @@ class InfluxDBOutput(Output):
         urls = self.options.urls
         return [[url] for url in urls] if self.options.mode == "replicate" else [urls]
 
-    def _open_spool(self, index: int, url: str, address: str) -> Spool:
+    def _open_spool(self, index: int, url: str, addresses: list[str]) -> Spool:
         # Per output, worker and server: two processes never share a spool directory.
         root = Path(self.options.spool_dir) / self.options.label / f"worker-{self.context.worker}"
-        directory = root / _spool_name(index, address)
-        # Spools used to be named with the URL's user:password@, which spool warnings
-        # would then show: such a spool is renamed, its batches kept.
-        _move(root / _spool_name(index, urlsplit(url).netloc), directory)
+        directory = root / spool_name(addresses, self.options.database)
+        # Spools used to be named by position and address, once with the URL's
+        # user:password@ too: such a spool is renamed, its batches kept.
+        for old in (urlsplit(url).netloc, addresses[0]):
+            _move(root / f"{index}-{old.replace(':', '_')}", directory)
         return Spool(
             directory,
             max_bytes=self.options.spool_max_bytes,
@@ -455,8 +458,16 @@ def _partial_dropped(text: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _spool_name(index: int, netloc: str) -> str:
-    return f"{index}-{netloc.replace(':', '_')}"
+def spool_name(addresses: list[str], database: str) -> str:
+    """A spool directory's name: a digest of the servers (``host:port``, in order) and
+    the database, so no credential is ever in a file name, a password change keeps the
+    spool, and reordering ``urls`` in replicate mode does not orphan one.
+
+    >>> spool_name(["influx-1:8086"], "numbat")
+    'spool-90b1da5f75e174d3'
+    """
+    key = "\n".join([*addresses, database]).encode()
+    return f"spool-{hashlib.sha256(key).hexdigest()[:16]}"
 
 
 def _move(old: Path, new: Path) -> None:
