@@ -294,6 +294,10 @@ def test_check_missing_file(tmp_path: Path) -> None:
             'type = "influxdb"\nbatch_size = 0\n',
             "collector.outputs[0].batch_size: must be positive",
         ),
+        (
+            'type = "influxdb"\nbatch_bytes = 0\n',
+            "collector.outputs[0].batch_bytes: must be positive",
+        ),
         ('type = "influxdb"\non_cardinality = "x"\n', "collector.outputs[0].on_cardinality: got"),
         ('type = "sqlite"\nretention_days = 0\n', "collector.outputs[0].retention_days: must be"),
     ],
@@ -314,6 +318,7 @@ def test_influxdb_output_defaults() -> None:
     (out,) = loads('[[collector.outputs]]\ntype = "influxdb"\n').collector.outputs
     assert (out.urls, out.database, out.mode) == (["http://127.0.0.1:8086"], "numbat", "replicate")
     assert (out.spool_dir, out.fsync_interval, out.batch_size) == ("numbat-data/spool", 1.0, 5000)
+    assert out.batch_bytes == 1_000_000
 
 
 @pytest.mark.parametrize(

@@ -219,6 +219,7 @@ class InfluxDBOutputConfig(OutputConfig):
     password: str | None = None
     retention_policy: str | None = None
     batch_size: int = 5000
+    batch_bytes: int = 1_000_000  # under nginx's default body limit (client_max_body_size 1m)
     flush_interval: float = 1.0
     timeout: float = 10.0
     gzip: bool = False
@@ -244,6 +245,7 @@ class InfluxDBOutputConfig(OutputConfig):
         _positive(
             self,
             "batch_size",
+            "batch_bytes",
             "flush_interval",
             "timeout",
             "spool_max_bytes",

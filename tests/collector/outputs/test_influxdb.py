@@ -115,23 +115,32 @@ async def _write(options: InfluxDBOutputConfig, events: list[Event]) -> InfluxDB
 
 class ScriptedInflux:
     """A loopback ``/write`` endpoint on the test's loop that answers with the statuses it
-    is given, in order, then 204; it records every status and the lines it took (2xx).
-    For exact control of what a server answers, which influxd does not give."""
+    is given, in order, then 204; it records every status, every request's body and the
+    lines it took (2xx). ``max_bytes``: a body over it gets 413, as from nginx's
+    client_max_body_size. For exact control of what a server answers, which influxd does
+    not give."""
 
-    def __init__(self, statuses: Sequence[int]) -> None:
+    def __init__(self, statuses: Sequence[int], max_bytes: int | None = None) -> None:
         self.statuses = list(statuses)
+        self.max_bytes = max_bytes
         self.answered: list[int] = []
+        self.bodies: list[bytes] = []
         self.lines: list[bytes] = []
         self.url = ""
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_post("/write", self._write)
         self._runner = web.AppRunner(app)
 
     async def _write(self, request: web.Request) -> web.Response:
-        status = self.statuses.pop(0) if self.statuses else 204
+        body = await request.read()
+        self.bodies.append(body)
+        if self.max_bytes is not None and len(body) > self.max_bytes:
+            status = 413
+        else:
+            status = self.statuses.pop(0) if self.statuses else 204
         self.answered.append(status)
         if status == 204:
-            self.lines += (await request.read()).splitlines()
+            self.lines += body.splitlines()
             return web.Response(status=204)
         return web.json_response({"error": f"scripted {status}"}, status=status)
 
@@ -146,8 +155,10 @@ class ScriptedInflux:
 
 
 @contextlib.asynccontextmanager
-async def scripted_influx(*statuses: int) -> AsyncIterator[ScriptedInflux]:
-    server = await ScriptedInflux(statuses).start()
+async def scripted_influx(
+    *statuses: int, max_bytes: int | None = None
+) -> AsyncIterator[ScriptedInflux]:
+    server = await ScriptedInflux(statuses, max_bytes).start()
     try:
         yield server
     finally:
@@ -593,3 +604,109 @@ def test_failover_starts_with_the_server_that_took_the_last_batch(tmp_path: Path
         assert len(b.lines) == 20
 
     asyncio.run(main())
+
+
+def _lines(events: list[Event]) -> list[bytes]:
+    """The line protocol a fresh renderer makes of ``events``, one line each."""
+    output = InfluxDBOutput(_options(["http://127.0.0.1:1"], Path("unused")))
+    return output.renderer.render(events).data.splitlines()
+
+
+def test_a_batch_over_the_body_limit_is_split_until_stored(tmp_path: Path) -> None:
+    """A 413 (body over the server's limit) splits the batch into halves until every point
+    is stored, none rejected, in order; today the whole batch is dropped as a 4xx."""
+
+    async def main() -> tuple[InfluxDBOutput, ScriptedInflux]:
+        async with scripted_influx(max_bytes=2_000) as server:
+            options = _options([server.url], tmp_path, create_database=False)
+            output = InfluxDBOutput(options, backoff=lambda attempt: 0.0)
+            await output.start()
+            await _send(output, _events(300), 300)
+            await output.close()
+        return output, server
+
+    output, server = asyncio.run(main())
+    counters = output.senders[0].counters
+    assert (counters.written, counters.rejected, counters.retries) == (300, 0, 0)
+    assert server.lines == _lines(_events(300))
+    assert server.answered[0] == 413 and server.answered.count(204) > 1
+
+
+def test_a_single_point_over_the_body_limit_is_rejected_alone(tmp_path: Path) -> None:
+    """One point larger than the server's body limit is the only one rejected (and
+    counted); the others are stored; today all 50 are dropped with it."""
+    events = _events(50)
+    events[20]["description"] = "x" * 3_000
+
+    async def main() -> tuple[InfluxDBOutput, ScriptedInflux]:
+        async with scripted_influx(max_bytes=2_000) as server:
+            options = _options([server.url], tmp_path, create_database=False)
+            output = InfluxDBOutput(options, backoff=lambda attempt: 0.0)
+            await output.start()
+            await _send(output, events, 50)
+            await output.close()
+        return output, server
+
+    output, server = asyncio.run(main())
+    counters = output.senders[0].counters
+    assert (counters.written, counters.rejected, counters.retries) == (49, 1, 0)
+    expected = _lines(events)
+    assert server.lines == expected[:20] + expected[21:]
+    assert output.server_stats()[output.senders[0].name]["rejected"] == 1
+
+
+@pytest.mark.parametrize("batch_bytes", [1_000_000, 60_000], ids=["points", "bytes"])
+def test_no_request_exceeds_batch_size_or_batch_bytes(tmp_path: Path, batch_bytes: int) -> None:
+    """12,000 events in batches of 700: every request holds at most batch_size points and
+    batch_bytes bytes; today whole rendered chunks overshoot (5,600 points)."""
+    events = _events(12_000)
+
+    async def main() -> ScriptedInflux:
+        async with scripted_influx() as server:
+            options = _options(
+                [server.url],
+                tmp_path,
+                create_database=False,
+                batch_size=5_000,
+                batch_bytes=batch_bytes,
+                flush_interval=60.0,
+            )
+            output = InfluxDBOutput(options)
+            await output.start()
+            for start in range(0, len(events), 700):
+                await output.write(Batch(events[start : start + 700]))
+            await output.flush()
+            await asyncio.to_thread(wait_until, _settled(output, 12_000), 10.0)
+            await output.close()
+        return server
+
+    server = asyncio.run(main())
+    assert server.lines == _lines(events)
+    sizes = [(body.count(b"\n"), len(body)) for body in server.bodies]
+    assert all(points <= 5_000 and size <= batch_bytes for points, size in sizes), sizes
+    if batch_bytes > len(b"".join(server.bodies)):  # the points bind: full batches
+        assert [points for points, _ in sizes] == [5_000, 5_000, 2_000]
+    else:  # the bytes bind: each request but the last as full as whole lines allow
+        assert all(size > batch_bytes - 100 for _, size in sizes[:-1]), sizes
+
+
+def test_a_split_batch_retried_after_a_5xx_resends_only_its_unstored_parts(
+    tmp_path: Path,
+) -> None:
+    """A 503 midway through a 413-split batch: the record stays spooled, and the retry
+    sends only the parts not stored yet (each point stored and counted once)."""
+
+    async def main() -> tuple[InfluxDBOutput, ScriptedInflux]:
+        async with scripted_influx(204, 503, max_bytes=2_000) as server:
+            options = _options([server.url], tmp_path, create_database=False)
+            output = InfluxDBOutput(options, backoff=lambda attempt: 0.0)
+            await output.start()
+            await _send(output, _events(300), 300)
+            await output.close()
+        return output, server
+
+    output, server = asyncio.run(main())
+    counters = output.senders[0].counters
+    assert (counters.written, counters.rejected, counters.retries) == (300, 0, 1)
+    assert server.lines == _lines(_events(300))
+    assert 503 in server.answered and output.senders[0].spool.pending_points == 0

@@ -8,13 +8,17 @@ removes it only once a server has stored it, so a server that is down, slow or
 restarting costs nothing but disk: its batches are replayed in order when it answers
 again, also after a restart of the collector.
 
-Answers: 2xx stored; a partial write (400 naming dropped points) stored the rest, the
-dropped ones are counted; a 404 "database not found" creates the database and writes
-again (unless ``create_database = false``); other 4xx are not retried (counted as
-rejected); 5xx, timeouts and connection errors are retried with exponential backoff and
-full jitter. ``mode = "replicate"`` writes every batch to every server (a cluster of
-open-source InfluxDBs); ``mode = "failover"`` sends each batch to the first server that
-takes it, starting with the one that took the last.
+A batch is at most ``batch_size`` points and ``batch_bytes`` bytes (cut at a line's
+end; a single point larger goes alone). Answers: 2xx stored; a partial write (400
+naming dropped points) stored the rest, the dropped ones are counted; a 413 (too large
+for the server's or a proxy's body limit) splits the batch in two and posts the halves,
+down to single points, and a single point refused so is counted as rejected; a 404
+"database not found" creates the database and writes again (unless
+``create_database = false``); other 4xx are not retried (counted as rejected); 5xx,
+timeouts and connection errors are retried with exponential backoff and full jitter.
+``mode = "replicate"`` writes every batch to every server (a cluster of open-source
+InfluxDBs); ``mode = "failover"`` sends each batch to the first server that takes it,
+starting with the one that took the last.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from numbat.store.spool import Record, RecordId, Spool
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Part = tuple[bytes, int]  # line protocol and its number of points (lines)
 _PARTIAL = re.compile(r"partial write.*dropped=(\d+)")
 
 
@@ -54,7 +59,7 @@ class Counters:
     """What happened to the points of one sender."""
 
     written: int = 0
-    rejected: int = 0  # 4xx: points the server refused and will not take on a retry
+    rejected: int = 0  # 4xx (a 413 of a single point): refused, and not taken on a retry
     retries: int = 0  # rounds in which no server took the batch (each waits a backoff)
 
 
@@ -107,6 +112,9 @@ class SpoolSender:
         self._loop: asyncio.AbstractEventLoop | None = None  # the sender's
         self._thread: threading.Thread | None = None
         self._current = 0  # failover: the server that took the last batch goes first
+        # What is left to send of the record being sent: parts already stored (of one
+        # split by a 413) are not sent again when the rest is retried.
+        self._unsettled: tuple[RecordId, list[Part]] | None = None
         self._catching_up = False  # a server failed and its spool has not drained since
         # The spool is not thread-safe: every call goes through this one thread, in order.
         self._io = ThreadPoolExecutor(1, thread_name_prefix=f"numbat-spool-{self.name}")
@@ -125,12 +133,12 @@ class SpoolSender:
         """Run a spool call on the spool's own thread (disk I/O never blocks the loop)."""
         return await asyncio.get_running_loop().run_in_executor(self._io, call, *args)
 
-    async def append(self, records: list[tuple[bytes, int]]) -> None:
+    async def append(self, records: list[Part]) -> None:
         """Spool batches (payload, points), in order, in one trip to the spool's thread."""
         await self.io(self._append, records)
         self.wake()
 
-    def _append(self, records: list[tuple[bytes, int]]) -> None:
+    def _append(self, records: list[Part]) -> None:
         for payload, points in records:
             self.spool.append(payload, points)
 
@@ -203,7 +211,7 @@ class SpoolSender:
                 if record is None:
                     await self._wakeup.wait()
                     continue
-            if await self._deliver(record.payload, record.points):
+            if await self._deliver(self._parts(record)):
                 # Each trip to the spool's thread waits for a turn of a busy loop:
                 # acknowledge and take the next batch in one.
                 record = await self.io(self._ack_and_peek, record.id)
@@ -231,28 +239,65 @@ class SpoolSender:
             self._catching_up = False
             log.info("influxdb %s: caught up, the spool is drained", self.name)
 
-    async def _deliver(self, payload: bytes, points: int) -> bool:
-        """Post one batch; True when it is settled (stored, or refused for good)."""
+    def _parts(self, record: Record) -> list[Part]:
+        """What is left to send of ``record``: all of it, unless an earlier attempt
+        settled some of its parts."""
+        if self._unsettled is None or self._unsettled[0] != record.id:
+            self._unsettled = (record.id, [(record.payload, record.points)])
+        return self._unsettled[1]
+
+    async def _deliver(self, parts: list[Part]) -> bool:
+        """Post a batch's parts; True when all are settled (stored, or refused for good).
+        Settled parts leave ``parts``: a server that fails midway leaves the rest to the
+        next (failover) or to a retry."""
         count = len(self.clients)
         for step in range(count):
             index = (self._current + step) % count
-            if await self._deliver_to(self.clients[index], payload, points):
+            if await self._deliver_to(self.clients[index], parts):
                 self._current = index
                 return True
         return False
 
-    async def _deliver_to(self, client: InfluxClient, payload: bytes, points: int) -> bool:
+    async def _deliver_to(self, client: InfluxClient, parts: list[Part]) -> bool:
+        """Post the parts to one server in order; one it finds too large (413) is split
+        in two at a line's end and the halves posted in its place, down to single points."""
+        while parts:
+            payload, points = parts[0]
+            reply = await self._post(client, payload)
+            if reply is None:
+                return False
+            if reply.status == 413 and (halves := _halves(payload, points)):
+                parts[0:1] = halves
+                continue
+            if not self._settle(client, reply, points, len(payload)):
+                return False
+            del parts[0]
+        return True
+
+    async def _post(self, client: InfluxClient, payload: bytes) -> Reply | None:
+        """The server's reply, or None when it could not be had (will retry)."""
         try:
-            reply = await client.write(payload, create_database=self.create_database)
+            return await client.write(payload, create_database=self.create_database)
         except StoreError as exc:  # unreachable, or the database could not be created
             kind = "down" if exc.status is None else "create"
             self._warn.warning(f"{kind}:{client.address}", "%s; will retry", exc)
-            return False
-        return self._settle(client, reply, points)
+            return None
 
-    def _settle(self, client: InfluxClient, reply: Reply, points: int) -> bool:
+    def _settle(self, client: InfluxClient, reply: Reply, points: int, size: int) -> bool:
+        """Count a reply; True when the part is settled (stored, or refused for good)."""
         if reply.ok:
             self.counters.written += points
+            return True
+        if reply.status == 413:
+            self.counters.rejected += points
+            self._warn.warning(
+                f"413:{client.address}",
+                "influxdb %s refused %d point(s) of %d bytes as too large (413): over "
+                "its or a proxy's request body limit",
+                client.address,
+                points,
+                size,
+            )
             return True
         if reply.status >= 500:
             self._warn.warning(
@@ -318,6 +363,7 @@ class InfluxDBOutput(Output):
         self._backoff = backoff
         self._pending: list[bytes] = []
         self._pending_points = 0
+        self._pending_bytes = 0
         self._first_pending = 0.0
         self._flusher: asyncio.Task[None] | None = None
 
@@ -337,19 +383,17 @@ class InfluxDBOutput(Output):
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def write(self, batch: Batch) -> None:
-        size = self.options.batch_size
         events = batch.events
-        full: list[tuple[bytes, int]] = []
-        for start in range(0, len(events), size):
-            result = self.renderer.render(events[start : start + size])
+        full: list[Part] = []
+        start = 0
+        while start < len(events):
+            # Never more events than the pending batch has room for: it stays within
+            # batch_size points however the events come in.
+            stop = start + self.options.batch_size - self._pending_points
+            result = self.renderer.render(events[start:stop])
             self.skipped += result.skipped
-            if result.points:
-                if not self._pending:
-                    self._first_pending = time.monotonic()
-                self._pending.append(result.data)
-                self._pending_points += result.points
-            if self._pending_points >= size:
-                full.append(self._take_pending())
+            self._gather(result.data, result.points, full)
+            start = stop
         # One trip to the spool's thread for the whole batch: each waits for a turn of
         # the loop, which the listeners make long under load.
         await self._spool(full)
@@ -430,12 +474,48 @@ class InfluxDBOutput(Output):
         if self._pending:
             await self._spool([self._take_pending()])
 
-    def _take_pending(self) -> tuple[bytes, int]:
+    def _gather(self, data: bytes, points: int, full: list[Part]) -> None:
+        """Add rendered lines to the pending batch, moving it to ``full`` each time it
+        reaches ``batch_size`` points or ``batch_bytes`` bytes (cut at a line's end)."""
+        while data:
+            cut = self._fit(data)
+            head, data = data[:cut], data[cut:]
+            count = head.count(b"\n") if data else points
+            points -= count
+            if head:
+                self._put(head, count)
+            if data or self._full():
+                full.append(self._take_pending())
+
+    def _fit(self, data: bytes) -> int:
+        """How many bytes of ``data`` (whole lines) go into the pending batch: all that
+        fit; at least one line when the batch is empty (a point over batch_bytes goes
+        alone); none when the batch must be sent first."""
+        room = self.options.batch_bytes - self._pending_bytes
+        if len(data) <= room:
+            return len(data)
+        cut = data.rfind(b"\n", 0, room) + 1
+        if cut == 0 and not self._pending:
+            return data.find(b"\n") + 1 or len(data)
+        return cut
+
+    def _put(self, data: bytes, points: int) -> None:
+        if not self._pending:
+            self._first_pending = time.monotonic()
+        self._pending.append(data)
+        self._pending_points += points
+        self._pending_bytes += len(data)
+
+    def _full(self) -> bool:
+        points, size = self._pending_points, self._pending_bytes
+        return points >= self.options.batch_size or size >= self.options.batch_bytes
+
+    def _take_pending(self) -> Part:
         record = b"".join(self._pending), self._pending_points
-        self._pending, self._pending_points = [], 0
+        self._pending, self._pending_points, self._pending_bytes = [], 0, 0
         return record
 
-    async def _spool(self, records: list[tuple[bytes, int]]) -> None:
+    async def _spool(self, records: list[Part]) -> None:
         if not records:
             return
         if len(self.senders) == 1:
@@ -451,6 +531,23 @@ class InfluxDBOutput(Output):
                 await self._spool_pending()
             for sender in self.senders:  # bounds what a power cut can take from a quiet spool
                 await sender.io(sender.spool.sync_if_due)
+
+
+def _halves(payload: bytes, points: int) -> list[Part] | None:
+    """``payload`` cut in two at the line end nearest before its middle (after its first
+    line if that is longer), with their points; None for a single point.
+
+    >>> _halves(b"a 1\\nb 2\\nc 3\\n", 3)
+    [(b'a 1\\n', 1), (b'b 2\\nc 3\\n', 2)]
+    >>> _halves(b"a 1\\n", 1) is None
+    True
+    """
+    cut = payload.rfind(b"\n", 0, len(payload) // 2) + 1 or payload.find(b"\n") + 1
+    if points < 2 or not 0 < cut < len(payload):
+        return None
+    head, tail = payload[:cut], payload[cut:]
+    first = head.count(b"\n")
+    return [(head, first), (tail, points - first)]
 
 
 def _partial_dropped(text: str) -> int | None:
