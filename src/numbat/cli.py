@@ -184,7 +184,7 @@ def collector(config_path: Path, log_level: str) -> None:
 
     config = load(config_path)
     check_plugins(config, str(config_path))
-    _setup_logging(log_level)
+    _setup_logging(log_level, processes=config.collector.workers)
     workers = config.collector.workers
     if workers > 1:
         from numbat.server.supervisor import Supervisor
@@ -270,13 +270,16 @@ def up(
         click.echo("numbat up: stopped before every queued event was stored", err=True)
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, *, processes: int = 1) -> None:
+    """Log lines to stderr; with several worker processes each line names its process
+    (``numbat-collector-1``), or the supervisor's lines and N workers' look alike."""
     import logging
 
+    who = " %(processName)s" if processes > 1 else ""
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s{who} %(name)s: %(message)s",
     )
 
 

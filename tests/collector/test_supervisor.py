@@ -53,6 +53,9 @@ def test_two_workers_share_the_port_and_every_event_arrives_once(
     port = _free_port()
     daemon = start(daemons, short_dir, _config(short_dir, port))
     daemon.wait_log("collector listening on", count=2)
+    # Each worker's lines name it: two alike lines are two workers, not one twice.
+    assert "numbat-collector-0 numbat.collector.daemon: collector listening" in daemon.stderr()
+    assert "numbat-collector-1 numbat.collector.daemon: collector listening" in daemon.stderr()
     _send_many(port, connections=32, per_connection=50)
     unix_send(short_dir / "c.sock", line(5000))
     seqs = wait_events(short_dir / "events.jsonl", 1601)
