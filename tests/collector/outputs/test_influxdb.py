@@ -710,3 +710,31 @@ def test_a_split_batch_retried_after_a_5xx_resends_only_its_unstored_parts(
     assert (counters.written, counters.rejected, counters.retries) == (300, 0, 1)
     assert server.lines == _lines(_events(300))
     assert 503 in server.answered and output.senders[0].spool.pending_points == 0
+
+
+def test_a_partial_write_with_lines_influxd_cannot_parse_counts_what_it_stored(
+    influx_db: InfluxDatabase, tmp_path: Path
+) -> None:
+    """influxd stores the lines it can parse of a batch: written and rejected match what
+    it stored (not the whole batch refused, nor all written)."""
+    options = _options([influx_db.server.url], tmp_path, database=influx_db.name)
+    t = T0 * 1_000_000
+    payload = b'm value=1 %d\nm value= %d\nm value=3 %d\nm,x value="a %d\nm value=5 %d\n' % (
+        t,
+        t + 1,
+        t + 2,
+        t + 3,
+        t + 4,
+    )
+
+    async def main() -> InfluxDBOutput:
+        output = InfluxDBOutput(options)
+        await output.start()
+        await output.senders[0].append([(payload, 5)])  # as if rendered and spooled
+        await output.close()
+        return output
+
+    counters = asyncio.run(main()).senders[0].counters
+    assert len(influx_db.rows("m")) == 2
+    # The unclosed quote takes the line after it: 3 lines refused, 2 stored.
+    assert (counters.written, counters.rejected) == (2, 3)

@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Part = tuple[bytes, int]  # line protocol and its number of points (lines)
-_PARTIAL = re.compile(r"partial write.*dropped=(\d+)")
+_PARTIAL = re.compile(r"partial write.*dropped=(\d+)", re.DOTALL)
+_UNPARSED = re.compile(r"unable to parse '(.*?)': ", re.DOTALL)
 
 
 @dataclass
@@ -308,8 +309,8 @@ class SpoolSender:
                 reply.message,
             )
             return False
-        dropped = _partial_dropped(reply.text)
-        stored = points - dropped if dropped is not None else 0
+        refused = refused_points(reply.message)
+        stored = max(points - refused, 0) if refused is not None else 0
         self.counters.written += stored
         self.counters.rejected += points - stored
         self._warn.warning(
@@ -550,9 +551,30 @@ def _halves(payload: bytes, points: int) -> list[Part] | None:
     return [(head, first), (tail, points - first)]
 
 
-def _partial_dropped(text: str) -> int | None:
-    match = _PARTIAL.search(text)
-    return int(match.group(1)) if match else None
+def refused_points(error: str) -> int | None:
+    """How many points of a batch influxd 1.x did not store, from its 400 error text; None
+    when the text does not say (then the whole batch counts as refused).
+
+    A partial write stores every line it could parse and names each it could not
+    (``unable to parse '<line>'``; a line with an unclosed quote takes the next ones
+    with it, shown inside the same quotes), then adds ``dropped=N`` for points refused
+    for other reasons (out of retention, a field type conflict). Seen from influxd 1.6.
+
+    >>> refused_points("partial write: unable to parse 'm value=': missing field value dropped=0")
+    1
+    >>> refused_points("partial write: unable to parse 'a x=\\"1\\nb x=2': bad dropped=2")
+    4
+    >>> refused_points("partial write: points beyond retention policy dropped=3")
+    3
+    >>> refused_points("field type conflict") is None
+    True
+    """
+    unparsed: list[str] = _UNPARSED.findall(error)
+    dropped = _PARTIAL.search(error)
+    if dropped is None and not unparsed:
+        return None
+    lines = sum(sample.count("\n") + 1 for sample in unparsed)
+    return lines + (int(dropped[1]) if dropped else 0)
 
 
 def spool_name(addresses: list[str], database: str) -> str:
