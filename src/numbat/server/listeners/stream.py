@@ -127,8 +127,8 @@ class StreamListener(Listener):
         await self.stop_accepting()
         cut = [p for p in self.connections if p.transport is not None]
         if cut:
-            # Peers still connected at the end of the drain: what they send from now
-            # on, or what the kernel still holds for them, is not read.
+            # Peers still connected when the drain ends (an emitter keeps its connection
+            # open): what they send from now on is not read. Counted, not judged.
             self.stats.count("closed_at_shutdown", len(cut), listener=self.label)
         for proto in cut:
             assert proto.transport is not None
