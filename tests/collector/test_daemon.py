@@ -605,3 +605,26 @@ def test_a_collector_that_could_not_do_its_job_does_not_start(
     assert result.returncode == 2, result.stderr
     assert f"numbat: {cfg}: {message}" in result.stderr
     assert "Traceback" not in result.stderr and "listening on" not in result.stderr
+
+
+def test_a_reload_to_a_taken_port_keeps_the_old_listener() -> None:
+    """Moving the listener to a port another process holds: the reload fails, is counted
+    (reload_failed), and the old listener still takes events (never left deaf)."""
+    with socket.socket() as busy:
+        busy.bind((LOOPBACK, 0))
+        busy.listen(1)
+        taken = f"tcp://{LOOPBACK}:{busy.getsockname()[1]}"
+
+        async def main() -> None:
+            async with running(config([TCP])) as collector:
+                old = address(collector, "tcp")
+                with pytest.raises(ReloadError, match="cannot listen on"):
+                    await collector.reload(config([taken]))
+                assert list(collector.listeners) == [TCP]
+                assert collector.stats.get("reload_failed") == 1
+                sock = await tcp_connect(old)
+                await send(sock, line(0))
+                sock.close()
+                await until(lambda: len(memory(collector).traffic()) == 1, what="the event")
+
+        asyncio.run(main())

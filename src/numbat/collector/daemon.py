@@ -170,8 +170,10 @@ class Collector(Daemon):
     async def reload(self, config: Config) -> None:
         """Apply a new config; queued events of outputs that remain are kept.
 
-        Raises :class:`ReloadError` naming the listeners that could not bind and the
-        outputs that could not start; everything else of the new config is applied.
+        Raises :class:`ReloadError` (counted as ``reload_failed``) naming the listeners
+        that could not bind and the outputs that could not start. Listeners change all
+        together or not at all (the old set keeps listening); outputs that can start
+        are applied.
         """
         new = config.collector
         if new.workers != self.process.workers:
@@ -180,24 +182,47 @@ class Collector(Daemon):
             self._start_reporter(new.stats_interval)
         self.config = new
         errors = await self._reload_outputs(new)
-        wanted = {lc.uri: lc for lc in new.listeners if self._serves(lc)}
-        for uri, listener in list(self.listeners.items()):
-            lc = wanted.get(uri)
-            if lc is None or (lc, self._limits(lc)) != (listener.options, listener.limits):
-                await listener.stop()
-                del self.listeners[uri]
-        # Listeners that fail to bind are reported; the others, old and new, keep running.
-        for uri, lc in wanted.items():
-            if uri not in self.listeners:
-                try:
-                    await self._add_listener(lc)
-                except ListenError as exc:
-                    errors.append(str(exc))
-                else:
-                    log.info("collector listening on %s (added)", uri)
+        errors += await self._reload_listeners(new)
         if errors:
+            self.stats.count("reload_failed")
             raise ReloadError("; ".join(errors))
         log.info("config reloaded")
+
+    async def _reload_listeners(self, new: CollectorConfig) -> list[str]:
+        """New addresses are bound first, and old ones closed only once all are: a port
+        that is taken leaves the listeners as they were (never deaf). A listener whose
+        settings changed is rebound on its address, and put back as it was if that
+        fails."""
+        wanted = {lc.uri: lc for lc in new.listeners if self._serves(lc)}
+        errors: list[str] = []
+        added = []
+        for uri, lc in wanted.items():
+            if uri not in self.listeners and await self._try_add(lc, errors):
+                added.append(uri)
+        if errors:  # the new set could not be bound whole: the old one stays as it was
+            for uri in added:
+                await self.listeners.pop(uri).stop()
+            return errors
+        for uri, listener in list(self.listeners.items()):
+            want = wanted.get(uri)
+            if want is None:
+                await listener.stop()
+                del self.listeners[uri]
+            elif (want, self._limits(want)) != (listener.options, listener.limits):
+                await listener.stop()
+                del self.listeners[uri]
+                if not await self._try_add(want, errors):
+                    await self._try_add(listener.options, errors)  # the old one, back
+        return errors
+
+    async def _try_add(self, config: ListenerConfig, errors: list[str]) -> bool:
+        try:
+            await self._add_listener(config)
+        except ListenError as exc:
+            errors.append(str(exc))
+            return False
+        log.info("collector listening on %s (reloaded)", config.uri)
+        return True
 
     async def _reload_outputs(self, new: CollectorConfig) -> list[str]:
         """Remove, add and replace outputs; what fails to start is reported and skipped
