@@ -471,9 +471,10 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     assert f"{missing}: cannot read" in result.stderr
 
 
-def test_reload_with_an_output_that_cannot_start_applies_the_rest() -> None:
-    """A new output whose start() fails is reported and left out (its gauges too); the
-    listeners and the other outputs of the new config are applied."""
+def test_reload_with_an_output_that_cannot_start_changes_nothing() -> None:
+    """A new output whose start() fails: the reload is refused whole (counted), the new
+    listener is not bound, the old one and the old outputs run on, and the failed
+    output leaves no gauges behind."""
 
     async def main() -> None:
         async with running(config([TCP])) as collector:
@@ -484,9 +485,14 @@ def test_reload_with_an_output_that_cannot_start_applies_the_rest() -> None:
             ):
                 await collector.reload(second)
             assert list(collector.queues) == ["mem"]
-            assert list(collector.listeners) == [f"udp://{LOOPBACK}:0"]
+            assert list(collector.listeners) == [TCP]
+            assert collector.stats.get("reload_failed") == 1
             report = collector.stats.report(1.0)
             assert not [e for e in report if e.get("output") == "broken"]
+            sock = await tcp_connect(address(collector, "tcp"))
+            await send(sock, line(0))
+            sock.close()
+            await until(lambda: len(memory(collector).traffic()) == 1, what="the event")
 
     asyncio.run(main())
 

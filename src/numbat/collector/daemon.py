@@ -14,6 +14,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -168,31 +169,38 @@ class Collector(Daemon):
             queue.output.reopen()
 
     async def reload(self, config: Config) -> None:
-        """Apply a new config; queued events of outputs that remain are kept.
+        """Apply a new config, all of it or none: new outputs are started and new
+        listeners bound first, and only then are the old ones replaced, so a failure
+        leaves the running config as it was. Queued events of outputs that stay are kept.
 
         Raises :class:`ReloadError` (counted as ``reload_failed``) naming the listeners
-        that could not bind and the outputs that could not start. Listeners change all
-        together or not at all (the old set keeps listening); outputs that can start
-        are applied.
+        that could not bind and the outputs that could not start.
         """
         new = config.collector
         if new.workers != self.process.workers:
             log.warning("collector.workers changed: restart the collector to apply it")
-        if new.stats_interval != self.config.stats_interval:
-            self._start_reporter(new.stats_interval)
-        self.config = new
-        errors = await self._reload_outputs(new)
-        errors += await self._reload_listeners(new)
-        if errors:
+        old, self.config = self.config, new
+        try:
+            staged = await self._stage_outputs(new)
+            try:
+                await self._reload_listeners(new)
+            except ReloadError:
+                await staged.undo()
+                raise
+        except ReloadError:
+            self.config = old  # nothing of the new config was applied
             self.stats.count("reload_failed")
-            raise ReloadError("; ".join(errors))
+            raise
+        await self._commit_outputs(new, staged)
+        if new.stats_interval != old.stats_interval:
+            self._start_reporter(new.stats_interval)
         log.info("config reloaded")
 
-    async def _reload_listeners(self, new: CollectorConfig) -> list[str]:
+    async def _reload_listeners(self, new: CollectorConfig) -> None:
         """New addresses are bound first, and old ones closed only once all are: a port
-        that is taken leaves the listeners as they were (never deaf). A listener whose
+        that is taken leaves the listeners as they were (ReloadError). A listener whose
         settings changed is rebound on its address, and put back as it was if that
-        fails."""
+        fails (logged: the rest of the reload stands)."""
         wanted = {lc.uri: lc for lc in new.listeners if self._serves(lc)}
         errors: list[str] = []
         added = []
@@ -202,7 +210,7 @@ class Collector(Daemon):
         if errors:  # the new set could not be bound whole: the old one stays as it was
             for uri in added:
                 await self.listeners.pop(uri).stop()
-            return errors
+            raise ReloadError("; ".join(errors))
         for uri, listener in list(self.listeners.items()):
             want = wanted.get(uri)
             if want is None:
@@ -213,7 +221,9 @@ class Collector(Daemon):
                 del self.listeners[uri]
                 if not await self._try_add(want, errors):
                     await self._try_add(listener.options, errors)  # the old one, back
-        return errors
+        if errors:
+            self.stats.count("reload_failed")
+            log.error("config reload: %s", "; ".join(errors))
 
     async def _try_add(self, config: ListenerConfig, errors: list[str]) -> bool:
         try:
@@ -224,30 +234,42 @@ class Collector(Daemon):
         log.info("collector listening on %s (reloaded)", config.uri)
         return True
 
-    async def _reload_outputs(self, new: CollectorConfig) -> list[str]:
-        """Remove, add and replace outputs; what fails to start is reported and skipped
-        (a replaced output keeps running as it was)."""
+    async def _stage_outputs(self, new: CollectorConfig) -> _Staged:
+        """Start the outputs the new config adds or changes, beside the running ones;
+        if one cannot start, stop those started and raise ReloadError."""
+        staged = _Staged()
         errors: list[str] = []
+        for oc in new.outputs:
+            kept = self.queues.get(oc.label)
+            try:
+                if kept is None:
+                    staged.added[oc.label] = await self._start_queue(oc)
+                elif kept.output.options != oc:
+                    output = self._output(oc)
+                    await output.start()
+                    staged.replaced[oc.label] = output
+            except OutputError as exc:
+                errors.append(str(exc))
+            except Exception as exc:
+                errors.append(f"{_output_key(new, oc)}: cannot start: {_described(exc)}")
+        if errors:
+            await staged.undo()
+            raise ReloadError("; ".join(errors))
+        return staged
+
+    async def _commit_outputs(self, new: CollectorConfig, staged: _Staged) -> None:
+        """Swap the staged outputs in; drain and stop those the new config drops."""
         wanted = {oc.label: oc for oc in new.outputs}
         for label, queue in list(self.queues.items()):
             if label not in wanted:
                 await queue.drain(new.drain_timeout)
                 await queue.stop()
                 del self.queues[label]
+        self.queues.update(staged.added)
+        for label, output in staged.replaced.items():
+            await self.queues[label].replace_output(output, started=True)
         for label, oc in wanted.items():
-            kept = self.queues.get(label)
-            try:
-                if kept is None:
-                    await self._add_output(oc)
-                    continue
-                kept.max_events = oc.queue_size or new.queue_size
-                if kept.output.options != oc:
-                    await kept.replace_output(self._output(oc))
-            except OutputError as exc:
-                errors.append(str(exc))
-            except Exception as exc:  # replace_output: the new instance would not start
-                errors.append(f"output {label}: cannot start: {_described(exc)}")
-        return errors
+            self.queues[label].max_events = oc.queue_size or new.queue_size
 
     def _start_reporter(self, interval: float | None = None) -> None:
         if self._reporter is not None:
@@ -271,6 +293,10 @@ class Collector(Daemon):
         return output_class(config.type)(config, context=self.process)
 
     async def _add_output(self, config: OutputConfig) -> None:
+        self.queues[config.label] = await self._start_queue(config)
+
+    async def _start_queue(self, config: OutputConfig) -> OutputQueue:
+        """An output and its queue, started but not yet fed (raises OutputError)."""
         queue = OutputQueue(
             config.label,
             self._output(config),
@@ -283,7 +309,7 @@ class Collector(Daemon):
             self.stats.forget(output=config.label)  # its gauges must not outlive it
             key = _output_key(self.config, config)
             raise OutputError(f"{key}: cannot start: {_described(exc)}") from None
-        self.queues[config.label] = queue
+        return queue
 
     async def _add_listener(self, config: ListenerConfig) -> None:
         if not self._serves(config):
@@ -305,6 +331,20 @@ class Collector(Daemon):
         while True:
             await asyncio.sleep(interval)
             self.fanout.submit_reserved(self.stats.report(interval))
+
+
+@dataclass
+class _Staged:
+    """A reload's outputs, started beside the running ones until the swap."""
+
+    added: dict[str, OutputQueue] = field(default_factory=dict)
+    replaced: dict[str, Output] = field(default_factory=dict)
+
+    async def undo(self) -> None:
+        for queue in self.added.values():
+            await queue.stop()
+        for output in self.replaced.values():
+            await output.close()
 
 
 def _output_key(config: CollectorConfig, output: OutputConfig) -> str:

@@ -100,13 +100,15 @@ class OutputQueue:
         await self.output.close()
         self._stats.forget(output=self.label)
 
-    async def replace_output(self, output: Output) -> None:
-        """Reload: the queue stays and the next write goes to ``output``.
+    async def replace_output(self, output: Output, *, started: bool = False) -> None:
+        """Reload: the queue stays and the next write goes to ``output`` (started here
+        unless ``started``).
 
         The old output is closed at once if idle, else as soon as its current write ends
         (never under it, and without making the reload wait for a stuck write).
         """
-        await output.start()
+        if not started:
+            await output.start()
         old, self.output = self.output, output
         if type(old) is type(output):
             output.adopt(old)  # an internal backlog (a peer that is down) moves over too
