@@ -187,16 +187,20 @@ def collector(config_path: Path, log_level: str) -> None:
     _setup_logging(log_level, processes=config.collector.workers)
     workers = config.collector.workers
     if workers > 1:
-        from numbat.server.supervisor import Supervisor
+        from numbat.server.supervisor import Supervisor, WorkerConfigError
 
         check_addresses(config)
-        drained = Supervisor(
+        supervisor = Supervisor(
             functools.partial(run_worker, config_path),
             workers=workers,
             name="collector",
             check=functools.partial(check_reload, config_path, workers),
             stop_timeout=config.collector.drain_timeout + 10,
-        ).run()
+        )
+        try:
+            drained = supervisor.run()
+        except WorkerConfigError as exc:  # the file's settings: say which file
+            raise ConfigError(f"{config_path}: {exc}") from None
     else:
         try:
             drained = run(Collector(config).run(reload=lambda: load(config_path)))

@@ -173,3 +173,21 @@ def test_a_port_shared_by_another_collector_stops_startup(short_dir: Path, kind:
     assert result.returncode == 1, result.stderr
     assert f"numbat: cannot listen on {scheme}://" in result.stderr
     assert "collector listening on" not in result.stderr
+
+
+def test_a_worker_that_cannot_start_an_output_is_a_config_error(short_dir: Path) -> None:
+    """workers = 2 and a log file path that cannot be opened: exit 2 naming the file, the
+    worker and the output's key, as without workers."""
+    cfg = short_dir / "numbat.toml"
+    cfg.write_text(
+        toml(
+            [f"tcp://{LOOPBACK}:{_free_port()}"],
+            [{"type": "logfile", "path": "/proc/version/x.jsonl"}],
+            workers=2,
+        )
+    )
+    result = run_collector(cfg)
+    assert result.returncode == 2, result.stderr
+    assert f"numbat: {cfg}: worker 0: collector.outputs[0] (logfile): cannot start" in (
+        result.stderr
+    )

@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from numbat.errors import NumbatError
+from numbat.errors import ConfigError, NumbatError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,11 @@ a :class:`~numbat.errors.NumbatError` before ``ready()`` is a startup failure.""
 
 class WorkerError(NumbatError):
     """A worker could not start (its message says why, e.g. a port in use)."""
+
+
+class WorkerConfigError(WorkerError, ConfigError):
+    """A worker could not start because of its config (an output path it cannot open):
+    a config error, so the CLI exits 2 as for one found before the workers started."""
 
 
 class Supervisor:
@@ -93,14 +98,15 @@ class Supervisor:
 
     def _start_all(self) -> None:
         pending = {index: self._spawn(index) for index in range(self.count)}
-        failure = None
+        failure: WorkerError | None = None
         for index, conn in pending.items():
             status, detail = _receive(conn, timeout=READY_TIMEOUT)
             if status != "ready" and failure is None:
-                failure = f"worker {index}: {detail}"
+                kind = WorkerConfigError if status == "config" else WorkerError
+                failure = kind(f"worker {index}: {detail}")
         if failure is not None:
             self._stop_all()
-            raise WorkerError(failure)
+            raise failure
         log.info("%s running with %d workers", self.name, self.count)
 
     def _spawn(self, index: int) -> Connection:
@@ -192,7 +198,7 @@ def _worker_main(target: Target, index: int, conn: Connection) -> None:
     try:
         drained = target(index, lambda: conn.send(("ready", os.getpid())))
     except NumbatError as exc:
-        conn.send(("error", str(exc)))
+        conn.send(("config" if isinstance(exc, ConfigError) else "error", str(exc)))
         os._exit(1)
     except Exception as exc:  # reported as a message; the traceback stays in the worker
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
