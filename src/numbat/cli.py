@@ -6,6 +6,7 @@ daemon could not listen); 2 bad usage, bad input or a bad config file.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -185,6 +186,7 @@ def collector(config_path: Path, log_level: str) -> None:
     config = load(config_path)
     check_plugins(config, str(config_path))
     _setup_logging(log_level, processes=config.collector.workers)
+    _raise_fd_limit()
     workers = config.collector.workers
     if workers > 1:
         from numbat.server.supervisor import Supervisor, WorkerConfigError
@@ -268,10 +270,22 @@ def up(
         check_plugins(config, str(config_path))
     data_dir.mkdir(parents=True, exist_ok=True)
     _setup_logging(log_level)
+    _raise_fd_limit()
     command = os.environ.get("NUMBAT_COMMAND", "numbat")
     drained = run(Collector(config).run(ready=lambda: click.echo(settings.banner(command))))
     if not drained:
         click.echo("numbat up: stopped before every queued event was stored", err=True)
+
+
+def _raise_fd_limit() -> None:
+    """Open files: the soft limit up to the hard one (often 1024 -> 524288), so a daemon
+    runs out of connections at its own caps, not at the kernel's default."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _setup_logging(level: str, *, processes: int = 1) -> None:

@@ -74,7 +74,9 @@ class ListenerConfig(Section):
     uri: str
     type: str | None = None
     max_connections: int = 1024
+    max_connections_per_peer: int = 128
     idle_timeout: float = 300.0
+    line_timeout: float = 60.0
     max_line_bytes: int | None = None
     allow: list[str] = msgspec.field(default_factory=list)
 
@@ -89,8 +91,8 @@ class ListenerConfig(Section):
             shown = redact_url(self.uri)
             raise ValueError(f"uri: {shown!r}: a listener takes no user:password@ (see token)")
         self._check_address(parts)
-        _positive(self, "max_connections", "max_line_bytes")
-        _not_negative(self, "idle_timeout")
+        _positive(self, "max_connections", "max_connections_per_peer", "max_line_bytes")
+        _not_negative(self, "idle_timeout", "line_timeout")
         for i, net in enumerate(self.allow):
             try:
                 ipaddress.ip_network(net, strict=False)

@@ -634,3 +634,17 @@ def test_a_reload_to_a_taken_port_keeps_the_old_listener() -> None:
                 await until(lambda: len(memory(collector).traffic()) == 1, what="the event")
 
         asyncio.run(main())
+
+
+def test_the_collector_raises_its_open_file_limit_to_the_hard_one(
+    short_dir: Path, daemons: list[Daemon]
+) -> None:
+    """A daemon runs out of connections at its own caps, not at a soft limit of 1024."""
+    log = short_dir / "events.jsonl"
+    daemon = start(daemons, short_dir, toml([TCP], [{"type": "logfile", "path": str(log)}]))
+    limits = Path(f"/proc/{daemon.proc.pid}/limits").read_text()
+    (row,) = [r for r in limits.splitlines() if r.startswith("Max open files")]
+    soft, hard = row.split()[3:5]
+    assert soft == hard, row
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
@@ -807,5 +808,37 @@ def test_ws_text_frame_that_is_not_utf8_is_counted() -> None:
             await writer.drain()
             writer.close()  # no closing handshake to wait for: the server sees EOF
             await until(lambda: rejected(collector, "not_utf8", "ws") == 1, what="counted")
+
+    asyncio.run(main())
+
+
+def test_one_peer_cannot_take_every_connection_and_slow_lines_are_cut() -> None:
+    """Slow loris: past max_connections_per_peer one address is refused (counted) while
+    another address still gets in; a line trickling in slower than line_timeout is
+    closed (closed_slow) although bytes keep arriving."""
+
+    async def main() -> None:
+        cfg = config([{"uri": TCP, "max_connections_per_peer": 3, "line_timeout": 0.3}])
+        async with running(cfg) as collector:
+            tcp_addr = address(collector, "tcp")
+            socks = [await tcp_connect(tcp_addr) for _ in range(5)]  # from 127.0.0.1
+            await until(lambda: refused(collector, "too_many_from_peer") == 2, what="2 refused")
+            other = socket.create_connection(tcp_addr, source_address=(OTHER_LOOPBACK, 0))
+            other.sendall(line(1))
+            await until(lambda: len(memory(collector).traffic()) == 1, what="the other peer")
+
+            async def trickle(sock: socket.socket) -> None:
+                with contextlib.suppress(OSError):
+                    while True:  # a byte every 0.05 s: never idle, never a whole line
+                        await send(sock, b"{")
+                        await asyncio.sleep(0.05)
+
+            task = asyncio.ensure_future(trickle(socks[0]))
+            await until(lambda: collector.stats.get("closed_slow", listener=TCP) == 1)
+            assert await closed_by_peer(socks[0])
+            task.cancel()
+            assert len(connections(collector, "tcp")) == 3  # 2 from 127.0.0.1, 1 other
+            for sock in [*socks, other]:
+                sock.close()
 
     asyncio.run(main())

@@ -285,7 +285,9 @@ class Collector(Daemon):
         return Limits(
             max_line_bytes=config.max_line_bytes or self.config.max_line_bytes,
             max_connections=config.max_connections,
+            max_connections_per_peer=config.max_connections_per_peer,
             idle_timeout=config.idle_timeout,
+            line_timeout=config.line_timeout,
             receive_buffer_bytes=self.config.udp_buffer_bytes,
         )
 

@@ -43,9 +43,12 @@ class Limits:
     """What one listener lets a peer cost: the caps it enforces.
 
     ``max_line_bytes``: one event line (bytes); ``max_connections``: open connections
-    (stream and websocket listeners); ``idle_timeout``: seconds of silence before a
-    connection is closed (0: never); ``receive_buffer_bytes``: the kernel's receive
-    buffer (``SO_RCVBUF``) of a datagram socket.
+    (stream and websocket listeners), ``max_connections_per_peer`` of them from one
+    peer address (so one host cannot hold them all); ``idle_timeout``: seconds of
+    silence before a connection is closed (0: never); ``line_timeout``: seconds a line
+    may take to arrive whole (0: no limit; a byte every few minutes does not renew it);
+    ``receive_buffer_bytes``: the kernel's receive buffer (``SO_RCVBUF``) of a datagram
+    socket.
 
     >>> Limits(max_line_bytes=1024).max_connections
     1024
@@ -53,7 +56,9 @@ class Limits:
 
     max_line_bytes: int = 65_536
     max_connections: int = 1024
+    max_connections_per_peer: int = 128
     idle_timeout: float = 300.0
+    line_timeout: float = 60.0
     receive_buffer_bytes: int = 8 * 1024 * 1024
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import abstractmethod
+from collections import Counter
 from typing import Any, cast
 
 from numbat.server.framing import LineFramer
@@ -24,7 +25,11 @@ class StreamProtocol(asyncio.Protocol):
         self.listener = listener
         self.framer = LineFramer(listener.max_line)
         self.peer = "?"
+        self.host = ""  # the peer's address without its port ("" for a unix socket)
         self.last_read = time.monotonic()
+        # When the line now buffered began to arrive (None: nothing buffered): a line
+        # must complete within line_timeout, however slowly its bytes trickle in.
+        self.line_started: float | None = None
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -32,6 +37,7 @@ class StreamProtocol(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer_name(peer)
+        self.host = str(peer[0]) if isinstance(peer, tuple) else ""
         if not self.listener.admit(peer) or not self.listener.register(self):
             transport.abort()
             return
@@ -47,6 +53,10 @@ class StreamProtocol(asyncio.Protocol):
             self._overlong(framer.overlong - overlong)
         if lines:
             self.listener.receive(lines, self.peer)
+        if not framer.buffered:
+            self.line_started = None
+        elif lines or self.line_started is None:
+            self.line_started = self.last_read
         # uvloop reads a busy socket up to 32 times per loop turn: pausing after each
         # read lets the fan-out hand batches over and the outputs write in between.
         if self.transport is not None:
@@ -86,9 +96,20 @@ class StreamListener(Listener):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connections: set[StreamProtocol] = set()
+        self._per_peer: Counter[str] = Counter()
         self._sweeper: asyncio.Task[None] | None = None
 
     def register(self, proto: StreamProtocol) -> bool:
+        if proto.host and self._per_peer[proto.host] >= self.limits.max_connections_per_peer:
+            self.stats.count("refused", listener=self.label, reason="too_many_from_peer")
+            self._warn.warning(
+                "peer",
+                "%s: refused %s: %d connections from it",
+                self.label,
+                proto.peer,
+                self._per_peer[proto.host],
+            )
+            return False
         if len(self.connections) >= self.limits.max_connections:
             self.stats.count("refused", listener=self.label, reason="too_many_connections")
             self._warn.warning(
@@ -100,17 +121,22 @@ class StreamListener(Listener):
             )
             return False
         self.connections.add(proto)
+        self._per_peer[proto.host] += 1
         return True
 
     def unregister(self, proto: StreamProtocol) -> None:
-        self.connections.discard(proto)
+        if proto in self.connections:
+            self.connections.discard(proto)
+            self._per_peer[proto.host] -= 1
+            if not self._per_peer[proto.host]:
+                del self._per_peer[proto.host]
 
     def protocol(self) -> StreamProtocol:
         return StreamProtocol(self)
 
     async def start(self) -> None:
         self.server = await self._serve()
-        if self.limits.idle_timeout:
+        if self.limits.idle_timeout or self.limits.line_timeout:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     @abstractmethod
@@ -137,12 +163,22 @@ class StreamListener(Listener):
             await self.server.wait_closed()
 
     async def _sweep(self) -> None:
-        """Close connections silent for longer than idle_timeout."""
-        timeout = self.limits.idle_timeout
+        """Close connections silent for longer than idle_timeout, and those whose line
+        has not completed within line_timeout (a slow-loris peer holding a slot)."""
+        timeouts = [t for t in (self.limits.idle_timeout, self.limits.line_timeout) if t]
         while True:
-            await asyncio.sleep(min(timeout / 4, 5.0))
-            cutoff = time.monotonic() - timeout
-            for proto in [p for p in self.connections if p.last_read < cutoff]:
-                self.stats.count("closed_idle", listener=self.label)
-                if proto.transport is not None:
+            await asyncio.sleep(min(*(t / 4 for t in timeouts), 5.0))
+            now = time.monotonic()
+            for proto in list(self.connections):
+                if self._expired(proto, now) and proto.transport is not None:
                     proto.transport.close()
+
+    def _expired(self, proto: StreamProtocol, now: float) -> bool:
+        idle, line = self.limits.idle_timeout, self.limits.line_timeout
+        if idle and proto.last_read < now - idle:
+            self.stats.count("closed_idle", listener=self.label)
+            return True
+        if line and proto.line_started is not None and proto.line_started < now - line:
+            self.stats.count("closed_slow", listener=self.label)
+            return True
+        return False

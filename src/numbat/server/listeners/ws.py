@@ -104,6 +104,11 @@ class WebSocketListener(Listener):
         if len(self.connections) >= self.limits.max_connections:
             self.stats.count("refused", listener=self.label, reason="too_many_connections")
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
+        host = peer[0] if isinstance(peer, tuple) else ""
+        same = sum(1 for c in self.connections if c.remote_address[0] == host)
+        if host and same >= self.limits.max_connections_per_peer:
+            self.stats.count("refused", listener=self.label, reason="too_many_from_peer")
+            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
         return None
 
     def _count_failure(self, exc: ConnectionClosed, peer: str) -> None:
