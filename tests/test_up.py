@@ -174,3 +174,22 @@ def test_up_with_a_bad_config_file_exits_2_naming_the_key(tmp_path: Path) -> Non
     assert result.returncode == 2, result.stderr
     assert f"{bad}: collector.outputs[0].retention_days: must be positive" in result.stderr
     assert "numbat is up" not in result.stdout
+
+
+def test_the_banner_tells_what_a_config_file_made_of_it(tmp_path: Path) -> None:
+    """With -c the banner shows the file's listeners, retention and extra outputs."""
+    file: dict[str, Any] = {
+        "collector": {
+            "listen": ["tcp://127.0.0.1:4377"],
+            "outputs": [
+                {"type": "sqlite", "retention_days": 30},
+                {"type": "logfile", "path": str(tmp_path / "e.jsonl")},
+            ],
+        }
+    }
+    settings = UpSettings(data_dir=tmp_path)
+    banner = settings.banner("numbat", settings.config(file))
+    assert "send metrics to  tcp://127.0.0.1:4377\n" in banner
+    assert "3333" not in banner and "socket:" not in banner
+    assert f"the embedded store {tmp_path / 'numbat.db'} (30 days kept)" in banner
+    assert "logfile (logfile)" in banner

@@ -253,7 +253,7 @@ def up(
 ) -> None:
     """Run numbat on this machine: collector, storage and self-monitoring, no setup."""
     from numbat._loop import run
-    from numbat.collector.daemon import Collector, check_plugins
+    from numbat.collector.daemon import Collector, OutputError, check_plugins
     from numbat.config import read
     from numbat.up import UpSettings
 
@@ -272,7 +272,11 @@ def up(
     _setup_logging(log_level)
     _raise_fd_limit()
     command = os.environ.get("NUMBAT_COMMAND", "numbat")
-    drained = run(Collector(config).run(ready=lambda: click.echo(settings.banner(command))))
+    banner = settings.banner(command, config)
+    try:
+        drained = run(Collector(config).run(ready=lambda: click.echo(banner)))
+    except OutputError as exc:  # the file's settings, or numbat up's own: say which
+        raise ConfigError(f"{config_path or 'numbat up'}: {exc}") from None
     if not drained:
         click.echo("numbat up: stopped before every queued event was stored", err=True)
 

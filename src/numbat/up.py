@@ -108,25 +108,23 @@ class UpSettings:
             "spool_dir": str(self.data_dir / "spool"),
         }
 
-    def banner(self, command: str = "numbat") -> str:
-        """What to tell the person who started it; ``command`` is how they run numbat
-        (``./dev/numbat`` from a checkout)."""
-        storage = (
-            f"InfluxDB at {redact_url(self.influx)}, database {self.database!r} "
-            f"(spool in {self.data_dir / 'spool'})"
-            if self.influx
-            else f"the embedded store {self.data_dir / 'numbat.db'} (7 days kept)"
-        )
-        return "\n".join(
-            [
-                "numbat is up.",
-                f"  send metrics to  tcp://{self.host}:{self.port}  udp://{self.host}:{self.port}",
-                f"                   socket:{self.socket_path}",
-                f"  storing them in  {storage}",
-                f"  e.g.  {command} emit deploy.done --app web",
-                "  stop with Ctrl-C",
-            ]
-        )
+    def banner(self, command: str = "numbat", config: Config | None = None) -> str:
+        """What to tell the person who started it, read off the ``config`` it runs (its
+        own by default, or the one ``-c`` made); ``command`` is how they run numbat
+        (``./dev/numbat`` from a checkout).
+
+        >>> print(UpSettings(data_dir=Path("/d")).banner().splitlines()[1])
+          send metrics to  tcp://127.0.0.1:3333  udp://127.0.0.1:3333
+        """
+        collector = (config or self.config()).collector
+        uris = [lc.uri for lc in collector.listeners]
+        inet = "  ".join(u for u in uris if not u.startswith("unix:"))
+        sockets = [f"socket:{urlsplit(u).path}" for u in uris if u.startswith("unix:")]
+        lines = ["numbat is up.", f"  send metrics to  {inet or '(no network listener)'}"]
+        lines += [f"                   {path}" for path in sockets]
+        lines += [f"  storing them in  {_where(output)}" for output in collector.outputs]
+        lines += [f"  e.g.  {command} emit deploy.done --app web", "  stop with Ctrl-C"]
+        return "\n".join(lines)
 
 
 def _scheme(entry: Any) -> str:
@@ -135,3 +133,13 @@ def _scheme(entry: Any) -> str:
         return urlsplit(uri).scheme if isinstance(uri, str) else ""
     except ValueError:
         return ""
+
+
+def _where(output: Any) -> str:
+    """One output as the banner names it."""
+    if output.type == "sqlite":
+        return f"the embedded store {output.path} ({output.retention_days:g} days kept)"
+    if output.type == "influxdb":
+        urls = ", ".join(redact_url(url) for url in output.urls)
+        return f"InfluxDB at {urls}, database {output.database!r} (spool in {output.spool_dir})"
+    return f"{output.label} ({output.type})"

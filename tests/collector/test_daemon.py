@@ -648,3 +648,36 @@ def test_the_collector_raises_its_open_file_limit_to_the_hard_one(
     assert soft == hard, row
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
+
+
+def test_an_output_removed_by_a_reload_gets_nothing_new_while_it_drains() -> None:
+    """Removing a stuck output: events from the moment of the reload go to the new
+    config's outputs only; what the removed one still held is dropped as 'removed'."""
+
+    async def main() -> None:
+        outputs = [{"type": GATE, "name": "gate"}, {"type": MEMORY, "name": "mem"}]
+        collector = Collector(config([TCP], outputs, drain_timeout=0.5), hostname="h")
+        async with started(collector):
+            mem = memory(collector)
+            gate_queue = collector.queues["gate"]
+            for first in (0, 10):
+                sock = await tcp_connect(address(collector, "tcp"))
+                await send(sock, events(first, first + 10))
+                sock.close()
+                want = first + 10
+                await until(lambda: len(mem.traffic()) == want, what="the batch")  # noqa: B023
+            reload = asyncio.ensure_future(
+                collector.reload(
+                    config([TCP], [{"type": MEMORY, "name": "mem"}], drain_timeout=0.5)
+                )
+            )
+            await until(lambda: "gate" not in collector.queues, what="gate out of the fan-out")
+            sock = await tcp_connect(address(collector, "tcp"))
+            await send(sock, events(20, 25))
+            sock.close()
+            await until(lambda: len(mem.traffic()) == 25, what="the events after the reload")
+            assert gate_queue.queued == 20  # nothing new reached the removed output
+            await reload
+            assert collector.stats.get("dropped", output="gate", reason="removed") == 20
+
+    asyncio.run(main())

@@ -842,3 +842,28 @@ def test_one_peer_cannot_take_every_connection_and_slow_lines_are_cut() -> None:
                 sock.close()
 
     asyncio.run(main())
+
+
+def test_a_line_past_the_cap_trickling_in_is_still_cut_by_line_timeout() -> None:
+    """An overlong line being skipped is still a line in progress: trickling it forever
+    does not hold the connection past line_timeout."""
+
+    async def main() -> None:
+        cfg = config([{"uri": TCP, "line_timeout": 0.3, "max_line_bytes": 100}])
+        async with running(cfg) as collector:
+            sock = await tcp_connect(address(collector, "tcp"))
+            await send(sock, b"x" * 200)  # over the cap: skipped up to its newline
+
+            async def trickle() -> None:
+                with contextlib.suppress(OSError):
+                    while True:
+                        await send(sock, b"x")
+                        await asyncio.sleep(0.05)
+
+            task = asyncio.ensure_future(trickle())
+            await until(lambda: collector.stats.get("closed_slow", listener=TCP) == 1)
+            assert await closed_by_peer(sock)
+            task.cancel()
+            sock.close()
+
+    asyncio.run(main())

@@ -260,16 +260,16 @@ class Collector(Daemon):
     async def _commit_outputs(self, new: CollectorConfig, staged: _Staged) -> None:
         """Swap the staged outputs in; drain and stop those the new config drops."""
         wanted = {oc.label: oc for oc in new.outputs}
-        for label, queue in list(self.queues.items()):
-            if label not in wanted:
-                await queue.drain(new.drain_timeout)
-                await queue.stop()
-                del self.queues[label]
+        # Out of the fan-out first: from now on events go to the new config's outputs
+        # only; a removed output then gets drain_timeout to write what it holds.
+        removed = [self.queues.pop(label) for label in list(self.queues) if label not in wanted]
         self.queues.update(staged.added)
         for label, output in staged.replaced.items():
             await self.queues[label].replace_output(output, started=True)
         for label, oc in wanted.items():
             self.queues[label].max_events = oc.queue_size or new.queue_size
+        await asyncio.gather(*(q.drain(new.drain_timeout) for q in removed))
+        await asyncio.gather(*(q.stop(reason="removed") for q in removed))
 
     def _start_reporter(self, interval: float | None = None) -> None:
         if self._reporter is not None:

@@ -88,15 +88,16 @@ class OutputQueue:
             log.warning("output %s: %d events not written at shutdown", self.label, lost)
         return lost
 
-    async def stop(self) -> None:
-        """Cancel the task and close the output; what is still queued is counted as dropped."""
+    async def stop(self, reason: str = "shutdown") -> None:
+        """Cancel the task and close the output; what is still queued is counted as
+        dropped with ``reason`` (``shutdown``, or ``removed`` by a reload)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self.queued:
-            self._stats.count("dropped", self.queued, output=self.label, reason="shutdown")
-            # The last self-monitoring report has gone by now: say it where it is seen.
-            log.warning("output %s: %d events not written at shutdown", self.label, self.queued)
+            self._stats.count("dropped", self.queued, output=self.label, reason=reason)
+            # The last self-monitoring report may have gone: say it where it is seen.
+            log.warning("output %s: %d events not written (%s)", self.label, self.queued, reason)
         await self.output.close()
         self._stats.forget(output=self.label)
 

@@ -43,6 +43,11 @@ class LineFramer:
         self._skipping = False
 
     @property
+    def in_line(self) -> bool:
+        """A line has begun and not ended: buffered, or an overlong one being skipped."""
+        return self._skipping or bool(self._partial)
+
+    @property
     def buffered(self) -> int:
         """Bytes held for the incomplete last line (never more than ``max_line``)."""
         return len(self._partial)

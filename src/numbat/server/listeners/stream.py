@@ -53,7 +53,7 @@ class StreamProtocol(asyncio.Protocol):
             self._overlong(framer.overlong - overlong)
         if lines:
             self.listener.receive(lines, self.peer)
-        if not framer.buffered:
+        if not framer.in_line:
             self.line_started = None
         elif lines or self.line_started is None:
             self.line_started = self.last_read
@@ -180,5 +180,6 @@ class StreamListener(Listener):
             return True
         if line and proto.line_started is not None and proto.line_started < now - line:
             self.stats.count("closed_slow", listener=self.label)
+            proto.framer.finish()  # counted as closed_slow: not again as truncated
             return True
         return False
