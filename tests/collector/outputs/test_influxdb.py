@@ -612,20 +612,29 @@ def _lines(events: list[Event]) -> list[bytes]:
     return output.renderer.render(events).data.splitlines()
 
 
+def _through_scripted(
+    tmp_path: Path, *statuses: int, max_bytes: int, count: int = 300
+) -> tuple[InfluxDBOutput, ScriptedInflux]:
+    """``count`` events through an output into a scripted server answering ``statuses``
+    first and 413 to bodies over ``max_bytes``; the output (closed) and the server."""
+
+    async def main() -> tuple[InfluxDBOutput, ScriptedInflux]:
+        async with scripted_influx(*statuses, max_bytes=max_bytes) as server:
+            options = _options([server.url], tmp_path, create_database=False)
+            output = InfluxDBOutput(options, backoff=lambda attempt: 0.0)
+            await output.start()
+            await _send(output, _events(count), count)
+            await output.close()
+        return output, server
+
+    return asyncio.run(main())
+
+
 def test_a_batch_over_the_body_limit_is_split_until_stored(tmp_path: Path) -> None:
     """A 413 (body over the server's limit) splits the batch into halves until every point
     is stored, none rejected, in order; today the whole batch is dropped as a 4xx."""
 
-    async def main() -> tuple[InfluxDBOutput, ScriptedInflux]:
-        async with scripted_influx(max_bytes=2_000) as server:
-            options = _options([server.url], tmp_path, create_database=False)
-            output = InfluxDBOutput(options, backoff=lambda attempt: 0.0)
-            await output.start()
-            await _send(output, _events(300), 300)
-            await output.close()
-        return output, server
-
-    output, server = asyncio.run(main())
+    output, server = _through_scripted(tmp_path, max_bytes=2_000)
     counters = output.senders[0].counters
     assert (counters.written, counters.rejected, counters.retries) == (300, 0, 0)
     assert server.lines == _lines(_events(300))
@@ -696,16 +705,7 @@ def test_a_split_batch_retried_after_a_5xx_resends_only_its_unstored_parts(
     """A 503 midway through a 413-split batch: the record stays spooled, and the retry
     sends only the parts not stored yet (each point stored and counted once)."""
 
-    async def main() -> tuple[InfluxDBOutput, ScriptedInflux]:
-        async with scripted_influx(204, 503, max_bytes=2_000) as server:
-            options = _options([server.url], tmp_path, create_database=False)
-            output = InfluxDBOutput(options, backoff=lambda attempt: 0.0)
-            await output.start()
-            await _send(output, _events(300), 300)
-            await output.close()
-        return output, server
-
-    output, server = asyncio.run(main())
+    output, server = _through_scripted(tmp_path, 204, 503, max_bytes=2_000)
     counters = output.senders[0].counters
     assert (counters.written, counters.rejected, counters.retries) == (300, 0, 1)
     assert server.lines == _lines(_events(300))
