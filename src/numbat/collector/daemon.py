@@ -388,22 +388,23 @@ def check_plugins(config: Config, source: str = "<config>") -> None:
             raise ConfigError(f"{source}: {key}: {exc}") from None
 
 
+_SOCKET_KINDS = {"tcp": socket.SOCK_STREAM, "ws": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
+
+
 def check_addresses(config: Config) -> None:
     """Before ``workers = N`` processes bind with ``SO_REUSEPORT``: fail if another
     process already holds a tcp, ws or udp address. (A second collector that also sets
     ``SO_REUSEPORT`` would otherwise share the port, and the kernel would split the
     traffic between the two without a word.) Raises :class:`ListenError`."""
     for lc in config.collector.listeners:
-        kind = {"tcp": socket.SOCK_STREAM, "ws": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
-        if lc.kind not in kind:
-            continue
+        kind = _SOCKET_KINDS.get(lc.kind)
         parts = urlsplit(lc.uri)
-        if not parts.port:
-            continue  # port 0: the kernel picks a free one
+        if kind is None or not parts.port:  # port 0: the kernel picks a free one
+            continue
         family = socket.AF_INET6 if ":" in (parts.hostname or "") else socket.AF_INET
-        with socket.socket(family, kind[lc.kind]) as probe:
-            if kind[lc.kind] == socket.SOCK_STREAM:  # TIME_WAIT is fine; for UDP it
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # would share
+        with socket.socket(family, kind) as probe:
+            if kind == socket.SOCK_STREAM:  # TIME_WAIT is fine; for UDP it would share
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((parts.hostname, parts.port))
             except OSError as exc:

@@ -40,7 +40,8 @@ class OutputQueue:
         self._warn = RateLimitedLog(log)
         stats.gauge("output.queued", lambda: self.queued, output=label)
         # An output's own figures (e.g. a reconnecting output's backlog and its drops).
-        stats.gauges("output.", lambda: self.output.stats(), output=label)  # noqa: PLW0108 - output changes on reload
+        # Lambdas, not bound methods: self.output is replaced on reload.
+        stats.gauges("output.", lambda: self.output.stats(), output=label)  # noqa: PLW0108
         stats.gauges_by("output.", "server", lambda: self.output.server_stats(), output=label)  # noqa: PLW0108
 
     async def start(self) -> None:
@@ -172,24 +173,22 @@ class Fanout:
         self._pending += events
         if len(self._pending) >= FLUSH_EVENTS:
             # A busy loop turn can read far more than a queue holds: hand over now.
-            self._flush()
+            self.flush()
         elif not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def submit_reserved(self, events: list[Event]) -> None:
         """The daemon's own figures: handed over now, after the data before them,
         taking the queues' reserved room (see :meth:`OutputQueue.offer`)."""
-        self._flush()
+        self.flush()
         batch = Batch(events)
         for queue in self.queues.values():
             queue.offer(batch, reserved=True)
 
     def flush(self) -> None:
-        """Hand what this loop turn collected to the queues now."""
-        self._flush()
-
-    def _flush(self) -> None:
+        """Hand what this loop turn collected to the queues now (also run, scheduled,
+        at the end of each loop turn that submitted events)."""
         self._scheduled = False
         if not self._pending:
             return
