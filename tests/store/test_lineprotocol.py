@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import itertools
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -214,12 +216,13 @@ def test_same_millisecond_gets_distinct_nanoseconds() -> None:
     assert timestamps(data) == [base, base + 1, base + 2, base + NS_PER_MS]
 
 
-def test_series_count_separately() -> None:
-    """Offsets count per series: two series in one ms both start at offset 0."""
+def test_offsets_count_per_millisecond_over_all_series() -> None:
+    """Offsets count the points of a millisecond, whatever their series: a, b, a, b take 0-3."""
     a: Event = {"name": "hits", "value": 1, "time": T0, "host": "a"}
     b: Event = {**a, "host": "b"}
     base = T0 * NS_PER_MS
-    assert timestamps(LineRenderer().render([a, b, a, b]).data) == [base, base, base + 1, base + 1]
+    stamps = timestamps(LineRenderer().render([a, b, a, b]).data)
+    assert stamps == [base, base + 1, base + 2, base + 3]
 
 
 def test_replay_through_fresh_renderer_is_identical() -> None:
@@ -241,13 +244,54 @@ def test_two_workers_never_collide() -> None:
     assert second == [base + 1, base + 3, base + 5]
 
 
-def test_late_events_do_not_overwrite() -> None:
-    """An event older than its series' latest ms counts down from the top of its ms."""
+def test_late_events_count_on_in_their_millisecond() -> None:
+    """An event older than the latest ms counts on in its own ms, clear of what it has."""
     now: Event = {"name": "hits", "value": 1, "time": T0 + 1, "host": "a"}
     late: Event = {**now, "time": T0}
-    stamps = timestamps(LineRenderer().render([now, late, now, late]).data)
+    stamps = timestamps(LineRenderer().render([late, now, late, now, late]).data)
     base = T0 * NS_PER_MS
-    assert stamps == [base + NS_PER_MS, base + 999_999, base + NS_PER_MS + 1, base + 999_998]
+    assert stamps == [base, base + NS_PER_MS, base + 1, base + NS_PER_MS + 1, base + 2]
+
+
+def test_a_millisecond_counted_out_counts_down_from_the_base() -> None:
+    """Past counted_ms newer milliseconds, a point in an old one takes the next slot down
+    from the base (of every such point), clear of the slots counted up there."""
+    renderer = LineRenderer(counted_ms=2)
+    at = [T0, T0, T0 + 1, T0 + 2, T0, T0, T0 + 1]  # T0 is counted out once T0 + 2 comes
+    events: list[Event] = [{"name": "hits", "value": 1, "time": t, "host": "a"} for t in at]
+    stamps = timestamps(renderer.render(events).data)
+    base = T0 * NS_PER_MS
+    assert stamps == [
+        base,
+        base + 1,
+        base + NS_PER_MS,
+        base + 2 * NS_PER_MS,
+        base + 999_999,
+        base + 999_998,
+        base + NS_PER_MS + 1,
+    ]
+    assert len(renderer._counts) == 2
+
+
+def test_generations_never_share_a_nanosecond() -> None:
+    """A thousand points in one ms from each of two successive generations (a restart
+    between them) never share a nanosecond, with one worker or eight."""
+    events: list[Event] = [{"name": "hits", "value": 1, "time": T0, "host": "a"}] * 1_000
+    for workers in (1, 8):
+        lives = [
+            set(timestamps(LineRenderer(generation=g, workers=workers).render(events).data))
+            for g in range(30)
+        ]
+        assert all(len(life) == 1_000 for life in lives)
+        assert all(not before & after for before, after in itertools.pairwise(lives))
+
+
+def test_generation_zero_writes_as_before_and_a_negative_one_is_refused() -> None:
+    """Generation 0 starts at offset 0 (as numbat did before it had generations)."""
+    event: Event = {"name": "hits", "value": 1, "time": T0}
+    assert timestamps(LineRenderer().render([event]).data) == [T0 * NS_PER_MS]
+    with pytest.raises(ValueError, match="generation"):
+        LineRenderer(generation=-1)
 
 
 def test_bad_worker_numbers_are_refused() -> None:
@@ -256,18 +300,51 @@ def test_bad_worker_numbers_are_refused() -> None:
         LineRenderer(worker=2, workers=2)
 
 
-def test_bounded_caches_keep_offsets() -> None:
-    """Clearing the prefix cache loses no series record: a series counts on within its ms."""
-    renderer = LineRenderer(cache_size=3)
-    # Six ways one series arrives (an empty tag is left out): six cache entries.
+def test_a_small_cache_changes_no_line() -> None:
+    """A cache of 4 entries for 60 combinations of tags renders the same bytes as a large
+    one, and holds no more than its size, the half being freed included."""
     events: list[Event] = [
-        {"name": "hits", "value": 1, "time": T0, "host": "a", f"e{i}": ""} for i in range(6)
+        {"name": f"m{i % 3}", "value": i, "time": T0 + i // 7, "host": f"h{i % 20}"}
+        for i in range(600)
     ]
-    assert timestamps(renderer.render(events).data) == [T0 * NS_PER_MS + k for k in range(6)]
-    many: list[Event] = [{"name": f"m{i}", "value": 1, "time": T0 + i} for i in range(10)]
-    renderer.render(many)
-    assert len(renderer._series) <= 3
-    assert len(renderer._cache) <= 3
+    small = LineRenderer(cache_size=4)
+    data = b"".join(small.render(events[i : i + 50]).data for i in range(0, 600, 50))
+    assert data == LineRenderer().render(events).data
+    assert len(small._cache) + len(small._old_cache) + len(small._dying) <= 4
+
+
+def test_the_cache_is_invisible_to_the_garbage_collector() -> None:
+    """After a collection no cache key or entry is tracked: however many series are
+    cached, a full collection does not walk them (100,000 held the loop for 0.1 s)."""
+    renderer = LineRenderer()
+    events: list[Event] = [
+        {"name": "req", "value": 1, "time": T0, "host": "a", "id": f"r{i}"} for i in range(1_000)
+    ]
+    renderer.render(events)
+    gc.collect()
+    gc.collect()  # a key's inner tuple goes untracked first, then the key
+    cached = [*renderer._cache.items(), *renderer._old_cache.items()]
+    assert len(cached) == 1_000
+    assert not any(gc.is_tracked(key) or gc.is_tracked(entry) for key, entry in cached)
+
+
+def test_a_full_cache_is_freed_two_entries_a_miss() -> None:
+    """When the young half fills, the old one is freed two entries per new series, never
+    all at once: a miss does a bounded amount of work whatever the cache size."""
+    renderer = LineRenderer(cache_size=200)
+
+    def new(i: int) -> list[Event]:
+        return [{"name": "req", "value": 1, "time": T0, "id": f"r{i}"}]
+
+    for i in range(200):  # the young half fills, then the old one
+        renderer.render(new(i))
+    sizes = []
+    for i in range(200, 300):
+        renderer.render(new(i))
+        sizes.append(len(renderer._dying))
+    assert sizes[0] == 98  # the half that went (100), less two
+    assert all(a - b in (0, 2) for a, b in itertools.pairwise(sizes))
+    assert sizes[49] == 0
 
 
 # -- the cardinality guard -------------------------------------------------------------
@@ -338,21 +415,41 @@ def test_the_tag_with_most_values_is_demoted() -> None:
     assert lines(data)[5].startswith('req,host=h1 value=1.0,id="r5" ')
 
 
+def test_a_value_from_before_the_demotion_is_demoted_in_a_new_series() -> None:
+    """A demoted tag's value that an old series was written with stays a tag in that
+    series only: with other tags it is a new series, and carries it as a field."""
+    renderer = LineRenderer(max_series_per_measurement=3)
+    renderer.render(pids(4))  # pid 1, 2 and 3 written as tags; pid demoted at 4
+    again: list[Event] = [
+        {"name": "proc.mem", "value": 1, "time": T0 + 9, "host": "h", "pid": 1},
+        {"name": "proc.mem", "value": 1, "time": T0 + 9, "host": "h2", "pid": 1},
+        {"name": "proc.mem", "value": 1, "time": T0 + 9, "host": "h2", "pid": 9},
+    ]
+    assert [line.rsplit(" ", 1)[0] for line in lines(renderer.render(again).data)] == [
+        "proc.mem,host=h,pid=1 value=1.0",
+        'proc.mem,host=h2 value=1.0,pid="1"',
+        'proc.mem,host=h2 value=1.0,pid="9"',
+    ]
+
+
 # -- a real influxd --------------------------------------------------------------------
 
 
 def test_busy_counter_keeps_every_point_and_replays_do_not_duplicate(
     influx_db: InfluxDatabase,
 ) -> None:
-    """Five events of one series in one ms are five points; writing them again adds none."""
+    """Five events of one series in one ms are five points; sending the rendered batch
+    again adds none; the same events from the next generation (after a restart) are
+    five more, as the embedded store keeps every event it is given."""
     events: list[Event] = [{"name": "web.hits", "value": 1, "time": T0, "host": "a"}] * 5
-    data = LineRenderer().render(events).data
+    data = LineRenderer(generation=1).render(events).data
     influx_db.write(data)
-    influx_db.write(data)  # a retry of the same batch
-    influx_db.write(LineRenderer().render(events).data)  # a replay after a restart
-    rows = influx_db.rows("web.hits")
-    assert len(rows) == 5
-    assert sorted(r["time"] for r in rows) == [T0 * NS_PER_MS + k for k in range(5)]
+    influx_db.write(data)  # a retry of the same batch, as the spool sends it again
+    assert sorted(r["time"] for r in influx_db.rows("web.hits")) == [
+        T0 * NS_PER_MS + 618_034 + k for k in range(5)
+    ]
+    influx_db.write(LineRenderer(generation=2).render(events).data)
+    assert len(influx_db.rows("web.hits")) == 10
 
 
 def test_guard_in_influxd(influx_db: InfluxDatabase) -> None:

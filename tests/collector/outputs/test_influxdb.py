@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,12 +19,19 @@ from aiohttp import web
 from numbat.collector.daemon import STATS_PREFIX, Collector
 from numbat.collector.fanout import OutputQueue
 from numbat.collector.outputs import Batch
-from numbat.collector.outputs.influxdb import InfluxDBOutput, spool_name
+from numbat.collector.outputs.influxdb import (
+    RENDER_CHUNK,
+    InfluxDBOutput,
+    claim_generation,
+    spool_name,
+)
 from numbat.config import InfluxDBOutputConfig, from_dict
 from numbat.event import Event
 from numbat.server.stats import Stats
 from numbat.store.influx import InfluxStore, StoreError, basic_auth
+from numbat.store.lineprotocol import RenderResult
 from numbat.store.spool import Spool
+from numbat.store.sqlite import SQLiteStore
 from tests.helpers import wait_until
 from tests.store.conftest import (
     _INFLUXD_CONFIG,
@@ -410,7 +419,11 @@ def test_figures_are_reported_with_the_server_as_a_tag(
         output = await _write(options, events)
         OutputQueue(options.label, output, 1_000, stats)  # what the collector reports
         sender = output.senders[0]
-        await asyncio.to_thread(wait_until, lambda: sender.counters.written == 10, 10.0)
+
+        def settled() -> bool:  # written, and out of the spool (the ack follows the count)
+            return sender.counters.written == 10 and not sender.spool.pending_points
+
+        await asyncio.to_thread(wait_until, settled, 10.0)
         reported = stats.report(10.0)
         await output.close()
         return reported
@@ -607,9 +620,10 @@ def test_failover_starts_with_the_server_that_took_the_last_batch(tmp_path: Path
 
 
 def _lines(events: list[Event]) -> list[bytes]:
-    """The line protocol a fresh renderer makes of ``events``, one line each."""
+    """The line protocol an output makes of ``events`` at its first start (generation 1),
+    one line each."""
     output = InfluxDBOutput(_options(["http://127.0.0.1:1"], Path("unused")))
-    return output.renderer.render(events).data.splitlines()
+    return output._renderer(generation=1).render(events).data.splitlines()
 
 
 def _through_scripted(
@@ -738,3 +752,147 @@ def test_a_partial_write_with_lines_influxd_cannot_parse_counts_what_it_stored(
     assert len(influx_db.rows("m")) == 2
     # The unclosed quote takes the line after it: 3 lines refused, 2 stored.
     assert (counters.written, counters.rejected) == (2, 3)
+
+
+# -- rendering off the critical path, and timestamps across restarts ---------------------
+
+
+def test_a_large_batch_is_rendered_in_chunks_with_the_loop_turning_between(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20,000 new series in one batch are rendered RENDER_CHUNK events at a time, and
+    another task runs between every two chunks: no batch holds the event loop."""
+    events: list[Event] = [
+        {"name": "web.requests", "value": 1, "time": T0, "request": f"r{i}"} for i in range(20_000)
+    ]
+    chunks: list[tuple[int, int]] = []  # (events, turns of the other task so far)
+
+    async def main() -> None:
+        turns = 0
+
+        async def other() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        async with scripted_influx() as server:
+            output = InfluxDBOutput(_options([server.url], tmp_path, create_database=False))
+            await output.start()
+            render = output.renderer.render
+
+            def spy(batch: Sequence[Event]) -> RenderResult:
+                chunks.append((len(batch), turns))
+                return render(batch)
+
+            monkeypatch.setattr(output.renderer, "render", spy)
+            task = asyncio.get_running_loop().create_task(other())
+            await asyncio.sleep(0)
+            await _send(output, events, 20_000)
+            task.cancel()
+            await output.close()
+
+    asyncio.run(main())
+    assert sum(size for size, _ in chunks) == 20_000
+    assert max(size for size, _ in chunks) <= RENDER_CHUNK
+    assert all(before < after for (_, before), (_, after) in itertools.pairwise(chunks))
+
+
+def test_each_start_renders_with_the_next_generation(tmp_path: Path) -> None:
+    """Starts count on from the generation on disk (per output and worker); a file
+    that holds no count is logged and counting goes on from another number."""
+    options = _options(["http://127.0.0.1:1"], tmp_path, create_database=False)
+
+    async def start_and_close() -> int:
+        output = InfluxDBOutput(options)
+        await output.start()
+        await output.close()
+        return output.renderer.generation
+
+    assert [asyncio.run(start_and_close()) for _ in range(3)] == [1, 2, 3]
+    path = tmp_path / options.label / "worker-0" / "generation"
+    assert path.read_text() == "3\n"
+    path.write_bytes(b"\xff\xfe")
+    generation = claim_generation(path.parent)
+    assert generation > 0 and path.read_text() == f"{generation}\n"
+    assert claim_generation(path.parent) == generation + 1
+
+
+def test_same_millisecond_events_survive_a_collector_restart_as_in_sqlite(
+    influx_db: InfluxDatabase, tmp_path: Path
+) -> None:
+    """Two events in one ms, a restart of the collector, two more in that ms (one a copy
+    of the first): InfluxDB keeps all four, as the embedded store does (the second life
+    used to start its offsets at zero again, overwriting the first's points)."""
+    port = free_port()
+    influx = {
+        "type": "influxdb",
+        "urls": [influx_db.server.url],
+        "database": influx_db.name,
+        "spool_dir": str(tmp_path / "spool"),
+        "flush_interval": 0.05,
+        "timeout": 2.0,
+    }
+    sqlite = {"type": "sqlite", "path": str(tmp_path / "numbat.db")}
+    config = from_dict(
+        {"collector": {"listen": [f"tcp://127.0.0.1:{port}"], "outputs": [influx, sqlite]}}
+    )
+    now = int(time.time() * 1000)  # within the embedded store's retention
+
+    def line(value: int) -> bytes:
+        return b'{"name":"web.hits","value":%d,"time":%d,"host":"a"}\n' % (value, now)
+
+    def send(data: bytes) -> None:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(data)
+
+    async def life(data: bytes, stored: int) -> None:
+        collector = Collector(config, hostname="test")
+        await collector.start()
+        try:
+            await asyncio.to_thread(send, data)
+            await asyncio.to_thread(
+                wait_until, lambda: len(influx_db.rows("web.hits")) >= stored, 10.0
+            )
+        finally:
+            await collector.stop()
+
+    async def stored_in_sqlite() -> float | None:
+        store = SQLiteStore(tmp_path / "numbat.db")
+        try:
+            [bucket] = await store.query(
+                "web.hits", {}, start=now, end=now + 1, bucket=1, aggregate="count"
+            )
+        finally:
+            await store.close()
+        return bucket.value
+
+    asyncio.run(life(line(1) + line(2), 2))
+    asyncio.run(life(line(3) + line(1), 4))
+    values = sorted(row["value"] for row in influx_db.rows("web.hits"))
+    assert values == [1, 1, 2, 3]
+    assert asyncio.run(stored_in_sqlite()) == 4
+
+
+def test_a_batch_spooled_before_a_restart_is_sent_once_beside_the_new_life(
+    restartable: RestartableInflux, tmp_path: Path
+) -> None:
+    """Points spooled by one life (influxd down) and sent by the next, which writes in the
+    same millisecond too: every point stored once, none overwritten, none doubled."""
+    restartable.stop()
+    options = _options([restartable.url], tmp_path / "spool", database="lives")
+
+    async def first_life() -> None:
+        output = await _write(options, _events(20))  # 10 a millisecond
+        await output.close()
+        assert output.senders[0].spool.pending_points == 20
+
+    async def second_life() -> None:
+        output = await _write(options, _events(20))
+        await asyncio.to_thread(wait_until, _settled(output, 40), 10.0)
+        await output.close()
+
+    asyncio.run(first_life())
+    restartable.start()
+    asyncio.run(second_life())
+    assert restartable.count("lives", "web.requests") == 40

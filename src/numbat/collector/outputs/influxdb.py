@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import re
 import threading
 import time
@@ -42,6 +43,7 @@ from numbat._loop import new_loop
 from numbat._ratelimit import RateLimitedLog
 from numbat.collector.outputs import Batch, Output
 from numbat.config import InfluxDBOutputConfig
+from numbat.event import now_ms
 from numbat.server import ProcessContext
 from numbat.store.influx import InfluxClient, Reply, StoreError
 from numbat.store.lineprotocol import LineRenderer
@@ -51,6 +53,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Part = tuple[bytes, int]  # line protocol and its number of points (lines)
+# Events rendered between two turns of the event loop: about 1.5 µs each of a known
+# series and 5 µs of a new one, so a chunk holds the loop 1 to 3 ms (docs/benchmarks.md).
+RENDER_CHUNK = 500
 _PARTIAL = re.compile(r"partial write.*dropped=(\d+)", re.DOTALL)
 _UNPARSED = re.compile(r"unable to parse '(.*?)': ", re.DOTALL)
 
@@ -367,8 +372,12 @@ class InfluxDBOutput(Output):
         self._pending_bytes = 0
         self._first_pending = 0.0
         self._flusher: asyncio.Task[None] | None = None
+        self._rendering = False  # a write is between two chunks
 
     async def start(self) -> None:
+        # Every start renders with timestamps of its own (see claim_generation).
+        generation = await asyncio.to_thread(claim_generation, self._worker_dir())
+        self.renderer = self._renderer(generation)
         for index, urls in enumerate(self._groups()):
             clients = [self._client(url) for url in urls]
             addresses = [client.address for client in clients]
@@ -387,14 +396,23 @@ class InfluxDBOutput(Output):
         events = batch.events
         full: list[Part] = []
         start = 0
-        while start < len(events):
-            # Never more events than the pending batch has room for: it stays within
-            # batch_size points however the events come in.
-            stop = start + self.options.batch_size - self._pending_points
-            result = self.renderer.render(events[start:stop])
-            self.skipped += result.skipped
-            self._gather(result.data, result.points, full)
-            start = stop
+        self._rendering = True
+        try:
+            while start < len(events):
+                if start:
+                    # A turn of the loop between chunks: a large batch of new series
+                    # must not hold the listeners and the other outputs up.
+                    await asyncio.sleep(0)
+                # Never more events than the pending batch has room for: it stays
+                # within batch_size points however the events come in.
+                room = self.options.batch_size - self._pending_points
+                stop = start + min(room, RENDER_CHUNK)
+                result = self.renderer.render(events[start:stop])
+                self.skipped += result.skipped
+                self._gather(result.data, result.points, full)
+                start = stop
+        finally:
+            self._rendering = False
         # One trip to the spool's thread for the whole batch: each waits for a turn of
         # the loop, which the listeners make long under load.
         await self._spool(full)
@@ -429,7 +447,7 @@ class InfluxDBOutput(Output):
 
     # -- internals ------------------------------------------------------------------
 
-    def _renderer(self) -> LineRenderer:
+    def _renderer(self, generation: int = 0) -> LineRenderer:
         options = self.options
         return LineRenderer(
             text_fields=tuple(options.text_fields),
@@ -438,7 +456,12 @@ class InfluxDBOutput(Output):
             on_cardinality=options.on_cardinality,
             worker=self.context.worker,
             workers=self.context.workers,
+            generation=generation,
         )
+
+    def _worker_dir(self) -> Path:
+        """This output's and worker's directory under spool_dir (its spools are in it)."""
+        return Path(self.options.spool_dir) / self.options.label / f"worker-{self.context.worker}"
 
     def _client(self, url: str) -> InfluxClient:
         options = self.options
@@ -528,7 +551,9 @@ class InfluxDBOutput(Output):
         interval = self.options.flush_interval
         while True:
             await asyncio.sleep(interval / 4)
-            if self._pending and time.monotonic() - self._first_pending >= interval:
+            # (Not while a write renders: its full batches go to the spool first.)
+            due = time.monotonic() - self._first_pending >= interval
+            if self._pending and due and not self._rendering:
                 await self._spool_pending()
             for sender in self.senders:  # bounds what a power cut can take from a quiet spool
                 await sender.io(sender.spool.sync_if_due)
@@ -587,6 +612,49 @@ def spool_name(addresses: list[str], database: str) -> str:
     """
     key = "\n".join([*addresses, database]).encode()
     return f"spool-{hashlib.sha256(key).hexdigest()[:16]}"
+
+
+def claim_generation(directory: Path) -> int:
+    """The generation this start of the output renders with: one more than the last
+    start's, counted in ``directory/generation`` (1 the first time). Blocking I/O.
+
+    Every start (after a restart or a reload) takes a new generation, so the points it
+    writes in a millisecond do not overwrite those written in the same millisecond
+    before (see numbat.store.lineprotocol). The count is on disk before it is used:
+    written to a temporary file, fsynced and renamed over the old one, so a crash at any
+    point leaves the old count or the new. A file that does not hold a count (not
+    written by numbat) is logged and the count starts again from a number taken from
+    the clock. Raises OSError when the directory cannot be written.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     [claim_generation(Path(tmp)) for _ in range(3)]
+    [1, 2, 3]
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "generation"
+    try:
+        last = int(path.read_text(encoding="ascii"))
+        if last < 0:
+            raise ValueError(f"negative: {last}")
+    except FileNotFoundError:
+        last = 0
+    except ValueError as exc:  # UnicodeDecodeError included
+        last = now_ms() % 2**31
+        log.warning("%s holds no generation count (%s); counting on from %d", path, exc, last)
+    generation = last + 1
+    temporary = path.with_name("generation.tmp")
+    with temporary.open("w", encoding="ascii") as out:
+        out.write(f"{generation}\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)  # the rename itself
+    finally:
+        os.close(handle)
+    return generation
 
 
 def _move(old: Path, new: Path) -> None:
