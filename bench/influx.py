@@ -4,6 +4,8 @@
     python bench/influx.py --quick         # smaller numbers, for a smoke test
     python bench/influx.py --workers 2 --runs 1 --timeline
     python bench/influx.py --profile       # where our collector spends its time (py-spy)
+    python bench/influx.py --unique --workers 1   # also every event a new series
+    python bench/influx.py --render        # the renderer alone: new vs known series, loop gaps
 
 One real ``/usr/bin/influxd`` (1.x) runs on free loopback ports with its files in a
 temporary directory (``wal-fsync-delay = "0s"``, cache sizes default), shared by every
@@ -46,6 +48,16 @@ i // 1000`` ms: each series one point a millisecond, in time order.
     ``--workers``); prints the share of samples by part of the pipeline and by thread,
     and the top functions by self time. ``--raw FILE`` keeps py-spy's collapsed stacks.
 
+(e) ``--unique``: each end-to-end variant again with a tag of its own on every event
+    (``"request":"rN"``), so every event is a new series, until the cardinality guard
+    demotes the tag (past ``max_series_per_measurement``, 100,000) and every event a
+    new value of a demoted tag. GOALS compares the collector's cpu-us per point with the
+    known-series run: a new series should cost at most about twice a known one.
+(f) ``--render``: the line-protocol renderer alone, in this process (no influxd): cpu-us
+    per event of a known series, a new one and one with its tag demoted; and how long a
+    batch of 20,000 new series holds the event loop, rendered at once, in chunks (the
+    output's way) or in a thread.
+
 The goal: end to end at least 70% of the raw rate; the bar is 50%. Both share the
 machine's cores with influxd, so the collector's CPU per point decides it. Figures are
 medians with [min..max] over ``--runs`` runs; raw and the collector variants alternate.
@@ -54,10 +66,12 @@ medians with [min..max] over ``--runs`` runs; raw and the collector variants alt
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import http.client
 import itertools
 import json
+import logging
 import os
 import re
 import shutil
@@ -102,6 +116,7 @@ POLL_EVERY: Final = 0.05
 TIMELINE_EVERY: Final = 0.5
 TARGET: Final = 0.70
 BAR: Final = 0.50
+UNIQUE_GOAL: Final = 2.2  # a new series costs at most about twice a known one (issue 8)
 OURS_CMD: list[str] = [sys.executable, "-m", "numbat"]
 QUEUE_SIZE = 0  # the collector's queue_size; 0: room for every event of a run
 
@@ -187,26 +202,31 @@ def line_batches(total: int, t0_ms: int) -> list[bytes]:
     return batches
 
 
-def ndjson_streams(total: int, conns: int, t0_ms: int) -> list[bytes]:
+def ndjson_streams(total: int, conns: int, t0_ms: int, unique: bool = False) -> list[bytes]:
     """The same points as events, as numbat-emitter sends them, one stream a connection.
 
     Each connection carries the series of its own hosts (host ``hN`` on connection
-    ``N % conns``), in time order, as emitters on ``conns`` machines would.
+    ``N % conns``), in time order, as emitters on ``conns`` machines would. ``unique``:
+    every event also has a tag of its own, ``"request":"rN"``: each is a new series.
 
     >>> ndjson_streams(2, 1, 1000)[0].splitlines()[1]
     b'{"name":"bench.requests","value":0.25,"host":"h1","route":"/api/x","time":1000}'
+    >>> ndjson_streams(2, 1, 1000, unique=True)[0].splitlines()[1]
+    b'{"name":"bench.requests","value":0.25,"host":"h1","route":"/api/x","request":"r1","time":1000}'
     """
     heads, conn_of = [], []
     for s in range(SERIES):
         host, route = series_tags(s)
-        heads.append(f',"host":"{host}","route":"{route}","time":')
+        heads.append(f',"host":"{host}","route":"{route}"')
         conn_of.append(s % HOSTS % conns)
     lines: list[list[str]] = [[] for _ in range(conns)]
     adds = [part.append for part in lines]
     start = f'{{"name":"{MEASUREMENT}","value":'
     for i in range(total):
         s = i % SERIES
-        adds[conn_of[s]](f"{start}{VALUES[i % 997]}{heads[s]}{t0_ms + i // SERIES}}}\n")
+        request = f',"request":"r{i}"' if unique else ""
+        when = t0_ms + i // SERIES
+        adds[conn_of[s]](f'{start}{VALUES[i % 997]}{heads[s]}{request},"time":{when}}}\n')
     return ["".join(part).encode() for part in lines]
 
 
@@ -239,13 +259,13 @@ def raw_writer(port: int, db: str, total: int, pipe: Connection) -> None:
     pipe.send({"start": start, "end": end, "cpu": cpu_self() - cpu0, "errors": errors})
 
 
-def tcp_generator(port: int, conns: int, total: int, pipe: Connection) -> None:
+def tcp_generator(port: int, conns: int, total: int, unique: bool, pipe: Connection) -> None:
     """Child process: bench/collector.py's TCP generator, sending ``ndjson_streams``.
 
     Renders the streams, then sends each connection its stream with ``sendall``;
     reports as ``collector.blast_connections`` does.
     """
-    streams = ndjson_streams(total, conns, int(time.time() * 1000))
+    streams = ndjson_streams(total, conns, int(time.time() * 1000), unique)
     socks = open_connections(port, conns, 300)
     blast_connections(socks, lambda sock, i: sock.sendall(streams[i]), pipe)
 
@@ -502,12 +522,14 @@ def e2e_run(
     conns: int,
     extra: list[str],
     spy: list[str] | None = None,
+    unique: bool = False,
 ) -> Run:
-    """One end-to-end run; with ``spy``, py-spy records the collector meanwhile."""
+    """One end-to-end run; with ``spy``, py-spy records the collector meanwhile;
+    ``unique``: every event a new series (see ``ndjson_streams``)."""
     queue = QUEUE_SIZE or points + 100_000
     col = Collector(workdir, influx.url, db, workers, queue_size=queue, extra=extra)
     with running(col):
-        gen = Generator(tcp_generator, col.port, conns, points)
+        gen = Generator(tcp_generator, col.port, conns, points, unique)
         rec = None
         try:
             influx.settle()
@@ -522,6 +544,8 @@ def e2e_run(
                 rec.send_signal(signal.SIGINT)
                 rec.wait(120)
     run.stored = influx.count(db)
+    if unique:
+        run.variant += " unique"
     influx.query(f'DROP DATABASE "{db}"')
     return run
 
@@ -686,6 +710,17 @@ def summary(results: dict[str, list[Run]], points: int) -> list[str]:
                 f" (bar {100 * BAR:.0f}%, target {100 * TARGET:.0f}%): {verdict}"
             )
         lines.append(line)
+    for variant, runs in results.items():
+        known = results.get(variant.removesuffix(" unique"), [])
+        if variant.endswith(" unique") and known:
+            new_us = median([1e6 * r.cpu / r.points for r in runs])
+            known_us = median([1e6 * r.cpu / r.points for r in known])
+            ratio = new_us / known_us
+            goals.append(
+                f"    {variant}: a new series costs the collector {new_us:.2f} cpu-us/point,"
+                f" a known one {known_us:.2f}: {ratio:.2f}x (goal: at most about 2x):"
+                f" {'HOLDS' if ratio <= UNIQUE_GOAL else 'FAILS'}"
+            )
     exact = all(r.stored == r.points for runs in results.values() for r in runs)
     goals.append(f"    every run stored exactly {points:,} points: {'HOLDS' if exact else 'FAILS'}")
     busy = [r for runs in results.values() for r in runs if r.others > BUSY_CORES]
@@ -695,6 +730,120 @@ def summary(results: dict[str, list[Run]], points: int) -> list[str]:
             f" (up to {max(r.others for r in busy):.2f}): those figures are skewed"
         )
     return [*lines, "GOALS", *goals]
+
+
+# -- the renderer alone (--render) ----------------------------------------------------------
+
+RENDER_BATCH: Final = 5_000
+LOOP_BATCH: Final = 20_000
+
+
+def bench_events(first: int, count: int, unique: bool) -> list[dict[str, Any]]:
+    """The benchmark's events ``first`` to ``first + count``, as the collector hands
+    them to an output; ``unique``: each with a ``request`` tag of its own."""
+    events: list[dict[str, Any]] = []
+    for i in range(first, first + count):
+        host, route = series_tags(i % SERIES)
+        event: dict[str, Any] = {"name": MEASUREMENT, "value": 0.25, "host": host, "route": route}
+        if unique:
+            event["request"] = f"r{i}"
+        event["time"] = 1_700_000_000_000 + i // SERIES
+        events.append(event)
+    return events
+
+
+def render_bench(quick: bool) -> list[str]:
+    """--render: cpu-us per event of LineRenderer.render for a known series, a new one
+    (a unique tag) and one whose unique tag the cardinality guard has demoted (half
+    the new series pass max_series_per_measurement); then how long one batch of
+    LOOP_BATCH new series holds the event loop, rendered at once, in chunks of
+    RENDER_CHUNK with a turn of the loop between them (what the output does), or in a
+    thread (asyncio.to_thread), while another task wants the loop every 20 us."""
+    from numbat.collector.outputs import influxdb
+    from numbat.store.lineprotocol import LineRenderer
+
+    chunk: int = getattr(influxdb, "RENDER_CHUNK", 500)  # (what we chose; older numbat: none)
+
+    logging.getLogger("numbat.store").setLevel(logging.ERROR)  # the guard's demotion
+    rounds = 10 if quick else 40
+    renderer = LineRenderer(max_series_per_measurement=rounds * RENDER_BATCH // 2)
+    renderer.render(bench_events(0, RENDER_BATCH, unique=False))
+    known: list[float] = []
+    new: list[float] = []
+    demoted: list[float] = []
+    for k in range(rounds):
+        events = bench_events(k * RENDER_BATCH, RENDER_BATCH, unique=False)
+        known.append(cpu_per_event(renderer.render, events))
+        events = bench_events(k * RENDER_BATCH, RENDER_BATCH, unique=True)
+        phase = demoted if renderer.cardinality_reports else new
+        phase.append(cpu_per_event(renderer.render, events))
+    known_us = median(known)
+    lines = [
+        f"LineRenderer.render, cpu-us per event, medians of batches of {RENDER_BATCH:,}:",
+        f"    known series {known_us:.2f}; new series {median(new):.2f}"
+        f" ({median(new) / known_us:.2f}x); after its tag was demoted {median(demoted):.2f}"
+        f" ({median(demoted) / known_us:.2f}x)",
+        f"one batch of {LOOP_BATCH:,} new series, medians of 5 (the event loop's longest"
+        " gap while another task wants it every 20 us):",
+    ]
+    for mode in ("at once", f"chunks of {chunk}", "asyncio.to_thread"):
+        runs = [asyncio.run(loop_gaps(LineRenderer, mode, chunk, k)) for k in range(5)]
+        wall, gap, p99, hold = (median([r[i] for r in runs]) for i in range(4))
+        held = f"; longest render call {1e3 * hold:5.2f} ms cpu" if hold else ""
+        lines.append(
+            f"    {mode:<20} render {1e3 * wall:6.1f} ms; loop gap longest {1e3 * gap:6.2f} ms,"
+            f" p99 {1e3 * p99:5.2f} ms{held}"
+        )
+    return lines
+
+
+def cpu_per_event(render: Any, events: list[dict[str, Any]]) -> float:
+    start = time.process_time()
+    render(events)
+    return 1e6 * (time.process_time() - start) / len(events)
+
+
+async def loop_gaps(renderer_class: Any, mode: str, chunk: int, k: int) -> tuple[float, ...]:
+    """Render LOOP_BATCH new series as ``mode`` says while another task takes 20 us of
+    every turn of the loop: (render seconds, longest gap, 99th percentile gap, the cpu
+    seconds of the longest render call on the loop, 0 in a thread). The gaps are wall
+    time: another process taking the core lengthens them; the cpu time is the loop's
+    own hold."""
+    renderer = renderer_class()
+    events = bench_events(k * LOOP_BATCH, LOOP_BATCH, unique=True)
+    gaps: list[float] = []
+    done = False
+
+    async def other() -> None:
+        last = time.perf_counter()
+        while not done:
+            end = time.perf_counter() + 20e-6
+            while time.perf_counter() < end:
+                pass
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    task = asyncio.get_running_loop().create_task(other())
+    await asyncio.sleep(0)
+    holds = [0.0]
+    start = time.perf_counter()
+    if mode == "asyncio.to_thread":
+        await asyncio.to_thread(renderer.render, events)
+    else:
+        step = len(events) if mode == "at once" else chunk
+        for first in range(0, len(events), step):
+            if first:
+                await asyncio.sleep(0)
+            cpu = time.process_time()
+            renderer.render(events[first : first + step])
+            holds.append(time.process_time() - cpu)
+    wall = time.perf_counter() - start
+    done = True
+    await task
+    gaps.sort()
+    return wall, gaps[-1], gaps[len(gaps) * 99 // 100], max(holds)
 
 
 # -- profiling ------------------------------------------------------------------------------
@@ -834,6 +983,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeline", action="store_true", help="print each end-to-end run's rate over time"
     )
+    parser.add_argument(
+        "--unique",
+        action="store_true",
+        help="also run each variant with a unique tag on every event (all new series)",
+    )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="the line-protocol renderer alone, in this process (no influxd): cost of a"
+        " new series against a known one, and how long a batch holds the event loop",
+    )
     parser.add_argument("--profile", action="store_true", help="profile one run with py-spy")
     parser.add_argument("--raw", type=Path, help="with --profile: keep py-spy's raw stacks here")
     args = parser.parse_args(argv)
@@ -847,6 +1007,9 @@ def main(argv: list[str] | None = None) -> int:
         500_000 if args.quick else 1_000_000 if args.profile else 3_000_000
     )
     args.set = [f"{k.strip()} = {v.strip()}" for k, _, v in (s.partition("=") for s in args.set)]
+    if args.render:
+        print("\n".join(render_bench(args.quick)))
+        return 0
     if not Path(INFLUXD).is_file():
         print(f"{INFLUXD} is missing (apt-get install influxdb)", file=sys.stderr)
         return 1
@@ -868,24 +1031,39 @@ def main(argv: list[str] | None = None) -> int:
             )
             results: dict[str, list[Run]] = {}
             for i in range(args.runs):
-                run = raw_run(influx, f"raw{i}", args.points)
-                results.setdefault("raw", []).append(run)
-                print(describe(run), flush=True)
-                for workers in args.workers:
-                    db = f"e2e_w{workers}_{i}"
-                    run = e2e_run(
-                        influx, workdir, db, args.points, workers, args.connections, args.set
-                    )
-                    results.setdefault(run.variant, []).append(run)
-                    print(describe(run), flush=True)
-                    if args.timeline:
-                        print(describe_timeline(run), flush=True)
+                one_round(args, influx, workdir, i, results)
         finally:
             influx.stop()
     print("\n".join(summary(results, args.points)))
     print(f"total bench time {time.perf_counter() - started:.1f}s")
     print("=" * 78)
     return 0
+
+
+def one_round(
+    args: argparse.Namespace, influx: Influxd, workdir: Path, i: int, results: dict[str, list[Run]]
+) -> None:
+    """Run ``i`` of each variant: raw, then each worker count (and its --unique twin)."""
+    run = raw_run(influx, f"raw{i}", args.points)
+    results.setdefault("raw", []).append(run)
+    print(describe(run), flush=True)
+    for workers in args.workers:
+        for unique in (False, True) if args.unique else (False,):
+            db = f"e2e_w{workers}_{i}{'_unique' if unique else ''}"
+            run = e2e_run(
+                influx,
+                workdir,
+                db,
+                args.points,
+                workers,
+                args.connections,
+                args.set,
+                unique=unique,
+            )
+            results.setdefault(run.variant, []).append(run)
+            print(describe(run), flush=True)
+            if args.timeline:
+                print(describe_timeline(run), flush=True)
 
 
 def influx_version() -> str:

@@ -286,6 +286,18 @@ def test_generations_never_share_a_nanosecond() -> None:
         assert all(not before & after for before, after in itertools.pairwise(lives))
 
 
+def test_slots_wrap_past_the_end_of_the_millisecond() -> None:
+    """A base near the end of the slots wraps to the start: every point stays in its
+    millisecond, on its worker's nanoseconds, whether rendered at once or one by one."""
+    events: list[Event] = [{"name": "hits", "value": 1, "time": T0, "host": "a"}] * 6
+    # 10,000 workers: 100 slots a worker; generation 29 starts at slot 98.
+    at_once = LineRenderer(worker=3, workers=10_000, generation=29)
+    one_by_one = LineRenderer(worker=3, workers=10_000, generation=29)
+    stamps = timestamps(at_once.render(events).data)
+    assert stamps == [T0 * NS_PER_MS + slot * 10_000 + 3 for slot in (98, 99, 0, 1, 2, 3)]
+    assert [timestamps(one_by_one.render([e]).data)[0] for e in events] == stamps
+
+
 def test_generation_zero_writes_as_before_and_a_negative_one_is_refused() -> None:
     """Generation 0 starts at offset 0 (as numbat did before it had generations)."""
     event: Event = {"name": "hits", "value": 1, "time": T0}
@@ -321,11 +333,25 @@ def test_the_cache_is_invisible_to_the_garbage_collector() -> None:
         {"name": "req", "value": 1, "time": T0, "host": "a", "id": f"r{i}"} for i in range(1_000)
     ]
     renderer.render(events)
+    renderer.render(events)  # seen twice: cached
     gc.collect()
     gc.collect()  # a key's inner tuple goes untracked first, then the key
     cached = [*renderer._cache.items(), *renderer._old_cache.items()]
     assert len(cached) == 1_000
     assert not any(gc.is_tracked(key) or gc.is_tracked(entry) for key, entry in cached)
+
+
+def test_series_seen_once_are_not_cached() -> None:
+    """A new series, or a new value of a demoted tag, is cached when it comes again: a
+    tag of unique values (request ids) does not churn the cache."""
+    renderer = LineRenderer(max_series_per_measurement=10)
+    events: list[Event] = [
+        {"name": "req", "value": 1, "time": T0, "host": "a", "id": f"r{i}"} for i in range(30)
+    ]
+    renderer.render(events)  # 10 new series, then 20 new values of a demoted tag
+    assert not renderer._cache
+    renderer.render(events[:5] + events[20:25])
+    assert len(renderer._cache) == 10
 
 
 def test_a_full_cache_is_freed_two_entries_a_miss() -> None:
@@ -336,11 +362,11 @@ def test_a_full_cache_is_freed_two_entries_a_miss() -> None:
     def new(i: int) -> list[Event]:
         return [{"name": "req", "value": 1, "time": T0, "id": f"r{i}"}]
 
-    for i in range(200):  # the young half fills, then the old one
-        renderer.render(new(i))
+    for i in range(200):  # the young half fills, then the old one (seen twice: cached)
+        renderer.render(new(i) * 2)
     sizes = []
     for i in range(200, 300):
-        renderer.render(new(i))
+        renderer.render(new(i) * 2)
         sizes.append(len(renderer._dying))
     assert sizes[0] == 98  # the half that went (100), less two
     assert all(a - b in (0, 2) for a, b in itertools.pairwise(sizes))

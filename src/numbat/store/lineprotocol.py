@@ -69,6 +69,16 @@ Cardinality guard
     :attr:`LineRenderer.cardinality_reports`; points written with a tag demoted or
     dropped are counted (:attr:`LineRenderer.demoted`, ``dropped_tags``). The counts
     are per renderer (one per collector worker process) and start from zero with it.
+
+Cost
+    An event whose name and tag values were seen before costs one dict lookup; one seen
+    for the first time (a new series, or a new value of a demoted tag) builds its series
+    key in one pass over its tags, about 2.5 times as much, and is cached only when it
+    comes again, so a tag of unique values does not churn the cache. The cache holds
+    ``cache_size`` entries in two halves, of strings and ints only (which the garbage
+    collector stops tracking), and is never cleared or scanned at once: the half that
+    goes is freed two entries at a time. So :meth:`LineRenderer.render` takes time in
+    proportion to the events it is given, with no pause of its own.
 """
 
 from __future__ import annotations
@@ -79,7 +89,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from operator import itemgetter
-from typing import Any, Final, Literal, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 from numbat.event import Scalar, now_ms
 from numbat.store.points import NUMBER_FIELDS, TEXT_FIELDS, PointMapper, is_heartbeat, scalar_text
@@ -94,6 +104,8 @@ MAX_TIME_MS: Final = 9_223_372_036_853
 MAX_PREFIX_BYTES: Final = 64_000
 # The distinct milliseconds whose points the tie-breaker counts (two minutes' worth).
 COUNTED_MS: Final = 120_000
+# Values of demoted tags remembered per measurement, to tell one that comes again.
+RECENT_VALUES: Final = 4_096
 # The golden section: successive generations' offsets start as far apart as can be.
 _GOLDEN: Final = (5**0.5 - 1) / 2
 
@@ -250,7 +262,7 @@ def _no_name(event: Mapping[str, Scalar]) -> None:
 class _Measurement:
     """One measurement: its escaped name, and the cardinality guard's view of it."""
 
-    __slots__ = ("demoted", "escaped", "limit", "series", "values")
+    __slots__ = ("demoted", "escaped", "limit", "recent", "series", "values")
 
     def __init__(self, name: str, limit: int) -> None:
         self.escaped = escape_measurement(name)
@@ -259,6 +271,17 @@ class _Measurement:
         # tag key -> the values of it series were written with before it was demoted
         self.demoted: dict[str, set[str]] = {}
         self.limit = limit  # series count at which the next tag is demoted
+        self.recent: set[str] = set()  # values of demoted tags seen lately
+
+    def first_sight(self, value: str) -> bool:
+        """Whether a value of a demoted tag is new lately (among the last RECENT_VALUES)."""
+        recent = self.recent
+        if value in recent:
+            return False
+        if len(recent) >= RECENT_VALUES:
+            recent = self.recent = set()  # small: freed at once in well under a ms
+        recent.add(value)
+        return True
 
     def admit(self, prefix: str, tags: list[_Tag]) -> None:
         self.series.add(hash(prefix))
@@ -338,6 +361,8 @@ class LineRenderer:
         self.counted_ms = counted_ms
         self._slots = NS_PER_MS // workers  # distinct offsets this worker has per ms
         self._base = generation_base(generation, self._slots)
+        # Ordinals that need no wrapping: under half of the slots, and short of their end.
+        self._room = min(self._slots // 2, self._slots - self._base)
         self._counts: dict[int, int] = {}
         self._heap: list[int] = []
         self._floor = -1
@@ -345,7 +370,8 @@ class LineRenderer:
         # The cache, in two halves: a miss in the young one looks in the old one and
         # brings what it finds along; when the young one is full, the old one goes and
         # the young one becomes old. Nothing is cleared at once (50,000 entries hold
-        # the loop for 10 ms or more): a half that went is freed a few items a miss.
+        # the loop for 10 ms or more): the half that went is freed two entries for
+        # each one added (_miss).
         self._space = max(1, cache_size // 2)
         self._cache: dict[tuple[object, ...], _Entry] = {}
         self._old_cache: dict[tuple[object, ...], _Entry] = {}
@@ -367,8 +393,10 @@ class LineRenderer:
         skipped = 0
         cache, shapes, not_tags = self._cache, self._shapes, self.mapper.not_tags
         clock, fields_of, counts = self.mapper.clock, self._fields, self._counts
-        workers, worker, slots, base = self.workers, self.worker, self._slots, self._base
-        half = slots // 2
+        workers, room = self.workers, self._room
+        # The millisecond in hand (events come mostly in time order): its count, kept
+        # here until another comes, and the ns of its first slot; none: -1.
+        held, ordinal, held_ns = -1, 0, 0
         for event in events:
             # The time in ms; one InfluxDB cannot store is skipped.
             when = event.get("time")
@@ -392,40 +420,55 @@ class LineRenderer:
                     continue
                 changes.append(changed)
             # The timestamp in ns: the next free slot of its millisecond (see the module).
-            ordinal = counts.get(when)
-            if ordinal is None:
-                slot = self._first_slot(when)
+            if when == held and ordinal < room:
+                ns = held_ns + ordinal * workers
+                ordinal += 1
             else:
-                counts[when] = ordinal + 1
-                slot = base + (ordinal if ordinal < half else ordinal % half)
-                if slot >= slots:
-                    slot -= slots
-            ns = when * NS_PER_MS + slot * workers + worker
+                if held != -1:
+                    counts[held] = ordinal
+                ns, held, ordinal, held_ns = self._take(when)
             value = float(event.get("value", 1))
             if shape.fields:
                 add(f"{head}{value!r}{moved}{fields_of(event)} {ns}\n")
             else:
                 add(f"{head}{value!r}{moved} {ns}\n")
+        if held != -1:
+            counts[held] = ordinal
         self._count(len(lines), skipped, changes)
         data = "".join(lines).encode("utf-8", "replace")
         return RenderResult(data, len(lines), skipped, len(changes))
 
-    def _first_slot(self, when: int) -> int:
-        """The slot of the first point in millisecond ``when``: the generation's base;
-        for a millisecond counted out (see the module), the next slot counted down from
-        the base."""
-        if when <= self._floor:
-            late = self._late
-            self._late = late + 1
-            slot = self._base - 1 - late % (self._slots // 2)
-            return slot + self._slots if slot < 0 else slot
-        self._counts[when] = 1
-        heapq.heappush(self._heap, when)
-        if len(self._heap) > self.counted_ms:
-            # Milliseconds leave in the order of time, so none is counted again.
-            self._floor = heapq.heappop(self._heap)
-            del self._counts[self._floor]
-        return self._base
+    def _take(self, when: int) -> tuple[int, int, int, int]:
+        """The ns of a point in millisecond ``when``, not in render's hand, and what
+        render holds from then on: the millisecond (-1: none), its count, the ns of its
+        first slot. None is held while its slots wrap, nor a millisecond counted out."""
+        workers, worker = self.workers, self.worker
+        ns = when * NS_PER_MS + self._slot(when, self._counts.get(when)) * workers + worker
+        ordinal = self._counts.get(when)
+        if ordinal is None or ordinal >= self._room:
+            return ns, -1, 0, 0
+        return ns, when, ordinal, when * NS_PER_MS + self._base * workers + worker
+
+    def _slot(self, when: int, ordinal: int | None) -> int:
+        """The slot of a point in millisecond ``when`` that render does not work out
+        itself: the first of a millisecond (``ordinal`` None), or one past the room
+        before the end of the slots, which wraps (see the module)."""
+        slots, half = self._slots, self._slots // 2
+        if ordinal is None:
+            if when <= self._floor:  # counted out: counted down from the base
+                late = self._late
+                self._late = late + 1
+                return (self._base - 1 - late % half) % slots
+            heapq.heappush(self._heap, when)
+            if len(self._heap) > self.counted_ms:
+                # Milliseconds leave in the order of time, so none is counted again.
+                self._floor = heapq.heappop(self._heap)
+                if self._floor == when:  # older than every one counted: out at once
+                    return self._base
+                del self._counts[self._floor]
+            ordinal = 0
+        self._counts[when] = ordinal + 1
+        return (self._base + ordinal % half) % slots
 
     def _fields(self, event: Mapping[str, Scalar]) -> str:
         """The text and number fields of ``event``, rendered: ``,description="..."``."""
@@ -465,26 +508,35 @@ class LineRenderer:
         """The entry of an event not found in the young cache under ``key``."""
         entry = self._old_cache.get(key)
         if entry is None:
-            key, entry = self._entry(event, key, shape)
+            key, entry, once = self._entry(event, key, shape)
+            if once:
+                return entry
         if len(self._cache) >= self._space:
-            self._dying.clear()  # empty already: each miss frees two items (_dispose)
+            self._dying.clear()  # empty already: see below
             self._dying, self._old_cache, self._cache = self._old_cache, self._cache, {}
-        if self._dying:
-            _dispose(self._dying)
+        dying = self._dying
+        if dying:
+            # Two items freed an entry added: the half that went is empty before the
+            # young one is full, and no miss frees more than two.
+            dying.popitem()
+            if dying:
+                dying.popitem()
         self._cache[key] = entry
         return entry
 
     def _entry(
         self, event: Mapping[str, Scalar], key: tuple[object, ...], shape: _Shape
-    ) -> tuple[tuple[object, ...], _Entry]:
-        """The cache key and entry of an event not in the cache."""
+    ) -> tuple[tuple[object, ...], _Entry, bool]:
+        """The cache key and entry of an event not in the cache, and whether it is seen
+        for the first time (a new series, a new value of a demoted tag): such an entry
+        is cached only when it comes again, so unique values do not churn the cache."""
         name = event.get("name")
         if type(name) is not str:
-            return key, _SKIP
+            return key, _SKIP, False
         state = self._measurements.get(name)
         if state is None:
             if not name or self._heartbeat(name):
-                return key, _SKIP
+                return key, _SKIP, False
             state = self._measurements[name] = _Measurement(name, self.max_series_per_measurement)
         known, demoted, values = state.series, state.demoted, state.values
         # A new series is admitted below with its values counted here, unless the limit
@@ -492,7 +544,7 @@ class LineRenderer:
         track = len(known) < state.limit
         prefix = state.escaped
         moved: list[_Tag] = []
-        dropped = mixed = False
+        dropped = mixed = once = False
         slow = shape.clash  # two tags that escape alike: see _prefix
         for tag, escaped_key in shape.tags:
             val = event[tag]
@@ -504,50 +556,49 @@ class LineRenderer:
             if demoted and tag in demoted:
                 # A series written before the tag was demoted keeps it: only a value
                 # it was written with can be one of those.
-                slow = slow or val in demoted[tag]
+                if val in demoted[tag]:
+                    slow = True
+                elif state.first_sight(val):
+                    once = True
                 if self.on_cardinality == "drop":
                     dropped = True
                 else:
                     moved.append((tag, val, escaped_key, ""))
                 continue
-            escaped = val if _needs_escape(val) is None else escape_tag_value(val)
-            prefix += f",{escaped_key}={escaped}"
+            if val.isalnum() or _needs_escape(val) is None:
+                prefix += f",{escaped_key}={val}"
+            else:
+                prefix += f",{escaped_key}={escape_tag_value(val)}"
             if track:
                 values[tag].add(val)
         if mixed and not shape.mixed:
             shape.mixed = True  # see _Shape; from now on keyed by type too
             key = _cache_key(event, self.mapper.not_tags)
-            found = self._cache.get(key) or self._old_cache.get(key)
-            if found is not None:
-                return key, found
-        # 4: the most bytes UTF-8 takes a character.
-        if slow or len(prefix) > MAX_PREFIX_BYTES // 4:
-            prefix, moved, dropped = self._slow(name, state, _tags(event, shape))
-        else:
-            hashed = hash(prefix)
-            if hashed not in known:
-                if track:
-                    known.add(hashed)
-                else:  # past the limit: the guard demotes another tag
-                    tags = _tags(event, shape)
-                    moved = []
-                    prefix, dropped = self._guard(name, state, tags, moved)
-        if not moved:
-            return key, (f"{prefix} value=", "", _DROPPED if dropped else 0)
-        fields = "".join([f",{ekey}={quote_string(text)}" for _, text, ekey, _ in moved])
-        return key, (f"{prefix} value=", fields, _DEMOTED | (_DROPPED if dropped else 0))
+            if found := self._cache.get(key) or self._old_cache.get(key):
+                return key, found, False
+        # The rest is the slow path's: a series key too long for influxd (4: the most
+        # bytes UTF-8 takes a character), an old value of a demoted tag, the limit.
+        hashed = hash(prefix)
+        if slow or len(prefix) > MAX_PREFIX_BYTES // 4 or (not track and hashed not in known):
+            prefix, moved, dropped, new = self._slow(name, state, _tags(event, shape))
+            once = once or new
+        elif hashed not in known:
+            known.add(hashed)
+            once = True
+        return key, _written(prefix, moved, dropped), once
 
     def _slow(
         self, name: str, state: _Measurement, tags: list[_Tag]
-    ) -> tuple[str, list[_Tag], bool]:
-        """Series key, tags moved to fields, whether one was left out: every rule, in
-        order (too long for influxd, written before, the guard)."""
+    ) -> tuple[str, list[_Tag], bool, bool]:
+        """Every rule, in order (too long for influxd, written before, the guard): the
+        series key, the tags moved to fields, whether one was left out, and whether the
+        series is new (not written with these tags before)."""
         moved: list[_Tag] = []
         prefix = _fit(state.escaped, tags, moved)
         if hash(prefix) in state.series:
-            return prefix, moved, False
+            return prefix, moved, False, False
         prefix, dropped = self._guard(name, state, tags, moved)
-        return prefix, moved, dropped
+        return prefix, moved, dropped, True
 
     def _heartbeat(self, name: str) -> bool:
         return not self.mapper.write_heartbeats and is_heartbeat(name)
@@ -614,12 +665,16 @@ def generation_base(generation: int, slots: int) -> int:
     return generation * round(slots * _GOLDEN) % slots
 
 
-def _dispose(dying: dict[Any, Any]) -> None:
-    # Two items a miss, while the cache that went is at most as large as the one
-    # filling up: it is empty before the young one is full.
-    dying.popitem()
-    if dying:
-        dying.popitem()
+def _written(prefix: str, moved: list[_Tag], dropped: bool) -> _Entry:
+    """The entry of a series key, the tags written as fields and whether one was left out."""
+    if not moved:
+        return f"{prefix} value=", "", _DROPPED if dropped else 0
+    if len(moved) == 1:  # the usual: one tag demoted
+        _, text, ekey, _ = moved[0]
+        fields = f",{ekey}={quote_string(text)}"
+    else:
+        fields = "".join([f",{ekey}={quote_string(text)}" for _, text, ekey, _ in moved])
+    return f"{prefix} value=", fields, _DEMOTED | (_DROPPED if dropped else 0)
 
 
 def _tags(event: Mapping[str, Scalar], shape: _Shape) -> list[_Tag]:
