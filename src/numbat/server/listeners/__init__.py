@@ -22,6 +22,7 @@ from numbat._importer import import_from_string
 from numbat._ratelimit import RateLimitedLog
 from numbat.config import LISTENERS, ListenerConfig
 from numbat.event import Event
+from numbat.server.flow import Gate
 from numbat.server.framing import parse_lines, split_message
 from numbat.server.stats import Stats
 
@@ -92,8 +93,12 @@ class Listener(ABC):
         stats: Stats,
         *,
         reuse_port: bool = False,
+        gate: Gate | None = None,
     ) -> None:
         self.options = options
+        # Stream listeners stop reading while the gate is closed (their daemon's
+        # outputs are full): the kernel and the peers hold the data meanwhile.
+        self.gate = gate if gate is not None else Gate()
         self.limits = limits
         # Several worker processes bind the same address; the kernel spreads the load.
         self.reuse_port = reuse_port

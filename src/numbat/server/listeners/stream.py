@@ -64,8 +64,19 @@ class StreamProtocol(asyncio.Protocol):
             self._loop.call_soon(self._resume)
 
     def _resume(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.listener.gate.is_open:
             self.transport.resume_reading()
+        else:  # an output is full: read again once it has room (backpressure)
+            self.listener.gate.when_open(self._unblocked)
+
+    def _unblocked(self) -> None:
+        # The wait was ours, not the peer's: its idle and line deadlines start again.
+        self.last_read = time.monotonic()
+        if self.line_started is not None:
+            self.line_started = self.last_read
+        self._resume()
 
     def eof_received(self) -> bool:
         self._finish()
@@ -168,6 +179,8 @@ class StreamListener(Listener):
         timeouts = [t for t in (self.limits.idle_timeout, self.limits.line_timeout) if t]
         while True:
             await asyncio.sleep(min(*(t / 4 for t in timeouts), 5.0))
+            if not self.gate.is_open:  # nobody reads while blocked: none is idle
+                continue
             now = time.monotonic()
             for proto in list(self.connections):
                 if self._expired(proto, now) and proto.transport is not None:

@@ -134,6 +134,8 @@ class WebSocketListener(Listener):
         idle = self.limits.idle_timeout or None
         try:
             while True:
+                if not self.gate.is_open:  # an output is full: the client waits
+                    await self.gate.wait_open()
                 message = await asyncio.wait_for(conn.recv(), idle)
                 self.last_read = time.monotonic()
                 data = message.encode() if isinstance(message, str) else message
