@@ -394,6 +394,38 @@ def test_tcp_many_peers_at_once_each_keep_their_order() -> None:
     asyncio.run(main())
 
 
+def test_times_in_other_units_are_converted_counted_and_logged_once_per_peer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Times in s, us and ns arrive as ms, counted by listener and unit; the log names
+    each peer address once, however many connections and events it sends."""
+    ms = 1_795_996_339_260
+    lines = line(0, time=ms / 1000) + line(1, time=ms * 1000) + line(2, time=ms * 10**6)
+    lines += line(3, time=ms)
+
+    async def main() -> None:
+        async with running(config([TCP, UDP])) as collector:
+            for source in (LOOPBACK, OTHER_LOOPBACK, LOOPBACK):
+                sock = await tcp_connect(address(collector, "tcp"), source)
+                await send(sock, lines)
+                sock.close()
+            await udp_send(address(collector, "udp"), line(4, time=ms // 1000))
+            mem = memory(collector)
+            await until(lambda: len(mem.traffic()) == 13, what="13 events")
+            assert {e["time"] for e in mem.traffic()} == {ms, ms - 260}
+            tcp, udp = listener(collector, "tcp").label, listener(collector, "udp").label
+            for unit in ("s", "us", "ns"):
+                assert collector.stats.get("time_unit_converted", listener=tcp, unit=unit) == 3
+            assert collector.stats.get("time_unit_converted", listener=udp, unit="s") == 1
+            assert collector.stats.sum("time_unit_converted") == 10
+            logs = [r.getMessage() for r in caplog.records if "sends times in" in r.getMessage()]
+            assert len(logs) == 3, logs  # two addresses on tcp, one on udp
+            assert sum(OTHER_LOOPBACK in msg for msg in logs) == 1
+            assert any(msg.startswith(udp) and "in seconds" in msg for msg in logs)
+
+    asyncio.run(main())
+
+
 # ---------------------------------------------------------------- udp
 
 

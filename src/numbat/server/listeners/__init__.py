@@ -3,9 +3,11 @@
 
 Every listener frames what arrives, turns it into events with
 :func:`~numbat.server.framing.parse_lines` and hands them to its sink; bad input is
-counted by reason (``rejected``) and logged, rate-limited, with the peer. A listener
-knows its own options and :class:`Limits`, the stats it counts into and the sink it
-feeds, nothing of the daemon that runs it.
+counted by reason (``rejected``) and logged, rate-limited, with the peer. A time sent in
+seconds, microseconds or nanoseconds is converted to ms by the event model; the
+listener counts it (``time_unit_converted``, tagged with the unit) and logs it once
+per peer address. A listener knows its own options and :class:`Limits`, the stats it
+counts into and the sink it feeds, nothing of the daemon that runs it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ Sink = Callable[[list[Event]], None]
 log = logging.getLogger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MAX_TOLD = 10_000
+"""Peer addresses remembered as told about their time unit; past that, the set starts
+over (a peer may be logged again, memory stays bounded)."""
+
+UNIT_NAMES = {"s": "seconds", "us": "microseconds", "ns": "nanoseconds"}
 
 QUIET = 0.05
 """Seconds without a read after which a listener has read all its peers sent: the
@@ -109,6 +117,11 @@ class Listener(ABC):
         self._allow: list[Network] = [ipaddress.ip_network(n, strict=False) for n in options.allow]
         self._warn = RateLimitedLog(log)
         self._received = stats.key("received", listener=self.label)
+        self._converted = {
+            unit: stats.key("time_unit_converted", listener=self.label, unit=unit)
+            for unit in UNIT_NAMES
+        }
+        self._told: set[str] = set()  # peer addresses logged as sending another time unit
 
     @abstractmethod
     async def start(self) -> None:
@@ -170,7 +183,27 @@ class Listener(ABC):
                 reason, message = "truncated", f"stream ended inside a line ({message})"
             self.reject(reason, message, sample, peer)
 
-        return parse_lines(lines, reject)
+        def converted(unit: str) -> None:
+            self.time_converted(unit, peer)
+
+        return parse_lines(lines, reject, converted=converted)
+
+    def time_converted(self, unit: str, peer: Any) -> None:
+        """Count an event whose time came in ``unit`` (``s``, ``us``, ``ns``) and was
+        converted to ms; log it the first time a peer address does it."""
+        self.stats.add(self._converted[unit], 1)
+        address = peer_address(peer)
+        if address in self._told:
+            return
+        if len(self._told) >= MAX_TOLD:
+            self._told.clear()
+        self._told.add(address)
+        log.warning(
+            "%s: %s sends times in %s; converting them to ms (see docs/events.md)",
+            self.label,
+            peer_name(peer),
+            UNIT_NAMES[unit],
+        )
 
     def deliver(self, events: list[Event]) -> None:
         if events:
@@ -206,3 +239,16 @@ def peer_name(peer: Any) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
     return str(peer or "local")
+
+
+def peer_address(peer: Any) -> str:
+    """The peer's address without its port: ``("10.0.0.1", 5000)`` or ``"10.0.0.1:5000"``
+    (as :func:`peer_name` writes it) both give ``"10.0.0.1"``; a unix peer ``"local"``.
+
+    >>> peer_address(("::1", 5000, 0, 0)), peer_address("::1:5000"), peer_address("")
+    ('::1', '::1', 'local')
+    """
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    name = str(peer or "local")
+    return name.rpartition(":")[0] or name
