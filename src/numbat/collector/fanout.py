@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -253,7 +254,7 @@ class OutputQueue:
             batch = self._take()
             output = self._writing = self.output
             try:
-                await output.write(batch)
+                lost = await output.write(batch)
             except asyncio.CancelledError:
                 self._queue.appendleft(batch)
                 raise
@@ -261,12 +262,20 @@ class OutputQueue:
                 self._stats.count("dropped", len(batch), output=self.label, reason="write_error")
                 self._warn.warning("write", "output %s: write failed: %r", self.label, exc)
             else:
-                self._stats.count("written", len(batch), output=self.label)
+                self._count_written(len(batch), lost)
             finally:
                 self._writing = None
                 if output is not self.output:  # replaced during the write: close it now
                     await self._close_replaced(output)
             self._wrote(len(batch))
+
+    def _count_written(self, size: int, lost: Mapping[str, int] | None) -> None:
+        """``written``, less what the output says it left out (``dropped`` by reason)."""
+        for reason, count in (lost or {}).items():
+            if count > 0:
+                self._stats.count("dropped", count, output=self.label, reason=reason)
+                size -= count
+        self._stats.count("written", size, output=self.label)
 
     async def _close_replaced(self, output: Output) -> None:
         # A failing close must not end the task that serves the new output.
