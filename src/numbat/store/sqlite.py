@@ -64,7 +64,7 @@ from numbat.store import (
 )
 from numbat.store.points import TEXT_FIELDS, PointMapper, Tags, scalar_text
 
-__all__ = ["DEFAULT_RETENTION_MS", "SQLiteStore", "to_point"]
+__all__ = ["DEFAULT_RETENTION_MS", "SQLiteStore", "texts_of", "to_point"]
 
 T = TypeVar("T")
 Row = tuple[str, Tags, int, float]
@@ -569,7 +569,9 @@ class SQLiteStore(Store):
         ]
         if not ids or end <= start:
             return []
-        where = f"series_id IN ({','.join(map(str, ids))}) AND time >= ? AND time < ?"
+        where = "time >= ? AND time < ?"
+        if len(ids) < len(self._keys):  # not every series: a dashboard's default is all
+            where += f" AND series_id IN ({','.join(map(str, ids))})"
         # The limit-th newest time; every point from there on, ties included, is a
         # candidate, so the cut falls where newest() puts it for every backend.
         sql = f"SELECT time FROM texts WHERE {where} ORDER BY time DESC LIMIT 1 OFFSET ?"
