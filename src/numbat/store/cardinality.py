@@ -35,8 +35,12 @@ and nothing is stored twice:
   are stored, so a retry (a 5xx, a timeout after the server wrote them) posts the same
   bytes and overwrites instead of adding. Only a collector killed after storing them
   and before the batch left the spool renders them again at start, at other offsets:
-  they may then be stored twice. A refused line that no known demotion changes is
-  refused for good (counted rejected by the caller).
+  they may then be stored twice.
+* **More than one tag.** Each answer names the tag of one refused point only, so the
+  tags named by the probes' answers are demoted too, and a refused line that no known
+  demotion changes is sent again unchanged as long as the round taught a new demotion
+  (its next answer names its tag); when a round teaches nothing, such a line is refused
+  for good (counted rejected by the caller). Each round demotes a tag, so it ends.
 
 Only batches rendered before a demotion was known meet the refusal: once demoted, the
 renderer writes the tag as a field from the next point on. Settling such a batch takes
@@ -452,12 +456,12 @@ class TagDemotions:
         self._apply(demotions)
         return len(demotions)
 
-    def learn(self, limit: str, server: str, tags: list[tuple[str, str]]) -> None:
+    def learn(self, limit: str, server: str, tags: list[tuple[str, str]]) -> int:
         """Demote ``(measurement, tag)`` pairs a server refused, and any other the file
-        has (blocking I/O)."""
+        has; how many the renderer did not demote yet (blocking I/O)."""
         now = self.clock()
         new, known = self.file.add([Demotion(m, t, limit, server, now) for m, t in tags])
-        self._apply(known)  # with those other worker processes added meanwhile
+        applied = self._apply(known)  # with those other worker processes added meanwhile
         for demotion in new:
             self.learned += 1
             log.warning(
@@ -471,6 +475,7 @@ class TagDemotions:
                 "a field" if self.renderer.on_cardinality == "field" else "left out",
                 self.file.path,
             )
+        return applied
 
     def demoted(self, measurement: str) -> frozenset[str]:
         return self.renderer.server_demotions.get(measurement, frozenset())
@@ -486,10 +491,9 @@ class TagDemotions:
                 out.append(data if changed else None)
         return out
 
-    def _apply(self, demotions: list[Demotion]) -> None:
+    def _apply(self, demotions: list[Demotion]) -> int:
         with self.lock:
-            for demotion in demotions:
-                self.renderer.demote(demotion.measurement, demotion.tag)
+            return sum(self.renderer.demote(d.measurement, d.tag) for d in demotions)
 
 
 # -- finding the refused lines ----------------------------------------------------------
@@ -499,12 +503,14 @@ Post = Callable[[bytes], Awaitable[Reply | None]]
 
 class Resolution(NamedTuple):
     """What became of a batch refused in part for a cardinality limit: lines stored as
-    they were, the refused ones re-rendered (``resend``, ``resend_points`` lines) and
-    refused lines no demotion changes (``rejected``)."""
+    they were; the refused ones to send again (``resend``, ``resend_points`` lines), of
+    which ``demoted`` rendered again with a tag demoted (the others unchanged, see the
+    module); refused lines no demotion helps (``rejected``)."""
 
     stored: int
     resend: bytes
     resend_points: int
+    demoted: int
     rejected: int
 
 
@@ -517,20 +523,41 @@ async def resolve(
     writes (then nothing was posted again). File I/O and rendering run in a thread."""
     raw = split_lines(payload)
     lines = [parse_line(line) for line in raw]
-    if refusal.measurement is not None and refusal.tag is not None:
-        named = [(refusal.measurement, refusal.tag)]
-        await asyncio.to_thread(demotions.learn, refusal.limit, server, named)
-    refused = await _Finder(post, raw, lines).refused(list(range(len(raw))), reply)
+    # The tag named is demoted at once, so that new points stop meeting the refusal.
+    new = await _learn(demotions, server, [refusal], [])
+    finder = _Finder(post, raw, lines)
+    refused = await finder.refused(list(range(len(raw))), reply)
     if refused is None:
         return None
-    if refusal.limit == SERIES and (
-        busiest := _busiest_tags([lines[i] for i in refused], demotions)
-    ):
-        await asyncio.to_thread(demotions.learn, refusal.limit, server, busiest)
+    # Each answer names one refused point's tag: those of the probes count too.
+    new += await _learn(demotions, server, finder.refusals, [lines[i] for i in refused])
     again = await asyncio.to_thread(demotions.rerender, [lines[i] for i in refused])
-    resend = [data for data in again if data is not None]
+    resend: list[bytes] = []
+    demoted = 0
+    for i, data in zip(refused, again, strict=True):
+        if data is not None:
+            resend.append(data)
+            demoted += 1
+        elif new:
+            # Refused for a tag no answer has named yet, maybe: sent again unchanged,
+            # its next answer names it. With nothing learned, it is refused for good.
+            resend.append(raw[i])
     stored = len(raw) - len(refused)
-    return Resolution(stored, b"".join(resend), len(resend), len(again) - len(resend))
+    rejected = len(refused) - len(resend)
+    return Resolution(stored, b"".join(resend), len(resend), demoted, rejected)
+
+
+async def _learn(
+    demotions: TagDemotions, server: str, refusals: list[Refusal], refused: list[Line]
+) -> int:
+    """Learn the tags ``refusals`` name, and for a max-series-per-database refusal the
+    busiest tags of the ``refused`` lines; how many demotions are new to the renderer."""
+    named = list(dict.fromkeys((r.measurement, r.tag) for r in refusals if r.limit == VALUES))
+    pairs = [(m, t) for m, t in named if m is not None and t is not None]
+    new = await asyncio.to_thread(demotions.learn, VALUES, server, pairs) if pairs else 0
+    if any(r.limit == SERIES for r in refusals) and (busiest := _busiest_tags(refused, demotions)):
+        new += await asyncio.to_thread(demotions.learn, SERIES, server, busiest)
+    return new
 
 
 def _busiest_tags(lines: list[Line], demotions: TagDemotions) -> list[tuple[str, str]]:
@@ -557,6 +584,7 @@ class _Finder:
         self.post = post
         self.raw = raw
         self.lines = lines
+        self.refusals: list[Refusal] = []  # what each answer named
 
     async def refused(self, group: list[int], reply: Reply) -> list[int] | None:
         """The lines of ``group`` refused, given ``reply`` to posting exactly them."""
@@ -564,11 +592,14 @@ class _Finder:
             return []
         if reply.status >= 500 or reply.status == 413:
             return None
+        refusal = parse_refusal(reply.message)
+        if refusal is not None:
+            self.refusals.append(refusal)
         dropped = dropped_count(reply.message)
         if dropped is None or dropped >= len(group) or len(group) == 1:
             return group  # not a partial write (a plain 4xx), or all of it dropped
         found: list[int] = []
-        for part in self._split(group, parse_refusal(reply.message)):
+        for part in self._split(group, refusal):
             answer = await self.post(b"".join(self.raw[i] for i in part))
             refused = None if answer is None else await self.refused(part, answer)
             if refused is None:

@@ -253,6 +253,39 @@ def test_a_batch_over_two_shards_is_settled_though_influxd_counts_one(
     assert (counters.written, counters.rejected, counters.resent) == (100, 0, 100)
 
 
+def test_tags_at_their_limit_in_two_measurements_of_one_batch_are_both_demoted(
+    limited_db: InfluxDatabase, tmp_path: Path
+) -> None:
+    """influxd's answer names one refused point's tag only: a second measurement whose
+    tag is at its limit too, in the same batch, is found, demoted and re-sent as well."""
+    limited_db.write(
+        b"".join(b"web.requests,reqid=old-%d value=0 1\n" % i for i in range(LIMIT))
+        + b"".join(b"jobs,job=old-%d value=0 1\n" % i for i in range(LIMIT))
+    )
+    events: list[Event] = []
+    for event in _requests("h", 100):
+        events += [event, {"name": "jobs", "value": event["value"], "time": event["time"],
+                           "job": f"j-{event['value']}"}]  # fmt: skip
+    options = _options(limited_db.server.url, tmp_path, limited_db.name, batch_size=200)
+
+    async def main() -> InfluxDBOutput:
+        output = InfluxDBOutput(options)
+        await output.start()
+        await _run(output, events, chunk=200)
+        await output.close()
+        return output
+
+    output = asyncio.run(main())
+    assert _count(limited_db) == LIMIT + 100
+    assert _count(limited_db, "jobs") == LIMIT + 100
+    counters = output.senders[0].counters
+    assert (counters.written, counters.rejected, counters.resent) == (200, 0, 200)
+    assert output.renderer.server_demotions == {
+        "web.requests": frozenset({"reqid"}),
+        "jobs": frozenset({"job"}),
+    }
+
+
 class LosingProxy:
     """Forwards ``/write`` and ``/query`` to an influxd, but answers 503 to the first
     write whose body ``lose`` matches after influxd has stored it: the answer is lost,

@@ -325,7 +325,7 @@ class SpoolSender:
             return None
         self.counters.written += found.stored
         self.counters.rejected += found.rejected
-        self.counters.resent += found.resend_points
+        self.counters.resent += found.demoted
         parts[0:1] = [(found.resend, found.resend_points)] if found.resend_points else []
         if found.rejected:
             self._warn.warning(
