@@ -61,6 +61,9 @@ Cardinality guard
     :attr:`LineRenderer.cardinality_reports`; points written with a tag demoted or
     dropped are counted (:attr:`LineRenderer.demoted`, ``dropped_tags``). The counts
     are per renderer (one per collector worker process) and start from zero with it.
+    A server counts across every writer, and may refuse first: the tags it refused new
+    values of are demoted in every point of their measurement, any series
+    (:meth:`LineRenderer.demote`, from :mod:`numbat.store.cardinality`).
 """
 
 from __future__ import annotations
@@ -318,6 +321,9 @@ class LineRenderer:
         self.demoted = 0  # points written with a tag moved to a field
         self.dropped_tags = 0  # points written with a tag left out
         self.cardinality_reports: list[CardinalityReport] = []
+        # Tags servers refused new values of (numbat.store.cardinality): measurement ->
+        # tag keys, both as influxd names them (stored_text); demoted in every point.
+        self.server_demotions: dict[str, frozenset[str]] = {}
         self._slots = NS_PER_MS // workers  # distinct offsets this worker has per ms
         self._cache: dict[tuple[object, ...], _Entry] = {}
         self._shapes: dict[tuple[str, ...], _Shape] = {}
@@ -440,8 +446,9 @@ class LineRenderer:
             for key, val in self.mapper.tags(event)
         ]
         moved: list[_Tag] = []
+        dropped = self._server_demoted(name, tags, moved)
         self._fit(name, tags, moved)
-        dropped = self._guard(name, tags, moved)
+        dropped = self._guard(name, tags, moved) or dropped
         prefix = _prefix(name, tags)
         series = self._series.get(prefix)
         if series is None:
@@ -481,6 +488,28 @@ class LineRenderer:
             tags.remove(longest)
             moved.append(longest)
             size = len(_prefix(name, tags).encode())
+
+    def demote(self, measurement: str, tag: str) -> bool:
+        """Demote ``tag`` of ``measurement`` in every point rendered from now on, of
+        any series (as ``on_cardinality`` says: a field, or left out), because a server
+        refused its new values; both named as influxd names them (:func:`stored_text`).
+        True if it was not demoted yet."""
+        demoted = self.server_demotions.get(measurement, frozenset())
+        if tag in demoted:
+            return False
+        self.server_demotions[measurement] = demoted | {tag}
+        self._cache.clear()  # its entries still carry the tag
+        return True
+
+    def _server_demoted(self, name: str, tags: list[_Tag], moved: list[_Tag]) -> bool:
+        """Demote the tags servers refused (:meth:`demote`); True if one was dropped."""
+        if not self.server_demotions:
+            return False
+        demoted = self.server_demotions.get(stored_text(name, "measurement"), frozenset())
+        dropped = False
+        for tag in [t for t in tags if stored_text(t.key, "key") in demoted]:
+            dropped |= self._demote_tag(tag, tags, moved)
+        return dropped
 
     def _guard(self, name: str, tags: list[_Tag], moved: list[_Tag]) -> bool:
         """The cardinality guard: demote a tag of a new series past the limit; True if dropped."""

@@ -14,8 +14,11 @@ naming dropped points) stored the rest, the dropped ones are counted; a 413 (too
 for the server's or a proxy's body limit) splits the batch in two and posts the halves,
 down to single points, and a single point refused so is counted as rejected; a 404
 "database not found" creates the database and writes again (unless
-``create_database = false``); other 4xx are not retried (counted as rejected); 5xx,
-timeouts and connection errors are retried with exponential backoff and full jitter.
+``create_database = false``); a partial write refused for a cardinality limit
+(``max-values-per-tag``, ``max-series-per-database``) demotes the tag for good and
+re-sends the refused points with it as a field (``numbat.store.cardinality``); other
+4xx are not retried (counted as rejected); 5xx, timeouts and connection errors are
+retried with exponential backoff and full jitter.
 ``mode = "replicate"`` writes every batch to every server (a cluster of open-source
 InfluxDBs); ``mode = "failover"`` sends each batch to the first server that takes it,
 starting with the one that took the last.
@@ -33,6 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -43,6 +47,7 @@ from numbat._ratelimit import RateLimitedLog
 from numbat.collector.outputs import Batch, Output
 from numbat.config import InfluxDBOutputConfig
 from numbat.server import ProcessContext
+from numbat.store.cardinality import DemotionFile, Refusal, TagDemotions, parse_refusal, resolve
 from numbat.store.influx import InfluxClient, Reply, StoreError
 from numbat.store.lineprotocol import LineRenderer
 from numbat.store.spool import Record, RecordId, Spool
@@ -62,6 +67,7 @@ class Counters:
     written: int = 0
     rejected: int = 0  # 4xx (a 413 of a single point): refused, and not taken on a retry
     retries: int = 0  # rounds in which no server took the batch (each waits a backoff)
+    resent: int = 0  # refused for a cardinality limit, sent again with the tag demoted
 
 
 class SpoolSender:
@@ -71,7 +77,10 @@ class SpoolSender:
     ``clients``: one per server, in failover order. ``create_database``: create it on
     every server at start (best effort), and again when a write finds it missing.
     ``backoff``: seconds to wait before retry ``attempt`` (1, 2, ...) of a batch no
-    server took. Everything it needs comes in here; it never calls back into the output.
+    server took. ``demotions``: where a partial write refused for a cardinality limit
+    is settled (the tag demoted, the refused points rendered again and sent in the
+    batch's place); without it such a write is counted like any other partial write.
+    Everything it needs comes in here; it never calls back into the output.
 
     The task runs on an event loop of its own, in a thread of its own: the collector's
     loop, busy reading and rendering events, would give it a turn too seldom (every
@@ -98,6 +107,7 @@ class SpoolSender:
         *,
         create_database: bool = True,
         backoff: Backoff = full_jitter,
+        demotions: TagDemotions | None = None,
     ) -> None:
         if not clients:
             raise ValueError("a sender needs at least one server")
@@ -105,6 +115,7 @@ class SpoolSender:
         self.name = "+".join(client.address for client in self.clients)
         self.spool = spool
         self.create_database = create_database
+        self.demotions = demotions
         self.counters = Counters()
         self._backoff = backoff
         self._warn = RateLimitedLog(log)  # called on the sender's thread only
@@ -121,11 +132,13 @@ class SpoolSender:
         self._io = ThreadPoolExecutor(1, thread_name_prefix=f"numbat-spool-{self.name}")
 
     def figures(self) -> dict[str, float]:
-        """Points written, rejected (4xx), retries, still spooled, dropped by a full spool."""
+        """Points written, rejected (4xx), retries, re-sent with a tag demoted, still
+        spooled, dropped by a full spool."""
         return {
             "written": self.counters.written,
             "rejected": self.counters.rejected,
             "retries": self.counters.retries,
+            "resent": self.counters.resent,
             "spooled": self.spool.pending_points,
             "spool_dropped": self.spool.dropped_points,
         }
@@ -270,6 +283,12 @@ class SpoolSender:
             if reply.status == 413 and (halves := _halves(payload, points)):
                 parts[0:1] = halves
                 continue
+            if (refusal := self._cardinality(reply)) is not None:
+                settled = await self._demote(client, parts, reply, refusal)
+                if settled is None:
+                    return False
+                if settled:
+                    continue
             if not self._settle(client, reply, points, len(payload)):
                 return False
             del parts[0]
@@ -283,6 +302,42 @@ class SpoolSender:
             kind = "down" if exc.status is None else "create"
             self._warn.warning(f"{kind}:{client.address}", "%s; will retry", exc)
             return None
+
+    def _cardinality(self, reply: Reply) -> Refusal | None:
+        if self.demotions is None or reply.status != 400:
+            return None
+        return parse_refusal(reply.message)
+
+    async def _demote(
+        self, client: InfluxClient, parts: list[Part], reply: Reply, refusal: Refusal
+    ) -> bool | None:
+        """Settle ``parts[0]``, refused in part for a cardinality limit: its stored points
+        are counted, its refused points, rendered again with the tag demoted, take its
+        place. None: retry later; False: not our line protocol, settle it as usual."""
+        assert self.demotions is not None
+        payload, points = parts[0]
+        post = partial(self._post, client)
+        try:
+            found = await resolve(post, payload, reply, refusal, self.demotions, client.address)
+        except ValueError:
+            return False
+        if found is None:
+            return None
+        self.counters.written += found.stored
+        self.counters.rejected += found.rejected
+        self.counters.resent += found.demoted
+        parts[0:1] = [(found.resend, found.resend_points)] if found.resend_points else []
+        if found.rejected:
+            self._warn.warning(
+                f"cardinality:{client.address}",
+                "influxdb %s refused %d of %d points (%s) and no tag demotion changes "
+                "their series: dropped",
+                client.address,
+                found.rejected,
+                points,
+                refusal.limit,
+            )
+        return True
 
     def _settle(self, client: InfluxClient, reply: Reply, points: int, size: int) -> bool:
         """Count a reply; True when the part is settled (stored, or refused for good)."""
@@ -359,6 +414,13 @@ class InfluxDBOutput(Output):
     ) -> None:
         super().__init__(options, context=context)
         self.renderer = self._renderer()
+        # The senders render refused points again on their threads (TagDemotions).
+        self._render_lock = threading.Lock()
+        self.demotions = TagDemotions(
+            DemotionFile(self._root() / "demotions.json", options.database),
+            self.renderer,
+            self._render_lock,
+        )
         self.senders: list[SpoolSender] = []
         self.skipped = 0
         self._backoff = backoff
@@ -369,6 +431,13 @@ class InfluxDBOutput(Output):
         self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        if remembered := await asyncio.to_thread(self.demotions.load):
+            log.info(
+                "%s: %d tag demotion(s) remembered in %s are applied",
+                self.options.label,
+                remembered,
+                self.demotions.file.path,
+            )
         for index, urls in enumerate(self._groups()):
             clients = [self._client(url) for url in urls]
             addresses = [client.address for client in clients]
@@ -378,6 +447,7 @@ class InfluxDBOutput(Output):
                 spool,
                 create_database=self.options.create_database,
                 backoff=self._backoff,
+                demotions=self.demotions,
             )
             sender.start()
             self.senders.append(sender)
@@ -391,7 +461,8 @@ class InfluxDBOutput(Output):
             # Never more events than the pending batch has room for: it stays within
             # batch_size points however the events come in.
             stop = start + self.options.batch_size - self._pending_points
-            result = self.renderer.render(events[start:stop])
+            with self._render_lock:
+                result = self.renderer.render(events[start:stop])
             self.skipped += result.skipped
             self._gather(result.data, result.points, full)
             start = stop
@@ -415,12 +486,14 @@ class InfluxDBOutput(Output):
     def stats(self) -> dict[str, float]:
         """Output-wide figures: events skipped; points written with a growing tag as a
         field (``demoted``, ``on_cardinality = "field"``) or without it
-        (``dropped_tags``, ``on_cardinality = "drop"``)."""
+        (``dropped_tags``, ``on_cardinality = "drop"``); tags demoted because a server
+        refused their new values (``tags_demoted``, since start)."""
         renderer = self.renderer
         return {
             "skipped": self.skipped,
             "demoted": renderer.demoted,
             "dropped_tags": renderer.dropped_tags,
+            "tags_demoted": self.demotions.learned,
         }
 
     def server_stats(self) -> dict[str, dict[str, float]]:
@@ -457,9 +530,13 @@ class InfluxDBOutput(Output):
         urls = self.options.urls
         return [[url] for url in urls] if self.options.mode == "replicate" else [urls]
 
+    def _root(self) -> Path:
+        """The output's directory under spool_dir, shared by its worker processes."""
+        return Path(self.options.spool_dir) / self.options.label
+
     def _open_spool(self, index: int, url: str, addresses: list[str]) -> Spool:
         # Per output, worker and server: two processes never share a spool directory.
-        root = Path(self.options.spool_dir) / self.options.label / f"worker-{self.context.worker}"
+        root = self._root() / f"worker-{self.context.worker}"
         directory = root / spool_name(addresses, self.options.database)
         # Spools used to be named by position and address, once with the URL's
         # user:password@ too: such a spool is renamed, its batches kept.
