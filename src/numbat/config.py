@@ -284,6 +284,7 @@ class SQLiteOutputConfig(OutputConfig):
 
     path: str = "numbat-data/numbat.db"
     retention_days: float = 7.0
+    text_fields: list[str] = msgspec.field(default_factory=lambda: ["description", "message"])
 
     max_processes: ClassVar[int | None] = 1  # SQLite takes one writing process
 

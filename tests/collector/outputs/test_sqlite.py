@@ -94,3 +94,32 @@ def test_seconds_expired_points_and_text_through_the_sqlite_output(
     logs = [r.getMessage() for r in caplog.records if "older than retention" in r.getMessage()]
     assert len(logs) == 1, logs
     assert f"sqlite {path}: 2 events older than retention_days = 1 not stored" in logs[0]
+
+
+def test_the_sqlite_output_keeps_the_text_fields_it_is_configured_with(tmp_path: Path) -> None:
+    """text_fields = ["note"] on the sqlite output: a note is stored as text and read
+    back as an annotation."""
+    path = tmp_path / "numbat.db"
+    now_ms = round(time.time() * 1000)
+
+    async def main() -> list[Annotation]:
+        port = free_port()
+        output = {"type": "sqlite", "name": "db", "path": str(path), "text_fields": ["note"]}
+        config = from_dict(
+            {"collector": {"listen": [f"tcp://{LOOPBACK}:{port}"], "outputs": [output]}}
+        )
+        collector = Collector(config, hostname="test-host")
+        await collector.start()
+        try:
+            await send(port, [{"name": "deploy", "time": now_ms, "note": "v2 out"}])
+            await until(lambda: collector.stats.get("written", output="db") >= 1, what="written")
+        finally:
+            await collector.stop(drain_timeout=5)
+        store = SQLiteStore(path)
+        try:
+            return await store.annotations("deploy", start=0, end=now_ms + 1)
+        finally:
+            await store.close()
+
+    (note,) = asyncio.run(main())
+    assert note.fields == {"note": "v2 out"}

@@ -26,6 +26,7 @@ class SQLiteOutput(Output):
         type = "sqlite"
         path = "/var/lib/numbat/numbat.db"
         retention_days = 7
+        text_fields = ["description", "message"]   # kept as text, as the influxdb output
 
     An event older than the retention is not stored: it is counted as ``dropped`` with
     ``reason=expired`` (not ``written``) and logged, rate-limited.
@@ -44,7 +45,11 @@ class SQLiteOutput(Output):
     async def start(self) -> None:
         path = Path(self.options.path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        store = SQLiteStore(path, retention_ms=round(self.options.retention_days * DAY_MS))
+        store = SQLiteStore(
+            path,
+            retention_ms=round(self.options.retention_days * DAY_MS),
+            text_fields=self.options.text_fields,
+        )
         try:
             await store.open()  # a path that cannot be used stops startup, named
         except BaseException:
