@@ -19,7 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from numbat.store import spool as spool_module
 from numbat.store.spool import Record, RecordId, Spool, SpoolError
+from tests.helpers import fill, tmpfs
 
 HEADER = 20  # magic, length, points, crc32 of the payload, crc32 of the header
 LEGACY_HEADER = 16  # the first format: magic, length, points, crc32
@@ -615,6 +617,70 @@ def test_failed_append_leaves_no_partial_record(
     with Spool(tmp_path) as spool:
         assert spool.truncated_bytes == 0, "no stale bytes after the last record"
         assert payloads(drain(spool)) == [line(0), b"short"]
+
+
+def test_a_full_disk_refuses_appends_and_takes_them_again_once_freed(tmp_path: Path) -> None:
+    """On a full tmpfs an append raises ENOSPC and leaves nothing; acks still work (the
+    cursor is written once there is room); freed, the spool takes appends again and a
+    reopen finds exactly the records that were taken."""
+    big = b"x" * 9000  # more than the free part of any page the segment already has
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        with Spool(disk / "spool", fsync_interval=0) as spool:
+            for i in range(3):
+                spool.append(line(i), 1)
+            filler = fill(disk)
+            with pytest.raises(OSError) as refused:
+                spool.append(big, 7)
+            assert refused.value.errno == errno.ENOSPC
+            assert (len(spool), spool.pending_points) == (3, 3)
+            assert payloads(drain(spool, 1)) == [line(0)], "an ack needs no room"
+            filler.unlink()
+            spool.append(big, 7)
+            spool.sync()  # writes the cursor the full disk refused
+        with Spool(disk / "spool") as spool:
+            assert (spool.truncated_bytes, spool.corrupt_records) == (0, 0)
+            assert payloads(drain(spool)) == [line(1), line(2), big]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EIO])
+def test_an_ack_survives_a_cursor_that_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, code: int
+) -> None:
+    """ack never raises for the disk: the position moves on in memory, the failure is
+    logged, and the next sync writes the cursor (no replay after a reopen)."""
+    real = spool_module._pwrite_all
+
+    def refuse(fd: int, data: bytes, offset: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    with Spool(tmp_path) as spool:
+        for i in range(3):
+            spool.append(line(i), 1)
+        monkeypatch.setattr(spool_module, "_pwrite_all", refuse)
+        assert payloads(drain(spool, 2)) == [line(0), line(1)]
+        assert "cannot write the cursor" in caplog.text
+        monkeypatch.setattr(spool_module, "_pwrite_all", real)
+        spool.sync()
+    with Spool(tmp_path) as spool:
+        assert payloads(drain(spool)) == [line(2)]
+
+
+def test_a_failed_fsync_does_not_undo_an_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An fsync that fails (EIO) after a good append is logged, not raised: the record is
+    in the spool and an owner must not keep a second copy of it."""
+
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with Spool(tmp_path, fsync_interval=0) as spool:
+        spool.append(line(0), 1)
+        monkeypatch.setattr(os, "fsync", broken)
+        spool.append(line(1), 1)
+        assert payloads(drain(spool)) == [line(0), line(1)]
+        assert "fsync failed" in caplog.text
+        monkeypatch.undo()
 
 
 def test_directory_is_locked_while_open(tmp_path: Path) -> None:
