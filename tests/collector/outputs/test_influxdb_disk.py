@@ -199,7 +199,9 @@ def test_held_batches_move_to_the_spool_once_the_disk_takes_writes(
 
     async def main() -> Path:
         async with scripted_influx(*DOWN) as server:
-            options = _options([server.url], tmp_path, create_database=False, batch_size=10)
+            options = _options(
+                [server.url], tmp_path, create_database=False, batch_size=10, timeout=0.2
+            )
             output = InfluxDBOutput(options, backoff=lambda attempt: 0.01)
             await output.start()
             sender = output.senders[0]
@@ -407,7 +409,7 @@ def test_logs_name_no_credentials_on_a_full_disk(
     async def main() -> None:
         async with scripted_influx(*DOWN) as server:
             url = server.url.replace("http://", "http://user:s3cret@")
-            options = _options([url], tmp_path, create_database=False, queue_size=5)
+            options = _options([url], tmp_path, create_database=False, queue_size=5, timeout=0.2)
             output = InfluxDBOutput(options, backoff=lambda attempt: 0.01)
             await output.start()
             disk.full = True

@@ -140,6 +140,10 @@ class SpoolSender:
         self._refused_at: float | None = None  # when the spool last refused a write
         self._io_warn = RateLimitedLog(log)
         self._wakeup = asyncio.Event()  # used on the sender's loop only
+        # Set while the sender waits for work (all it took is settled and said): drain()
+        # must not stop it between an ack and what it logs about that ack.
+        self._idle = threading.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the sender's
         self._thread: threading.Thread | None = None
@@ -175,6 +179,7 @@ class SpoolSender:
     async def append(self, records: list[Part]) -> None:
         """Spool batches (payload, points), in order, in one trip to the spool's thread;
         those the spool refuses are held in memory (see the class)."""
+        self._idle.clear()
         await self.io(self._append, records)
         self.wake()
 
@@ -332,8 +337,9 @@ class SpoolSender:
         self._io.shutdown(wait=True)
 
     def pending(self) -> bool:
-        """Whether batches wait to be sent, spooled or held in memory."""
-        return bool(len(self.spool) or self._held)
+        """Whether batches wait to be sent (spooled or held in memory), or the sender is
+        still busy with the last one."""
+        return bool(len(self.spool) or self._held) or not self._idle.is_set()
 
     async def drain(self, timeout: float) -> bool:
         """Wait until nothing is pending (everything stored), at most ``timeout`` seconds."""
@@ -356,8 +362,10 @@ class SpoolSender:
                 self._wakeup.clear()  # before peeking: an append from now on wakes us
                 record = await self._from_spool(self._next)
                 if record is None:
+                    self._idle.set()
                     await self._wakeup.wait()
                     continue
+                self._idle.clear()
             if await self._deliver(self._parts(record)):
                 # Each trip to the spool's thread waits for a turn of a busy loop:
                 # acknowledge and take the next batch in one.
