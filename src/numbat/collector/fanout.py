@@ -86,6 +86,9 @@ class OutputQueue:
         self._blocked_at = 0.0
         self._wrote_at = 0.0  # loop time of the last completed write
         self._timer: asyncio.TimerHandle | None = None
+        # What each output (a reload replaces it) had lost inside itself when last counted.
+        self._lost: dict[int, dict[tuple[str, str], int]] = {}
+        stats.before_report(lambda: self.count_lost(self.output), output=label)
         stats.gauge("output.queued", lambda: self.queued, output=label)
         stats.gauge("output.blocking", lambda: int(self.blocking), output=label)
         # An output's own figures (e.g. a reconnecting output's backlog and its drops).
@@ -218,6 +221,24 @@ class OutputQueue:
         await self.output.close()
         self._stats.forget(output=self.label)
 
+    def count_lost(self, output: Output) -> None:
+        """Count in ``dropped`` what ``output`` lost inside itself since the last call."""
+        seen = self._lost.setdefault(id(output), {})
+        for (reason, server), total in output.lost().items():
+            if total > seen.get((reason, server), 0):
+                tags = {"server": server} if server else {}
+                amount = total - seen.get((reason, server), 0)
+                self._stats.count("dropped", amount, output=self.label, reason=reason, **tags)
+            seen[(reason, server)] = total
+
+    async def _close(self, output: Output) -> None:
+        """Close an output and count what it lost on the way out (a replaced one's)."""
+        try:
+            await output.close()
+        finally:
+            self.count_lost(output)
+            del self._lost[id(output)]
+
     async def replace_output(self, output: Output, *, started: bool = False) -> None:
         """Reload: the queue stays and the next write goes to ``output`` (started here
         unless ``started``).
@@ -231,7 +252,7 @@ class OutputQueue:
         if type(old) is type(output):
             output.adopt(old)  # an internal backlog (a peer that is down) moves over too
         if self._writing is not old:
-            await old.close()
+            await self._close(old)
 
     def _take(self) -> Batch:
         first = self._queue.popleft()
@@ -280,7 +301,7 @@ class OutputQueue:
     async def _close_replaced(self, output: Output) -> None:
         # A failing close must not end the task that serves the new output.
         try:
-            await output.close()
+            await self._close(output)
         except Exception as exc:
             self._warn.warning("close", "output %s: closing the old output: %r", self.label, exc)
 

@@ -48,6 +48,7 @@ class Stats:
         self._gauges: dict[Key, Callable[[], float]] = {}
         self._gauge_sets: dict[Key, Callable[[], dict[str, float]]] = {}
         self._gauge_groups: dict[Key, tuple[str, Callable[[], dict[str, dict[str, float]]]]] = {}
+        self._hooks: dict[Key, Callable[[], None]] = {}
         self._clock = clock
         self._warn = RateLimitedLog(log)
 
@@ -85,19 +86,28 @@ class Stats:
         """
         self._gauge_groups[(prefix, tuple(sorted(tags.items())))] = (tag, read)
 
+    def before_report(self, run: Callable[[], None], **tags: str) -> None:
+        """Call ``run()`` at the start of every report, to count what is only known on
+        demand (what an output lost inside itself); one per set of ``tags``."""
+        self._hooks[("", tuple(sorted(tags.items())))] = run
+
     def forget(self, **tags: str) -> None:
-        """Stop reporting gauges carrying these tags (a removed listener or output)."""
+        """Stop reporting gauges (and calling hooks) carrying these tags (a removed
+        listener or output)."""
         wanted = set(tags.items())
-        for table in (self._gauges, self._gauge_sets, self._gauge_groups):
+        for table in (self._gauges, self._gauge_sets, self._gauge_groups, self._hooks):
             for key in [k for k in table if wanted <= set(k[1])]:
                 del table[key]
 
     def report(self, interval: float) -> list[Event]:
         """Events for what changed since the last report, the gauges, and a heartbeat.
 
-        A gauge whose reader raises (a plug-in's ``stats()``) is left out of this report,
-        counted as ``stats_errors`` and logged: the rest, and the heartbeat, still go.
+        A gauge whose reader (or a hook) raises (a plug-in's ``stats()``) is left out of
+        this report, counted as ``stats_errors`` and logged: the rest, and the heartbeat,
+        still go.
         """
+        for run in list(self._hooks.values()):
+            self._read(run, None)
         now = self._clock()
         events = [
             self._event(key, total - self._reported[key], now)

@@ -410,7 +410,9 @@ def test_figures_are_reported_with_the_server_as_a_tag(
         output = await _write(options, events)
         OutputQueue(options.label, output, 1_000, stats)  # what the collector reports
         sender = output.senders[0]
-        await asyncio.to_thread(wait_until, lambda: sender.counters.written == 10, 10.0)
+        # Written, and acknowledged: nothing left in the spool.
+        done = lambda: sender.counters.written == 10 and not sender.pending()  # noqa: E731
+        await asyncio.to_thread(wait_until, done, 10.0)
         reported = stats.report(10.0)
         await output.close()
         return reported

@@ -102,6 +102,13 @@ class Output(ABC):
         ``server`` (an address goes in a tag, never in a measurement name)."""
         return {}
 
+    def lost(self) -> dict[tuple[str, str], int]:
+        """Events lost inside the output since it started, by ``(reason, server)``
+        (server ``""`` when not about one): running totals, read at every report and
+        counted as ``numbat.collector.dropped`` tagged ``output``, ``reason`` and
+        ``server`` (when not ``""``), beside the queue's own losses."""
+        return {}
+
 
 def output_class(kind: str) -> type[Output]:
     """The class for an output ``type``: a registered name or ``"module:Class"``."""
