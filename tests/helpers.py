@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -19,6 +22,51 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(0.005)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``"1m"``) mounted on ``path`` (made if missing), for tests of
+    a full disk; unmounted on the way out. Needs root (as CI has): a mount that fails
+    fails the test, saying why."""
+    path.mkdir(parents=True, exist_ok=True)
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)]
+    done = subprocess.run(mount, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise AssertionError(
+            f"this test needs a small tmpfs: {' '.join(mount)} failed (run as root): "
+            f"{done.stderr.strip()}"
+        )
+    try:
+        yield path
+    finally:
+        # Lazily: a process a failed test left behind may still hold a file there.
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file in ``directory`` until its file system is full; the file (delete it
+    to free the space)."""
+    path = directory / "filler"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for block in (1 << 20, 4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * block)
+    finally:
+        os.close(fd)
+    probe = os.open(directory / "probe", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(probe, b"x")
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
+    else:
+        raise AssertionError(f"{directory} still takes writes after filling it")
+    finally:
+        os.close(probe)
+        os.unlink(directory / "probe")
+    return path
 
 
 class Receiver:

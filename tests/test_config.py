@@ -313,6 +313,32 @@ def test_sqlite_output_refuses_several_workers() -> None:
     assert "collector.workers: the sqlite output takes one writing process" in config_error(text)
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('type = "logfile"\npath = "x"\nwhen_full = "wait"\n', "collector.outputs[0].when_full:"),
+        ('type = "graphite"\nblock_timeout = -1\n', "collector.outputs[0].block_timeout: must"),
+        ('type = "sqlite"\nblock_timeout = nan\n', "collector.outputs[0].block_timeout: must"),
+    ],
+)
+def test_full_policy_errors_name_the_key(body: str, message: str) -> None:
+    """A bad when_full or block_timeout is refused, naming the output's key."""
+    assert message in config_error(f"[[collector.outputs]]\n{body}")
+
+
+def test_durable_outputs_block_when_full_and_best_effort_ones_drop() -> None:
+    """logfile, sqlite and influxdb default to block; analyzer, graphite, null to
+    drop_newest; when_full set in the file wins."""
+    types = ["logfile", "sqlite", "influxdb", "analyzer", "graphite", "null", "prettylog"]
+    tables = "".join(
+        f'[[collector.outputs]]\ntype = "{t}"\n' + ('path = "x"\n' if t == "logfile" else "")
+        for t in types
+    )
+    tables += '[[collector.outputs]]\ntype = "analyzer"\nname = "a2"\nwhen_full = "block"\n'
+    outputs = loads(tables).collector.outputs
+    assert [o.full_policy for o in outputs] == ["block"] * 3 + ["drop_newest"] * 4 + ["block"]
+
+
 def test_influxdb_output_defaults() -> None:
     """An influxdb output with no keys writes to localhost, spooling under numbat-data."""
     (out,) = loads('[[collector.outputs]]\ntype = "influxdb"\n').collector.outputs

@@ -17,9 +17,11 @@ from numbat.event import (
     MAX_FIELDS,
     MAX_NAME_BYTES,
     MAX_STRING_BYTES,
+    MAX_TIME,
     MAX_TIME_MS,
     normalize,
     parse,
+    time_unit,
 )
 
 
@@ -247,15 +249,97 @@ def test_time_rounded_to_ms(given: float, expected: int) -> None:
     assert type(time) is int
 
 
-@pytest.mark.parametrize("bad", [-1, -0.5, MAX_TIME_MS, 1e20, math.nan, math.inf, True, "1", [1]])
-def test_time_out_of_range_or_wrong_type(bad: Any) -> None:
-    """Time must be a number in [0, 2**53) ms."""
+@pytest.mark.parametrize("bad", [-1, -0.5, MAX_TIME + 1, 1.0001e20, 10**400, -1e308])
+def test_time_out_of_range(bad: Any) -> None:
+    """Time must be a number in [0, 1e20] (up to year 5138 in nanoseconds)."""
+    err = rejects({"name": "x", "time": bad}, "time", "bad_time")
+    assert "[0, 1e20]" in str(err)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, True, "1", [1], {"s": 1}])
+def test_time_not_a_finite_number(bad: Any) -> None:
+    """Time must be a finite number: not NaN, infinite, a boolean, a string or a container."""
     rejects({"name": "x", "time": bad}, "time", "bad_time")
 
 
-def test_time_upper_bound_inclusive_below() -> None:
-    """The largest accepted time is 2**53 - 1."""
-    assert norm({"name": "x", "time": MAX_TIME_MS - 1})["time"] == MAX_TIME_MS - 1
+NOW_MS = 1_795_996_339_260  # 2026-11-30T20:32:19.260Z
+
+
+@pytest.mark.parametrize(
+    ("given", "unit", "expected"),
+    [
+        # Python's time.time(), the issue's example: seconds with a fraction
+        (1_795_996_339.26, "s", NOW_MS),
+        (1_795_996_339, "s", NOW_MS - 260),
+        (NOW_MS, "ms", NOW_MS),
+        (NOW_MS + 0.4, "ms", NOW_MS),
+        (NOW_MS * 1_000 + 499, "us", NOW_MS),
+        (NOW_MS * 1_000 + 500, "us", NOW_MS),  # a half rounds to even
+        (NOW_MS * 1_000 + 1_500, "us", NOW_MS + 2),
+        (float(NOW_MS * 1_000), "us", NOW_MS),
+        # time.time_ns(): exact in integers (a float would lose the last digits)
+        (NOW_MS * 1_000_000 + 499_999, "ns", NOW_MS),
+        (NOW_MS * 1_000_000 + 500_001, "ns", NOW_MS + 1),
+        (1.795996339260e18, "ns", NOW_MS),
+        # the edges of the bands: each unit covers 1973-03-03 .. 5138-11-16
+        (0, "ms", 0),
+        (10**8, "ms", 10**8),  # small times (the first 27 hours of 1970) stay ms
+        (10**8 + 1, "s", (10**8 + 1) * 1_000),
+        (10**11 - 1, "s", (10**11 - 1) * 1_000),
+        (10**11 - 0.0001, "s", 10**14),  # rounds up to the top of the ms band
+        (10**11, "ms", 10**11),
+        (10**14, "ms", 10**14),
+        (10**14 + 1, "us", 10**11),
+        (10**17, "us", 10**14),
+        (10**17 + 1, "ns", 10**11),
+        (10**20, "ns", 10**14),
+    ],
+)
+def test_time_unit_by_magnitude(given: float, unit: str, expected: int) -> None:
+    """A time in seconds, microseconds or nanoseconds is converted to ms, and says so."""
+    seen: list[str] = []
+    event = normalize({"name": "x", "time": given}, clock=clock, on_time_unit=seen.append)
+    assert event["time"] == expected and type(event["time"]) is int
+    assert time_unit(given) == unit
+    assert seen == ([] if unit == "ms" else [unit])
+    assert norm(event) == event  # converted once: the result is ms
+
+
+def test_time_unit_reported_on_every_path() -> None:
+    """The in-place path, the copying path and parse all report a converted time."""
+    seen: list[str] = []
+    obj = {"name": "x", "time": 1_795_996_339}
+    normalize(dict(obj), clock=clock, owned=True, on_time_unit=seen.append)
+    normalize(dict(obj), clock=clock, on_time_unit=seen.append)
+    normalize({"name": "x", "time": NOW_MS}, clock=clock, owned=True, on_time_unit=seen.append)
+    parse(b'{"name": "x", "time": 1795996339260000000}', on_time_unit=seen.append)
+    assert seen == ["s", "s", "ns"]
+
+
+def test_time_unit_out_of_range() -> None:
+    """time_unit refuses what is not a time: negative, NaN, past 1e20."""
+    for bad in (-1, math.nan, 10**20 + 1):
+        with pytest.raises(ValueError, match="not a time"):
+            time_unit(bad)
+
+
+@settings(max_examples=300)
+@given(
+    time=st.one_of(st.integers(0, MAX_TIME), st.floats(0, MAX_TIME), st.integers(0, 10**12)),
+    warm=st.booleans(),
+)
+def test_time_conversion_alike_on_both_paths(time: float, warm: bool) -> None:
+    """The in-place and the copying path give the same time and report the same unit."""
+    if warm:
+        normalize({"name": "x", "time": 0}, clock=clock)  # "name" and "time" already seen
+    results = []
+    for owned in (False, True):
+        seen: list[str] = []
+        obj = {"name": "x", "time": time}
+        results.append((normalize(obj, clock=clock, owned=owned, on_time_unit=seen.append), seen))
+    assert results[0] == results[1]
+    unit = time_unit(time)
+    assert results[0][1] == ([] if unit == "ms" else [unit])
 
 
 # --- ttl ------------------------------------------------------------------------------
@@ -467,7 +551,9 @@ known = st.fixed_dictionaries(
     optional={
         "value": st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False)),
         "time": st.one_of(
-            st.integers(0, MAX_TIME_MS - 1), st.floats(0, MAX_TIME_MS - 1, allow_nan=False)
+            st.integers(0, MAX_TIME_MS),
+            st.integers(0, MAX_TIME),
+            st.floats(0, MAX_TIME, allow_nan=False),
         ),
         "ttl": st.one_of(st.integers(1), st.floats(min_value=1e-3, allow_infinity=False)),
         "status": st.sampled_from(["ok", "okay", "OKAY", "warning", "Critical", "unknown"]),

@@ -153,19 +153,35 @@ class OutputConfig(Section):
     type: str
     name: str | None = None
     queue_size: int | None = None
+    when_full: Literal["block", "drop_newest"] | None = None
+    block_timeout: float = 30.0
 
     # A trait of the plug-in: how many processes may run it at once (None: any), so
     # ``workers = N`` is refused for an output that allows fewer (one SQLite writer).
     max_processes: ClassVar[int | None] = None
+    # Another: an output that keeps what it is given (a file, a database, a spool)
+    # blocks ingest when full by default; a best-effort peer drops instead, so a dead
+    # one never stalls ingest.
+    durable: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        _not_negative(self, "block_timeout")
 
     @property
     def label(self) -> str:
         """The output's name in logs and the collector's own metrics."""
         return self.name or self.type.rpartition(":")[2].lower()
 
+    @property
+    def full_policy(self) -> Literal["block", "drop_newest"]:
+        """``when_full`` as given, else the output's default (block if durable)."""
+        return self.when_full or ("block" if self.durable else "drop_newest")
+
 
 class LogfileOutputConfig(OutputConfig, kw_only=True):
     """``type = "logfile"``: JSON lines appended to ``path``, reopened on SIGHUP."""
+
+    durable: ClassVar[bool] = True
 
     path: str
 
@@ -185,6 +201,7 @@ class GraphiteOutputConfig(OutputConfig):
     max_backlog: int = 100_000
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         parts = _split_uri("uri", self.uri)
         if parts.scheme not in ("tcp", "udp") or not parts.hostname or parts.port is None:
             raise ValueError(
@@ -200,6 +217,7 @@ class AnalyzerOutputConfig(OutputConfig):
     max_backlog: int = 100_000
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         parts = _split_uri("uri", self.uri)
         if parts.scheme != "tcp" or not parts.hostname or parts.port is None:
             raise ValueError(f"uri: expected tcp://host:port, got {redact_url(self.uri)!r}")
@@ -212,6 +230,8 @@ class InfluxDBOutputConfig(OutputConfig):
     Every batch goes through an on-disk spool per host before it is sent, so nothing
     is lost while a host is down or across a restart of the collector.
     """
+
+    durable: ClassVar[bool] = True
 
     urls: list[str] = msgspec.field(default_factory=lambda: ["http://127.0.0.1:8086"])
     mode: Literal["replicate", "failover"] = "replicate"
@@ -234,6 +254,7 @@ class InfluxDBOutputConfig(OutputConfig):
     on_cardinality: Literal["field", "drop"] = "field"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.urls:
             raise ValueError('urls: give at least one, e.g. ["http://127.0.0.1:8086"]')
         for i, url in enumerate(self.urls):
@@ -259,12 +280,16 @@ class InfluxDBOutputConfig(OutputConfig):
 class SQLiteOutputConfig(OutputConfig):
     """``type = "sqlite"``: the embedded store, for one machine with no InfluxDB."""
 
+    durable: ClassVar[bool] = True
+
     path: str = "numbat-data/numbat.db"
     retention_days: float = 7.0
+    text_fields: list[str] = msgspec.field(default_factory=lambda: ["description", "message"])
 
     max_processes: ClassVar[int | None] = 1  # SQLite takes one writing process
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _positive(self, "retention_days")
 
 

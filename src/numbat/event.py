@@ -10,6 +10,8 @@ The rules (see ``docs/events.md``):
 * ``value`` is a finite number (booleans are not numbers), default 1. Integers outside
   the signed 64-bit range become floats; one too large even for a float is rejected.
 * ``time`` is milliseconds since the epoch, default now; fractions are rounded to whole ms.
+  A time whose magnitude says seconds, microseconds or nanoseconds (:func:`time_unit`)
+  is converted to ms.
 * ``ttl`` is a positive finite number of milliseconds (64-bit range as for ``value``).
 * ``status`` is one of ok/okay/warning/critical/unknown, any case; ``okay`` becomes ``ok``.
 * ``description`` is text, cut to 255 UTF-8 bytes on a character boundary.
@@ -39,7 +41,13 @@ MAX_DESCRIPTION_BYTES = 255
 MAX_STRING_BYTES = 4096
 MAX_FIELDS = 100
 MAX_DEPTH = 4
-MAX_TIME_MS = 2**53
+# Times by magnitude (see time_unit): in each unit the band [10**11 ms, 10**14 ms] is
+# 1973-03-03T09:46:40Z .. 5138-11-16T09:46:40Z; up to EARLY_MS (the first 27 hours of
+# 1970: small synthetic times) a time is ms too.
+EARLY_MS = 10**8
+MIN_TIME_MS = 10**11
+MAX_TIME_MS = 10**14
+MAX_TIME = 10**20  # the largest number taken as a time: 5138-11-16 in nanoseconds
 _INT64 = 2**63
 
 STATES: Mapping[str, str] = {
@@ -68,7 +76,33 @@ def now_ms() -> int:
     return _time.time_ns() // 1_000_000
 
 
-def parse(data: bytes | str, *, clock: Callable[[], int] = now_ms) -> Event:
+def time_unit(num: float) -> str:
+    """The unit a ``time`` of this magnitude is in: ``"ms"``, ``"s"``, ``"us"`` or ``"ns"``.
+
+    Every unit covers 1973-03-03 .. 5138-11-16 (10**11 .. 10**14 ms); below that, times
+    up to 10**8 (the first 27 hours of 1970) are ms. Raises ValueError for a number
+    outside ``[0, 10**20]`` (NaN included).
+
+    >>> [time_unit(t) for t in (0, 1_795_996_339.26, 1_795_996_339_260, 1.8e15, 1.8e18)]
+    ['ms', 's', 'ms', 'us', 'ns']
+    """
+    if 0 <= num <= EARLY_MS or MIN_TIME_MS <= num <= MAX_TIME_MS:
+        return "ms"
+    if EARLY_MS < num < MIN_TIME_MS:
+        return "s"
+    if MAX_TIME_MS < num <= MAX_TIME_MS * 1_000:
+        return "us"
+    if MAX_TIME_MS * 1_000 < num <= MAX_TIME:
+        return "ns"
+    raise ValueError(f"not a time in [0, {MAX_TIME:.0e}]: {num!r}")
+
+
+def parse(
+    data: bytes | str,
+    *,
+    clock: Callable[[], int] = now_ms,
+    on_time_unit: Callable[[str], None] | None = None,
+) -> Event:
     """Decode one JSON object and :func:`normalize` it.
 
     >>> parse(b'{"name": "web.requests", "status": "OKAY"}', clock=lambda: 1)
@@ -87,7 +121,7 @@ def parse(data: bytes | str, *, clock: Callable[[], int] = now_ms) -> Event:
         raise EventError(None, "bad_json", "not valid JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise EventError(None, "not_object", f"expected a JSON object, got {type(obj).__name__}")
-    return normalize(obj, clock=clock)
+    return normalize(obj, clock=clock, on_time_unit=on_time_unit)
 
 
 def normalize(
@@ -96,12 +130,15 @@ def normalize(
     clock: Callable[[], int] = now_ms,
     defaults: Mapping[str, Scalar] | None = None,
     owned: bool = False,
+    on_time_unit: Callable[[str], None] | None = None,
 ) -> Event:
     """Return a valid event built from ``obj``, or raise :class:`EventError`.
 
     ``defaults`` fill fields that ``obj`` lacks (the emitter's ``host`` and ``node``).
     ``owned``: the caller gives ``obj`` away (a dict fresh from a JSON parser), so when
     it needs no change it is completed in place and returned instead of copied.
+    ``on_time_unit(unit)`` is called when the time was converted to ms from ``"s"``,
+    ``"us"`` or ``"ns"`` (see :func:`time_unit`), so a listener can count and report it.
 
     >>> normalize({"name": "db.query", "value": 12.5, "time": 1000.4, "meta": {"rows": 3}})
     {'name': 'db.query', 'value': 12.5, 'time': 1000, 'meta.rows': 3}
@@ -110,6 +147,11 @@ def normalize(
         event: Event = obj
     else:
         event = _rebuild(obj)
+        # Only here: a time in another unit never passes _already_valid.
+        if on_time_unit is not None and "time" in event:
+            unit = time_unit(obj["time"])
+            if unit != "ms":
+                on_time_unit(unit)
     if defaults:
         for key, val in defaults.items():
             if key not in event:
@@ -143,7 +185,7 @@ def _already_valid(obj: dict[str, Any]) -> bool:
                 plain = val.isascii() and len(val) <= MAX_STRING_BYTES
         elif kind is int:
             if key == "time":
-                plain = 0 <= val < MAX_TIME_MS
+                plain = MIN_TIME_MS <= val <= MAX_TIME_MS or 0 <= val <= EARLY_MS
             elif key == "ttl":
                 plain = 0 < val < _INT64
             else:
@@ -232,12 +274,24 @@ def _int64(field: str, num: int | float, reason: str) -> int | float:
 
 
 def _time_ms(val: Any) -> int:
-    if type(val) is int and 0 <= val < MAX_TIME_MS:
+    if type(val) is int and (MIN_TIME_MS <= val <= MAX_TIME_MS or 0 <= val <= EARLY_MS):
         return val
     num = _number("time", val, "bad_time")
-    if not 0 <= num < MAX_TIME_MS:
-        raise EventError("time", "bad_time", f"must be ms since the epoch, got {num!r}")
-    return round(num)
+    try:
+        unit = time_unit(num)
+    except ValueError:
+        message = f"must be a time since the epoch in [0, 1e20] (ms, s, us or ns), got {num!r}"
+        raise EventError("time", "bad_time", message) from None
+    if unit == "ms":
+        return round(num)
+    if unit == "s":
+        return num * 1_000 if type(num) is int else round(num * 1_000)
+    ratio = 1_000 if unit == "us" else 1_000_000
+    if type(num) is int:
+        # Exact for big integers (a float would lose nanoseconds): halves to even, as round().
+        quotient, rest = divmod(num, ratio)
+        return quotient + (2 * rest > ratio or (2 * rest == ratio and quotient % 2))
+    return round(num / ratio)
 
 
 def _ttl(val: Any) -> int | float:

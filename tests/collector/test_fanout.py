@@ -397,3 +397,54 @@ def test_the_daemons_own_figures_take_the_reserved_room_of_a_full_queue() -> Non
         await queue.stop()
 
     asyncio.run(main())
+
+
+class LosingOutput(MemoryOutput):
+    """A test-only output that loses events inside itself, as its ``lost()`` says."""
+
+    def __init__(self, options: OutputConfig, *, context: ProcessContext | None = None) -> None:
+        super().__init__(options, context=context)
+        self.losses: dict[tuple[str, str], int] = {}
+
+    def lost(self) -> dict[tuple[str, str], int]:
+        return dict(self.losses)
+
+    async def close(self) -> None:
+        self.losses[("at_close", "")] = 2  # lost on the way out
+        await super().close()
+
+
+def test_what_an_output_loses_inside_itself_is_counted_as_dropped_by_reason() -> None:
+    """An output's lost() totals reach numbat.collector.dropped as deltas, by reason and
+    server, at each report; a replaced output's last losses (at close) are counted too."""
+
+    async def main() -> None:
+        stats = Stats("h", "numbat.collector", clock=lambda: 1)
+        old = LosingOutput(OutputConfig(type="losing"))
+        queue = OutputQueue("out", old, max_events=100, stats=stats)
+        await queue.start()
+        old.losses[("spool_full", "a:8086")] = 5
+        first = stats.report(10.0)
+        old.losses[("spool_full", "a:8086")] = 7
+        old.losses[("spool_corrupt", "a:8086")] = 3
+        second = stats.report(10.0)
+        third = stats.report(10.0)
+        await queue.replace_output(MemoryOutput(OutputConfig(type="mem")))
+        fourth = stats.report(10.0)
+        await queue.stop()
+        dropped = [
+            [
+                (e["reason"], e.get("server"), e["value"])
+                for e in report
+                if e["name"] == "numbat.collector.dropped"
+            ]
+            for report in (first, second, third, fourth)
+        ]
+        assert dropped == [
+            [("spool_full", "a:8086", 5)],
+            [("spool_full", "a:8086", 2), ("spool_corrupt", "a:8086", 3)],
+            [],
+            [("at_close", None, 2)],
+        ]
+
+    asyncio.run(main())

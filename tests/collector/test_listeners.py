@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from numbat.collector.daemon import Collector, ListenError
+from numbat.server import listeners
 from numbat.server.listeners.ws import WebSocketListener
 from tests.collector.conftest import (
     LOOPBACK,
@@ -30,6 +31,7 @@ from tests.collector.conftest import (
     rejected,
     running,
     seqs,
+    started,
     until,
 )
 
@@ -305,8 +307,12 @@ def test_tcp_per_listener_line_cap_overrides_the_collector_default() -> None:
     asyncio.run(main())
 
 
-def test_tcp_max_connections_refuses_the_extra_peer_and_counts_it() -> None:
-    """With max_connections=2 a third peer is cut off and counted; a slot frees on close."""
+def test_tcp_max_connections_refuses_the_extra_peer_and_counts_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With max_connections=2 a third peer is cut off and counted while neither open
+    connection is idle enough to make room (EVICT_AFTER); a slot frees on close."""
+    monkeypatch.setattr(listeners, "EVICT_AFTER", 60.0)
 
     async def main() -> None:
         async with running(config([{"uri": TCP, "max_connections": 2}])) as collector:
@@ -394,6 +400,38 @@ def test_tcp_many_peers_at_once_each_keep_their_order() -> None:
     asyncio.run(main())
 
 
+def test_times_in_other_units_are_converted_counted_and_logged_once_per_peer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Times in s, us and ns arrive as ms, counted by listener and unit; the log names
+    each peer address once, however many connections and events it sends."""
+    ms = 1_795_996_339_260
+    lines = line(0, time=ms / 1000) + line(1, time=ms * 1000) + line(2, time=ms * 10**6)
+    lines += line(3, time=ms)
+
+    async def main() -> None:
+        async with running(config([TCP, UDP])) as collector:
+            for source in (LOOPBACK, OTHER_LOOPBACK, LOOPBACK):
+                sock = await tcp_connect(address(collector, "tcp"), source)
+                await send(sock, lines)
+                sock.close()
+            await udp_send(address(collector, "udp"), line(4, time=ms // 1000))
+            mem = memory(collector)
+            await until(lambda: len(mem.traffic()) == 13, what="13 events")
+            assert {e["time"] for e in mem.traffic()} == {ms, ms - 260}
+            tcp, udp = listener(collector, "tcp").label, listener(collector, "udp").label
+            for unit in ("s", "us", "ns"):
+                assert collector.stats.get("time_unit_converted", listener=tcp, unit=unit) == 3
+            assert collector.stats.get("time_unit_converted", listener=udp, unit="s") == 1
+            assert collector.stats.sum("time_unit_converted") == 10
+            logs = [r.getMessage() for r in caplog.records if "sends times in" in r.getMessage()]
+            assert len(logs) == 3, logs  # two addresses on tcp, one on udp
+            assert sum(OTHER_LOOPBACK in msg for msg in logs) == 1
+            assert any(msg.startswith(udp) and "in seconds" in msg for msg in logs)
+
+    asyncio.run(main())
+
+
 # ---------------------------------------------------------------- udp
 
 
@@ -437,6 +475,30 @@ def test_udp_allow_list_drops_and_counts_datagrams_from_outside() -> None:
             await udp_send(addr, line(2), source=LOOPBACK)
             await until(lambda: len(memory(collector).traffic()) == 1, what="the allowed event")
             assert seqs(memory(collector).traffic()) == [2]
+
+    asyncio.run(main())
+
+
+def test_udp_kernel_drops_are_counted_and_reach_the_stats_events() -> None:
+    """Datagrams the kernel drops while the loop is busy (a tiny receive buffer) are
+    counted as kernel_drops in the stats events: received + dropped = sent."""
+
+    async def main() -> None:
+        cfg = config([UDP], udp_buffer_bytes=4096, stats_interval=0.05)
+        async with running(cfg) as collector:
+            # Sent while the loop is held by this very coroutine: nothing is read meanwhile.
+            await udp_send(address(collector, "udp"), *(line(i) for i in range(2000)))
+            mem = memory(collector)
+
+            def dropped() -> int:
+                return sum(int(e["value"]) for e in mem.own("kernel_drops"))
+
+            await until(lambda: len(mem.traffic()) + dropped() == 2000, what="all accounted")
+            assert dropped() > 0
+            assert {e["listener"] for e in mem.own("kernel_drops")} == {
+                listener(collector, "udp").label
+            }
+            assert received(collector, "udp") == len(mem.traffic())
 
     asyncio.run(main())
 
@@ -657,8 +719,10 @@ def test_ws_allow_list_refuses_with_403() -> None:
     asyncio.run(main())
 
 
-def test_ws_max_connections_refuses_with_503() -> None:
-    """With max_connections=1 a second websocket is refused (503) and counted."""
+def test_ws_max_connections_refuses_with_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With max_connections=1 a second websocket is refused (503) and counted while the
+    first is not idle enough to make room (EVICT_AFTER)."""
+    monkeypatch.setattr(listeners, "EVICT_AFTER", 60.0)
 
     async def main() -> None:
         cfg = config([{"uri": f"ws://{LOOPBACK}:0/", "max_connections": 1}])
@@ -670,6 +734,26 @@ def test_ws_max_connections_refuses_with_503() -> None:
                 await until(lambda: len(lis.connections) == 1, what="1 connection")
                 assert await ws_status(uri) == 503
             assert refused(collector, "too_many_connections", "ws") == 1
+
+    asyncio.run(main())
+
+
+def test_ws_client_still_connected_at_stop_is_closed_and_counted() -> None:
+    """Shutdown closes a websocket client that stays connected (1001, counted as
+    closed_at_shutdown) after reading what it sent, instead of waiting on it forever."""
+
+    async def main() -> None:
+        collector = Collector(config([f"ws://{LOOPBACK}:0/"]), hostname="test-host")
+        async with started(collector):
+            mem = memory(collector)
+            async with connect(ws_uri(collector, "/"), proxy=None) as ws:
+                await ws.send(line(0))
+                await asyncio.wait_for(collector.stop(drain_timeout=1), 5)
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.recv()
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+            assert seqs(mem.traffic()) == [0]
+            assert collector.stats.get("closed_at_shutdown", listener=f"ws://{LOOPBACK}:0/") == 1
 
     asyncio.run(main())
 

@@ -269,3 +269,18 @@ def test_lines_orjson_refuses_get_the_event_models_reasons_and_good_ones_are_kep
     events = parse_lines(lines, lambda reason, message, sample: reasons.append(reason))
     assert reasons == ["not_utf8", "bad_value", "bad_value", "bad_json", "not_utf8"]
     assert [(e["name"], e["time"]) for e in events] == [("big", 7)]
+
+
+def test_times_in_other_units_are_reported_whichever_reader_takes_the_line() -> None:
+    """A converted time is reported through ``converted`` when orjson reads the line and
+    when only the event model's reader can (nanoseconds past 64 bits)."""
+    lines = [
+        b'{"name":"a","time":1795996339}',
+        b'{"name":"b","time":99999999999999999999}',
+        b'{"name":"c","time":1795996339260}',
+        b'{"name":"d","time":1795996339260123}',
+    ]
+    units: list[str] = []
+    events = parse_lines(lines, lambda *rejected: None, converted=units.append)
+    assert [e["time"] for e in events] == [1795996339000, 10**14, 1795996339260, 1795996339260]
+    assert units == ["s", "ns", "us"]

@@ -54,3 +54,26 @@ def test_per_server_figures_carry_the_server_as_a_tag_not_in_the_name() -> None:
     assert not any("8086" in str(name) for name in names)
     stats.forget(output="influxdb")
     assert _values(stats, "output.written") == []
+
+
+def test_a_followed_counter_reports_its_growth_and_a_last_reading_when_forgotten() -> None:
+    """follow() turns an outside running total (the kernel's drops) into deltas: what it
+    held at the start is not counted, an unreadable moment reports nothing, a reset
+    counts afresh, and forget() folds in a last reading before it stops."""
+    stats = Stats("h", "numbat.collector", clock=lambda: 1000)
+    total: int | None = 7  # already there when followed: not ours to report
+    stats.follow("kernel_drops", lambda: total, listener="udp")
+    assert _values(stats, "kernel_drops") == []
+    total = 10
+    assert _values(stats, "kernel_drops") == [(3, {"listener": "udp"})]
+    total = None  # e.g. /proc could not be read this time
+    assert _values(stats, "kernel_drops") == []
+    total = 12
+    assert _values(stats, "kernel_drops") == [(2, {"listener": "udp"})]
+    total = 4  # went down: a new socket; counted from there
+    assert _values(stats, "kernel_drops") == []
+    total = 5
+    stats.forget(listener="udp")
+    total = 50  # no longer followed
+    assert _values(stats, "kernel_drops") == [(1, {"listener": "udp"})]
+    assert _values(stats, "kernel_drops") == []

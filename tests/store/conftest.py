@@ -324,3 +324,18 @@ def secure_influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         process.stop()
+
+
+def start_influxd(root: Path, data: str) -> tuple[_Process, InfluxServer]:
+    """An influxd with ``data`` (lines such as ``max-values-per-tag = 50``) added to its
+    ``[data]`` section; the caller stops the process."""
+
+    def make_args() -> tuple[list[str], str]:
+        http_port, rpc_port = free_port(), free_port()
+        config = root / "influxd.conf"
+        text = _INFLUXD_CONFIG.format(root=root, http_port=http_port, rpc_port=rpc_port)
+        config.write_text(text.replace("[data]\n", f"[data]\n  {data}\n"))
+        return [INFLUXD, "run", "-config", str(config)], f"http://127.0.0.1:{http_port}"
+
+    process, url = _start(make_args, "/ping", 204, root / "influxd.log")
+    return process, InfluxServer(url)

@@ -12,8 +12,8 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from numbat.event import Event, Scalar
-from numbat.store import AGGREGATES, Aggregate, Bucket, Series, Store
+from numbat.event import Event, Scalar, now_ms
+from numbat.store import AGGREGATES, Aggregate, Bucket, Series, Store, WriteResult
 from numbat.store.influx import InfluxStore, StoreError, parse_series_key
 from numbat.store.sqlite import SQLiteStore
 from tests.store.conftest import ADMIN, PASSWORD, InfluxDatabase, free_port
@@ -515,3 +515,100 @@ def check_last(
             assert (a.value is None) == (b.value is None) == (not options)
             assert a.value is None or a.value in options
             assert b.value is None or b.value in options
+
+
+# -- write results and annotations ---------------------------------------------------
+
+
+def test_write_counts_points_beyond_the_retention_policy_as_expired(
+    influx_db: InfluxDatabase,
+) -> None:
+    """Points influxd drops as older than its retention policy are expired, not written."""
+    influx_db.query(
+        f'CREATE RETENTION POLICY "hour" ON "{influx_db.name}" DURATION 1h REPLICATION 1'
+    )
+    now = now_ms()
+
+    async def test() -> None:
+        async with opened(influx_db, retention_policy="hour") as store:
+            got = await store.write(
+                [ev("m", 1, now), ev("m", 2, T0), ev("m.heartbeat", 1, now), ev("m", 3, now - 1)]
+            )
+            assert got == WriteResult(written=2, skipped=1, expired=1)
+            counted = await store.query("m", {}, start=T0, end=now + 1, bucket=now + 1 - T0)
+            assert values(counted) == [2.0]
+            assert await store.write([ev("m", 4, now + 1)]) == WriteResult(1, 0, 0)
+
+    run(test)
+
+
+def note_events() -> list[Event]:
+    """Events with and without text, in measurements whose names need escaping."""
+    events = sample_events()
+    names = ["deploy", "deploy.db", "a/b.c", "back\\slash", "star*x", "dé ploy"]
+    for i in range(60):
+        fields: dict[str, Scalar] = {"host": ["a", "b c"][i % 2]}
+        if i % 5 != 4:
+            fields["description"] = f'deploy {i} "quoted" \\ back\nslash'
+        if i % 4 == 0:
+            fields["message"] = i
+        events.append(ev(names[i % len(names)], 1, T0 + (i // 2) * SECOND, **fields))
+    return events
+
+
+PATTERNS = [
+    "*",
+    "deploy",
+    "deploy*",
+    "de?loy*",
+    "a/b.c",
+    "a/b?c",
+    "back\\*",
+    "star\\*x",
+    "star*",
+    "dé*",
+    "db query,*",
+    "web.ms",
+    "nothing*",
+    "?",
+]
+
+
+def test_annotations_same_answers_as_sqlite(influx_db: InfluxDatabase, tmp_path: Path) -> None:
+    """Both stores give the same annotations for every pattern, tag filter, range and limit."""
+    events = note_events()
+
+    async def test() -> None:
+        lite = SQLiteStore(tmp_path / "numbat.db", clock=lambda: T0 + HOUR)
+        try:
+            async with opened(influx_db) as influx:
+                for store in (lite, influx):
+                    assert (await store.write(events)).written == len(events)
+                matched = set()
+                for pattern in PATTERNS:
+                    for tags in [{}, {"host": "a"}, {"host": "b c", "dc": "x"}]:
+                        for start, end in [(T0, T0 + HOUR), (T0 + 7 * SECOND, T0 + 20 * SECOND)]:
+                            for limit in (1000, 7, 1):
+                                where = (pattern, tags, start, end, limit)
+                                got = await influx.annotations(
+                                    pattern, tags, start=start, end=end, limit=limit
+                                )
+                                want = await lite.annotations(
+                                    pattern, tags, start=start, end=end, limit=limit
+                                )
+                                assert got == want, where
+                                matched |= {pattern} if got else set()
+                # No escape for "*": star\*x wants a backslash the name does not have.
+                assert set(PATTERNS) - matched == {"nothing*", "?", "star\\*x"}
+                window = {"start": T0 + SECOND, "end": T0 + SECOND + 1}
+                (note,) = await influx.annotations("a/b.c", {"host": "a"}, **window)
+                assert note.fields == {"description": 'deploy 2 "quoted" \\ back\nslash'}
+                (note,) = await influx.annotations("deploy", {"host": "a"}, start=T0, end=T0 + 1)
+                assert note.fields == {
+                    "description": 'deploy 0 "quoted" \\ back\nslash',
+                    "message": "0",
+                }
+        finally:
+            await lite.close()
+
+    run(test)

@@ -13,14 +13,18 @@ import zlib
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from numbat.store import spool as spool_module
 from numbat.store.spool import Record, RecordId, Spool, SpoolError
+from tests.helpers import fill, tmpfs
 
-HEADER = 16  # magic, length, points, crc32
+HEADER = 20  # magic, length, points, crc32 of the payload, crc32 of the header
+LEGACY_HEADER = 16  # the first format: magic, length, points, crc32
 
 
 class FakeClock:
@@ -35,6 +39,12 @@ class FakeClock:
 
 def encode(payload: bytes, points: int) -> bytes:
     """A record exactly as the spool lays it out on disk."""
+    head = b"NBS\x02" + struct.pack(">III", len(payload), points, zlib.crc32(payload))
+    return head + struct.pack(">I", zlib.crc32(head)) + payload
+
+
+def encode_legacy(payload: bytes, points: int) -> bytes:
+    """A record as the first format laid it out (numbat before the header checksum)."""
     crc = zlib.crc32(payload, zlib.crc32(struct.pack(">II", len(payload), points)))
     return b"NBS\x01" + struct.pack(">III", len(payload), points, crc) + payload
 
@@ -83,7 +93,8 @@ def test_empty_spool_peeks_none(spool: Spool) -> None:
 
 
 def test_record_layout_on_disk(tmp_path: Path) -> None:
-    """A segment is records of header (magic, length, points, crc32) then payload."""
+    """A segment is records of header (magic, length, points, payload crc32, header crc32)
+    then payload."""
     with Spool(tmp_path) as spool:
         spool.append(b"cpu value=1 1\n", 1)
         spool.append(b"", 0)
@@ -196,13 +207,28 @@ def test_ack_must_name_the_oldest_record_and_repeats_are_harmless(spool: Spool) 
         spool.ack(RecordId(first.id.segment + 5, 0))
 
 
+def lines_in(payload: bytes) -> int:
+    """Points in a payload of line protocol: its lines (what the InfluxDB output passes)."""
+    return payload.count(b"\n")
+
+
+def write_records(directory: Path, count: int, record_bytes: int, **options: Any) -> int:
+    """``count`` records of ``line(i)`` (``10 + i`` points) in segments of ``record_bytes``
+    records each; the size of one record."""
+    record = HEADER + 20
+    with Spool(directory, segment_bytes=record_bytes * record, **options) as spool:
+        for i in range(count):
+            spool.append(line(i), 10 + i)
+    return record
+
+
 @pytest.mark.parametrize(
     "tail",
     [
         pytest.param(b"NBS", id="partial-header"),
         pytest.param(encode(line(99), 1)[: HEADER + 7], id="half-a-record"),
-        pytest.param(bytes(range(256)) * 3, id="garbage"),
-        pytest.param(encode(line(99), 1)[:-1] + b"!", id="bad-crc"),
+        pytest.param(encode(line(99), 1)[:HEADER], id="header-only"),
+        pytest.param(encode_legacy(line(99), 1)[:-1] + b"!", id="legacy-bad-crc"),
         pytest.param(b"\0" * 4096, id="zeros"),
     ],
 )
@@ -225,29 +251,82 @@ def test_torn_tail_is_truncated_and_earlier_records_kept(tmp_path: Path, tail: b
         assert payloads(drain(spool)) == [line(i) for i in range(4)]
 
 
-def test_crc_mismatch_in_last_segment_ends_it(tmp_path: Path) -> None:
-    """In the segment a crash interrupted, the first bad checksum is where the tail is cut."""
+@pytest.mark.parametrize(
+    ("tail", "cut"),
+    [
+        pytest.param(bytes(range(256)) * 3, True, id="garbage"),
+        pytest.param(encode(line(99), 7)[:-1] + b"!", False, id="bad-payload-crc"),
+    ],
+)
+def test_a_damaged_tail_is_counted_not_taken_for_a_torn_append(
+    tmp_path: Path, tail: bytes, cut: bool
+) -> None:
+    """Bytes after the last record that no torn append leaves (garbage, or a whole record
+    whose payload fails its checksum) are damage: skipped, counted, earlier records kept."""
     with Spool(tmp_path) as spool:
         for i in range(3):
             spool.append(line(i), 1)
     [segment] = segments(tmp_path)
-    flip_byte(segment, HEADER + 20 + HEADER + 5)  # inside record 1's payload
+    with segment.open("ab") as file:
+        file.write(tail)
+    with Spool(tmp_path, count_points=lines_in) as spool:
+        assert spool.corrupt_records == 1
+        assert spool.truncated_bytes == (len(tail) if cut else 0)
+        assert payloads(drain(spool)) == [line(i) for i in range(3)]
+        # Garbage: one newline per 256 bytes, the first within a header's worth (not counted).
+        assert spool.corrupt_points == (2 if cut else 7)
+
+
+def test_crc_mismatch_in_last_segment_skips_only_that_record(tmp_path: Path) -> None:
+    """One flipped byte in the newest segment loses the record it is in, not the records
+    after it (issue 8: it used to cut the segment there, and count nothing)."""
+    record = write_records(tmp_path, 5, 10)
+    [segment] = segments(tmp_path)
+    flip_byte(segment, record + HEADER + 5)  # inside record 1's payload
     with Spool(tmp_path) as spool:
-        assert spool.truncated_bytes == 2 * (HEADER + 20)
-        assert payloads(drain(spool)) == [line(0)]
+        assert payloads(drain(spool)) == [line(i) for i in (0, 2, 3, 4)]
+        assert (spool.corrupt_records, spool.corrupt_points, spool.truncated_bytes) == (1, 11, 0)
+        assert spool.dropped_points == 0, "a damaged record is no drop for space"
+
+
+@pytest.mark.parametrize(
+    "field", [0, 5, 9, 13, 17], ids=["magic", "length", "points", "crc", "check"]
+)
+@pytest.mark.parametrize("newest", [True, False], ids=["newest", "sealed"])
+def test_damaged_header_loses_only_its_record(tmp_path: Path, field: int, newest: bool) -> None:
+    """A flipped byte in any header field (a wrong length too) loses that record alone: the
+    header checksum catches it and reading resumes at the next sound header."""
+    record = write_records(tmp_path, 6, 3)
+    damaged = segments(tmp_path)[1 if newest else 0]
+    flip_byte(damaged, record + field)  # the second record's header in that segment
+    lost = 4 if newest else 1
+    with Spool(tmp_path, segment_bytes=3 * record, count_points=lines_in) as spool:
+        assert (spool.corrupt_records, spool.corrupt_points) == (1, 1), "estimated: 1 line"
+        assert payloads(drain(spool)) == [line(i) for i in range(6) if i != lost]
+        assert spool.truncated_bytes == 0
+
+
+def test_damage_already_acknowledged_is_not_counted(tmp_path: Path) -> None:
+    """A record damaged after it was sent and acked costs nothing and counts nothing."""
+    record = write_records(tmp_path, 4, 10)
+    with Spool(tmp_path) as spool:
+        assert len(drain(spool, 2)) == 2
+    [segment] = segments(tmp_path)
+    flip_byte(segment, record + HEADER + 5)  # record 1: acked
+    with Spool(tmp_path) as spool:
+        assert spool.corrupt_records == 0
+        assert payloads(drain(spool)) == [line(2), line(3)]
 
 
 def test_crc_mismatch_in_sealed_segment_skips_that_record(tmp_path: Path) -> None:
     """A damaged payload in an older segment is detected on read, skipped and counted."""
-    record = HEADER + 20
-    with Spool(tmp_path, segment_bytes=2 * record) as spool:
-        for i in range(5):
-            spool.append(line(i), 10 + i)
+    record = write_records(tmp_path, 5, 2)
     assert len(segments(tmp_path)) == 3
     flip_byte(segments(tmp_path)[0], HEADER + 3)  # record 0's payload
     with Spool(tmp_path, segment_bytes=2 * record) as spool:
+        assert spool.corrupt_records == 0, "not read yet"
         assert payloads(drain(spool)) == [line(i) for i in range(1, 5)]
-        assert (spool.corrupt_records, spool.dropped_points) == (1, 10)
+        assert (spool.corrupt_records, spool.corrupt_points) == (1, 10)
 
 
 def test_crc_mismatch_while_open_is_detected_on_read(spool: Spool) -> None:
@@ -257,20 +336,108 @@ def test_crc_mismatch_while_open_is_detected_on_read(spool: Spool) -> None:
     [segment] = segments(spool.directory)
     flip_byte(segment, HEADER + 20 + HEADER + 5)
     assert payloads(drain(spool)) == [line(0), line(2)]
-    assert (spool.corrupt_records, spool.dropped_points) == (1, 1)
+    assert (spool.corrupt_records, spool.corrupt_points) == (1, 1)
 
 
-def test_damaged_header_in_sealed_segment_cuts_that_segment(tmp_path: Path) -> None:
-    """A broken length chain in an older segment loses that segment's rest, not the others."""
-    record = HEADER + 20
-    with Spool(tmp_path, segment_bytes=3 * record) as spool:
-        for i in range(6):
-            spool.append(line(i), 1)
-    first = segments(tmp_path)[0]
-    flip_byte(first, record)  # record 1's magic
-    with Spool(tmp_path, segment_bytes=3 * record) as spool:
-        assert spool.corrupt_records == 1
-        assert payloads(drain(spool)) == [line(i) for i in (0, 3, 4, 5)]
+def test_header_damaged_while_open_loses_only_its_record(spool: Spool) -> None:
+    """A header damaged after open (its length unusable) is skipped to the next sound
+    record; what it held is counted from what the spool had counted as pending."""
+    for i in range(4):
+        spool.append(line(i), 10 + i)
+    [segment] = segments(spool.directory)
+    flip_byte(segment, HEADER + 20 + 6)  # record 1's length
+    assert payloads(drain(spool)) == [line(0), line(2), line(3)]
+    assert (spool.corrupt_records, spool.corrupt_points) == (1, 11)
+    assert (len(spool), spool.pending_points, spool.pending_bytes) == (0, 0, 0)
+
+
+def test_damage_to_the_end_of_a_segment_while_open_loses_its_rest(spool: Spool) -> None:
+    """A damaged header with no sound record after it in its segment: the rest of that
+    segment is skipped and counted, later segments are read."""
+    for i in range(60):
+        spool.append(line(i), 1)
+    first = segments(spool.directory)[0]
+    per_segment = first.stat().st_size // (HEADER + 20)
+    for i in range(1, per_segment):
+        flip_byte(first, i * (HEADER + 20))  # every magic but the first
+    out = payloads(drain(spool))
+    assert out == [line(0)] + [line(i) for i in range(per_segment, 60)]
+    assert (spool.corrupt_records, spool.corrupt_points) == (per_segment - 1, per_segment - 1)
+
+
+def test_several_damaged_records_are_each_skipped_and_counted(tmp_path: Path) -> None:
+    """Damage in four places of one segment costs exactly those four records; two damaged
+    headers side by side make one damaged stretch (their points are estimated together)."""
+    record = write_records(tmp_path, 20, 100)
+    [segment] = segments(tmp_path)
+    for i, where in ((3, 2), (4, 7), (11, HEADER + 4), (15, 9)):
+        flip_byte(segment, i * record + where)
+    with Spool(tmp_path, count_points=lines_in) as spool:
+        # Records 3 and 4 (one line each), 11 (21 points in its sound header), 15 (a line).
+        assert (spool.corrupt_records, spool.corrupt_points) == (3, 2 + 21 + 1)
+        lost = (3, 4, 11, 15)
+        assert payloads(drain(spool)) == [line(i) for i in range(20) if i not in lost]
+
+
+def test_a_legacy_spool_is_read_and_drained(tmp_path: Path) -> None:
+    """Segments of the first format (16-byte header, one crc) written by an older numbat
+    are read in order after the upgrade; new appends use the new format after them."""
+    old = b"".join(encode_legacy(line(i), 1) for i in range(3))
+    (tmp_path / "00000000000000000001.seg").write_bytes(old)
+    (tmp_path / "00000000000000000002.seg").write_bytes(encode_legacy(line(3), 1))
+    body = b"NBC\x01" + struct.pack(">QQ", 1, LEGACY_HEADER + 20)  # record 0 acked
+    (tmp_path / "cursor").write_bytes(body + struct.pack(">I", zlib.crc32(body)))
+    with Spool(tmp_path) as spool:
+        assert (len(spool), spool.truncated_bytes, spool.corrupt_records) == (3, 0, 0)
+        spool.append(line(4), 1)
+        assert payloads(drain(spool, 1)) == [line(1)]
+    assert segments(tmp_path)[-1].read_bytes() == encode(line(4), 1)
+    with Spool(tmp_path) as spool:
+        assert payloads(drain(spool)) == [line(i) for i in range(2, 5)]
+
+
+def test_a_damaged_legacy_record_is_skipped_alone(tmp_path: Path) -> None:
+    """In a legacy segment, a record that fails its crc is skipped and the next record
+    found by its magic and crc."""
+    records = [encode_legacy(line(i), 1) for i in range(4)]
+    (tmp_path / "00000000000000000001.seg").write_bytes(b"".join(records))
+    (tmp_path / "00000000000000000002.seg").write_bytes(b"".join(records))
+    for seq in (1, 2):
+        flip_byte(tmp_path / f"{seq:020d}.seg", len(records[0]) + 6)  # record 1's length
+    with Spool(tmp_path, count_points=lines_in) as spool:
+        assert (spool.corrupt_records, spool.corrupt_points) == (2, 2)
+        expected = [line(i) for i in (0, 2, 3)]
+        assert payloads(drain(spool)) == expected + expected
+
+
+DAMAGE = st.tuples(st.integers(2, 40), st.integers(1, 5), st.data())
+
+
+@settings(max_examples=150, deadline=None)
+@given(DAMAGE)
+def test_one_flipped_byte_anywhere_costs_exactly_its_record(case: tuple[int, int, Any]) -> None:
+    """Whatever byte of whichever record is flipped, every other record comes out in order
+    and the damaged one is counted once, with its points."""
+    count, per_segment, data = case
+    sizes = data.draw(st.lists(st.integers(0, 60), min_size=count, max_size=count))
+    payload = [b"%d:" % i + b"x\n" * size for i, size in enumerate(sizes)]
+    victim = data.draw(st.integers(0, count - 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        options: dict[str, Any] = {"segment_bytes": per_segment * 160, "count_points": lines_in}
+        with Spool(directory, **options) as spool:
+            where: list[tuple[Path, int]] = []
+            for body in payload:
+                spool.append(body, lines_in(body))
+                path = segments(directory)[-1]
+                where.append((path, path.stat().st_size - HEADER - len(body)))
+        path, offset = where[victim]
+        flip_byte(path, offset + data.draw(st.integers(0, HEADER + len(payload[victim]) - 1)))
+        with Spool(directory, **options) as spool:
+            out = payloads(drain(spool))
+            counted = (spool.corrupt_records, spool.corrupt_points, spool.dropped_points)
+    assert out == payload[:victim] + payload[victim + 1 :]
+    assert counted == (1, lines_in(payload[victim]), 0)
 
 
 def test_max_bytes_drops_oldest_segments_and_counts_points(tmp_path: Path) -> None:
@@ -450,6 +617,70 @@ def test_failed_append_leaves_no_partial_record(
     with Spool(tmp_path) as spool:
         assert spool.truncated_bytes == 0, "no stale bytes after the last record"
         assert payloads(drain(spool)) == [line(0), b"short"]
+
+
+def test_a_full_disk_refuses_appends_and_takes_them_again_once_freed(tmp_path: Path) -> None:
+    """On a full tmpfs an append raises ENOSPC and leaves nothing; acks still work (the
+    cursor is written once there is room); freed, the spool takes appends again and a
+    reopen finds exactly the records that were taken."""
+    big = b"x" * 9000  # more than the free part of any page the segment already has
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        with Spool(disk / "spool", fsync_interval=0) as spool:
+            for i in range(3):
+                spool.append(line(i), 1)
+            filler = fill(disk)
+            with pytest.raises(OSError) as refused:
+                spool.append(big, 7)
+            assert refused.value.errno == errno.ENOSPC
+            assert (len(spool), spool.pending_points) == (3, 3)
+            assert payloads(drain(spool, 1)) == [line(0)], "an ack needs no room"
+            filler.unlink()
+            spool.append(big, 7)
+            spool.sync()  # writes the cursor the full disk refused
+        with Spool(disk / "spool") as spool:
+            assert (spool.truncated_bytes, spool.corrupt_records) == (0, 0)
+            assert payloads(drain(spool)) == [line(1), line(2), big]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EIO])
+def test_an_ack_survives_a_cursor_that_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, code: int
+) -> None:
+    """ack never raises for the disk: the position moves on in memory, the failure is
+    logged, and the next sync writes the cursor (no replay after a reopen)."""
+    real = spool_module._pwrite_all
+
+    def refuse(fd: int, data: bytes, offset: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    with Spool(tmp_path) as spool:
+        for i in range(3):
+            spool.append(line(i), 1)
+        monkeypatch.setattr(spool_module, "_pwrite_all", refuse)
+        assert payloads(drain(spool, 2)) == [line(0), line(1)]
+        assert "cannot write the cursor" in caplog.text
+        monkeypatch.setattr(spool_module, "_pwrite_all", real)
+        spool.sync()
+    with Spool(tmp_path) as spool:
+        assert payloads(drain(spool)) == [line(2)]
+
+
+def test_a_failed_fsync_does_not_undo_an_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An fsync that fails (EIO) after a good append is logged, not raised: the record is
+    in the spool and an owner must not keep a second copy of it."""
+
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with Spool(tmp_path, fsync_interval=0) as spool:
+        spool.append(line(0), 1)
+        monkeypatch.setattr(os, "fsync", broken)
+        spool.append(line(1), 1)
+        assert payloads(drain(spool)) == [line(0), line(1)]
+        assert "fsync failed" in caplog.text
+        monkeypatch.undo()
 
 
 def test_directory_is_locked_while_open(tmp_path: Path) -> None:

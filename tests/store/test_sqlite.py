@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from numbat.event import Event, Scalar
-from numbat.store import Aggregate, Bucket, Series
+from numbat.store import Aggregate, Annotation, Bucket, Series, WriteResult
 from numbat.store import sqlite as sqlite_store
 from numbat.store.sqlite import SQLiteStore, to_point
 
@@ -407,3 +407,158 @@ def test_to_point_mapping() -> None:
     )
     assert to_point(ev("x.heartbeat", 1, 0)) is None
     assert to_point(ev("heartbeatx", 1, 0)) is not None
+
+
+# -- what a write left out, text fields, schema upgrade --------------------------------
+
+
+def test_write_counts_written_skipped_and_expired(tmp_path: Path) -> None:
+    """write() says how many points it stored, skipped (heartbeats) and found expired."""
+
+    async def test() -> None:
+        async with opened(tmp_path / "db", clock=Clock(2 * HOUR), retention_ms=HOUR) as store:
+            got = await store.write(
+                [
+                    ev("m", 1, 2 * HOUR),
+                    ev("m", 2, HOUR - 1),  # one ms past the retention
+                    ev("app.heartbeat", 1, 2 * HOUR),
+                    ev("m", 3, HOUR),  # the oldest kept
+                ]
+            )
+            assert got == WriteResult(written=2, skipped=1, expired=1)
+            assert await store.write([]) == WriteResult(0, 0, 0)
+            got_count = await store.query("m", {}, start=0, end=3 * HOUR, bucket=3 * HOUR)
+            assert values(got_count) == [2.0]
+
+    run(test)
+
+
+NOTES = [
+    ev("deploy", 1, 1_000, host="a", app="web", description="v1.2 to a"),
+    ev("deploy", 1, 2_000, host="b", app="web", message="rollback", description="v1.1"),
+    ev("deploy", 1, 2_000, host="b", app="web"),  # no text: not an annotation
+    ev("deploy.db", 1, 3_000, host="a", message=404),  # text that is not a string
+    ev("web.requests", 5, 3_000, host="a"),
+]
+
+
+def test_text_fields_are_stored_and_read_back(tmp_path: Path) -> None:
+    """description and message are kept (not as tags) and come back as annotations."""
+
+    async def test() -> None:
+        async with opened(tmp_path / "db", clock=Clock()) as store:
+            await store.write(NOTES)
+            assert await store.series("deploy") == [
+                Series("deploy", (("app", "web"), ("host", "a"))),
+                Series("deploy", (("app", "web"), ("host", "b"))),
+            ]
+            web_a = (("app", "web"), ("host", "a"))
+            web_b = (("app", "web"), ("host", "b"))
+            assert await store.annotations(start=0, end=MINUTE) == [
+                Annotation(1_000, "deploy", web_a, {"description": "v1.2 to a"}),
+                Annotation(2_000, "deploy", web_b, {"description": "v1.1", "message": "rollback"}),
+                Annotation(3_000, "deploy.db", (("host", "a"),), {"message": "404"}),
+            ]
+            deploys = await store.annotations("deploy", start=0, end=MINUTE)
+            assert [a.time for a in deploys] == [1_000, 2_000]
+            got = await store.annotations("deploy*", {"host": "a"}, start=0, end=MINUTE)
+            assert [a.time for a in got] == [1_000, 3_000]
+            got = await store.annotations("*", start=1_001, end=3_000)
+            assert [a.time for a in got] == [2_000]
+            got = await store.annotations(start=0, end=MINUTE, limit=2)
+            assert [a.time for a in got] == [2_000, 3_000]  # the newest two
+            assert await store.annotations("web.*", start=0, end=MINUTE) == []
+            with pytest.raises(ValueError, match="limit"):
+                await store.annotations(start=0, end=MINUTE, limit=0)
+
+    run(test)
+
+
+def test_texts_are_pruned_with_their_points(tmp_path: Path) -> None:
+    """Texts older than the retention go with their points; newer ones stay."""
+
+    async def test() -> None:
+        clock = Clock(HOUR)
+        async with opened(tmp_path / "db", clock=clock, retention_ms=HOUR) as store:
+            await store.write([ev("deploy", 1, 0, description="old"), ev("deploy", 1, HOUR)])
+            await store.write([ev("deploy", 1, HOUR + 1, description="new")])
+            clock.now = 2 * HOUR
+            assert await store.prune() == 1
+            got = await store.annotations(start=0, end=3 * HOUR)
+            assert [a.fields for a in got] == [{"description": "new"}]
+
+    run(test)
+
+
+def test_failed_batch_stores_no_text(tmp_path: Path) -> None:
+    """A batch rolled back takes its texts with it."""
+
+    async def test() -> None:
+        async with opened(tmp_path / "db", clock=Clock()) as store:
+            broken: Event = {"name": "m", "value": 1, "description": "x"}  # no time
+            with pytest.raises(KeyError):
+                await store.write([ev("m", 1, 0, description="lost"), broken])
+            assert await store.annotations(start=0, end=MINUTE) == []
+
+    run(test)
+
+
+# The embedded store's schema as numbat 0.x wrote it, before texts (version 1).
+SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO meta VALUES ('version', 1), ('seq', 2);
+CREATE TABLE series (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    measurement TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    UNIQUE (measurement, tags)
+);
+CREATE TABLE points (
+    series_id INTEGER NOT NULL, time INTEGER NOT NULL, seq INTEGER NOT NULL,
+    value REAL NOT NULL, PRIMARY KEY (series_id, time, seq)
+) WITHOUT ROWID;
+CREATE TABLE inbox (
+    series_id INTEGER NOT NULL, time INTEGER NOT NULL, seq INTEGER NOT NULL,
+    value REAL NOT NULL, PRIMARY KEY (time, series_id, seq)
+) WITHOUT ROWID;
+INSERT INTO series VALUES (1, 'm', '{"host":"a"}');
+INSERT INTO points VALUES (1, 1000, 0, 4.0);
+INSERT INTO inbox VALUES (1, 2000, 1, 6.0);
+"""
+
+
+def test_a_version_1_file_is_upgraded_and_keeps_its_points(tmp_path: Path) -> None:
+    """A file from before texts opens: its points read back, texts can be stored."""
+    path = tmp_path / "old.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(SCHEMA_V1)
+
+    async def test() -> None:
+        async with opened(path, clock=Clock()) as store:
+            assert await minutes(store, "m", {"host": "a"}, n=1) == [5.0]
+            await store.write([ev("m", 8, 3_000, host="a", description="after")])
+            assert await minutes(store, "m", {"host": "a"}, n=1, aggregate="count") == [3.0]
+        async with opened(path, clock=Clock()) as again:  # opens as version 2 now
+            (note,) = await again.annotations(start=0, end=MINUTE)
+            assert note == Annotation(3_000, "m", (("host", "a"),), {"description": "after"})
+
+    run(test)
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone() == (2,)
+
+
+def test_a_file_from_a_newer_numbat_is_refused(tmp_path: Path) -> None:
+    """A schema version this numbat does not know is an error naming the file and version."""
+    path = tmp_path / "new.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(SCHEMA_V1.replace("('version', 1)", "('version', 99)"))
+
+    async def test() -> None:
+        store = SQLiteStore(path, clock=Clock())
+        try:
+            with pytest.raises(RuntimeError, match=r"new\.db: schema version 99, not 2"):
+                await store.open()
+        finally:
+            await store.close()
+
+    run(test)

@@ -19,11 +19,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from numbat._importer import ImportFromStringError
-from numbat.collector.fanout import Fanout, OutputQueue
+from numbat.collector.fanout import Fanout, FullPolicy, OutputQueue
 from numbat.collector.outputs import Output, output_class
 from numbat.config import CollectorConfig, Config, ListenerConfig, OutputConfig, load
 from numbat.errors import ConfigError, NumbatError
 from numbat.server import ProcessContext
+from numbat.server.flow import Gate
 from numbat.server.lifecycle import Daemon, serve
 from numbat.server.listeners import QUIET, Limits, Listener, listener_class
 from numbat.server.stats import Stats
@@ -62,6 +63,8 @@ class Collector(Daemon):
         tags = {"worker": str(worker)} if self.process.shared else {}
         self.stats = Stats(hostname or socket.gethostname(), STATS_PREFIX, tags=tags)
         self.fanout = Fanout()
+        # Closed while a blocking output's queue is full: stream listeners then wait.
+        self.gate = Gate()
         self.listeners: dict[str, Listener] = {}
         self._reporter: asyncio.Task[None] | None = None
         self._load: Callable[[], Config] | None = None
@@ -131,7 +134,10 @@ class Collector(Daemon):
         for listener in listeners:
             await listener.stop_accepting()
         loop = asyncio.get_running_loop()
-        while loop.time() < deadline and any(listener.busy() for listener in listeners):
+        # A closed gate (an output full) means peers still hold unread bytes: wait too.
+        while loop.time() < deadline and (
+            not self.gate.is_open or any(listener.busy() for listener in listeners)
+        ):
             await asyncio.sleep(QUIET / 2)
 
     async def shutdown(self) -> bool:
@@ -267,7 +273,9 @@ class Collector(Daemon):
         for label, output in staged.replaced.items():
             await self.queues[label].replace_output(output, started=True)
         for label, oc in wanted.items():
-            self.queues[label].max_events = oc.queue_size or new.queue_size
+            self.queues[label].configure(oc.queue_size or new.queue_size, _policy(oc))
+        for queue in removed:  # out of the fan-out: it must not hold ingest up any more
+            queue.configure(queue.max_events, FullPolicy("drop_newest"))
         await asyncio.gather(*(q.drain(new.drain_timeout) for q in removed))
         await asyncio.gather(*(q.stop(reason="removed") for q in removed))
 
@@ -304,6 +312,8 @@ class Collector(Daemon):
             self._output(config),
             config.queue_size or self.config.queue_size,
             self.stats,
+            policy=_policy(config),
+            gate=self.gate,
         )
         try:
             await queue.start()
@@ -322,6 +332,7 @@ class Collector(Daemon):
             self.fanout.submit,
             self.stats,
             reuse_port=self.process.shared,
+            gate=self.gate,
         )
         try:
             await listener.start()
@@ -347,6 +358,10 @@ class _Staged:
             await queue.stop()
         for output in self.replaced.values():
             await output.close()
+
+
+def _policy(config: OutputConfig) -> FullPolicy:
+    return FullPolicy(config.full_policy, config.block_timeout)
 
 
 def _output_key(config: CollectorConfig, output: OutputConfig) -> str:

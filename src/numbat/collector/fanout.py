@@ -1,8 +1,19 @@
 """Fan-out: every batch to every output, through one bounded queue and task per output.
 
-Ingest never waits on an output. When an output's queue is full the events of a new
-batch that do not fit are dropped for that output alone and counted (``dropped``,
-``reason=queue_full``); other outputs and the listeners carry on at full speed.
+What an output's full queue does depends on its ``when_full`` policy (after Vector's
+buffers):
+
+- ``drop_newest`` (best-effort outputs: analyzer, graphite, prettylog): the events of a
+  new batch that do not fit are dropped for that output alone and counted (``dropped``,
+  ``reason=queue_full``); ingest and the other outputs carry on at full speed.
+- ``block`` (durable outputs: logfile, sqlite, influxdb): the queue holds the
+  :class:`~numbat.server.flow.Gate`, so stream listeners stop reading until it has
+  drained to half; senders wait in the kernel's buffers and their own backlogs.
+  Events already read when it filled still go in, up to :data:`BLOCK_SLACK_EVENTS`
+  past ``queue_size`` (beyond: ``queue_full``). An output that writes nothing for
+  ``block_timeout`` seconds while full stops blocking and drops instead
+  (``reason=block_timeout``) until it has drained, so a stuck disk cannot stall ingest
+  for ever.
 """
 
 from __future__ import annotations
@@ -10,27 +21,59 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
 
 from numbat._ratelimit import RateLimitedLog
 from numbat.collector.outputs import Batch, Output
 from numbat.event import Event
+from numbat.server.flow import Gate
 from numbat.server.stats import Stats
 
 log = logging.getLogger(__name__)
 
 COALESCE_EVENTS = 20_000
 FLUSH_EVENTS = 20_000
+BLOCK_SLACK_EVENTS = 100_000
+"""How far past ``queue_size`` a blocking queue takes what was already read when it
+filled (every connection read once that loop turn: up to 256 KiB each)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FullPolicy:
+    """What an output queue does when full: ``when_full`` (``"block"`` or
+    ``"drop_newest"``) and ``block_timeout`` (seconds without a completed write,
+    while blocking, before it drops instead; 0: block for ever).
+
+    >>> FullPolicy("block").block_timeout
+    30.0
+    """
+
+    when_full: Literal["block", "drop_newest"] = "drop_newest"
+    block_timeout: float = 30.0
 
 
 class OutputQueue:
     """One output's bounded queue (counted in events) and the task that drains it."""
 
-    def __init__(self, label: str, output: Output, max_events: int, stats: Stats) -> None:
+    def __init__(
+        self,
+        label: str,
+        output: Output,
+        max_events: int,
+        stats: Stats,
+        *,
+        policy: FullPolicy | None = None,
+        gate: Gate | None = None,
+    ) -> None:
         self.label = label
         self.output = output
         self.max_events = max_events
+        self.policy = policy or FullPolicy()
         self.queued = 0
         self._stats = stats
+        self._gate = gate or Gate()
         self._queue: deque[Batch] = deque()
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
@@ -38,7 +81,16 @@ class OutputQueue:
         self._task: asyncio.Task[None] | None = None
         self._writing: Output | None = None  # the output a write is in progress on
         self._warn = RateLimitedLog(log)
+        self.blocking = False  # holding the gate: stream listeners are not reading
+        self._gave_up = False  # blocked past block_timeout: dropping until drained
+        self._blocked_at = 0.0
+        self._wrote_at = 0.0  # loop time of the last completed write
+        self._timer: asyncio.TimerHandle | None = None
+        # What each output (a reload replaces it) had lost inside itself when last counted.
+        self._lost: dict[int, dict[tuple[str, str], int]] = {}
+        stats.before_report(lambda: self.count_lost(self.output), output=label)
         stats.gauge("output.queued", lambda: self.queued, output=label)
+        stats.gauge("output.blocking", lambda: int(self.blocking), output=label)
         # An output's own figures (e.g. a reconnecting output's backlog and its drops).
         # Lambdas, not bound methods: self.output is replaced on reload.
         stats.gauges("output.", lambda: self.output.stats(), output=label)  # noqa: PLW0108
@@ -55,13 +107,14 @@ class OutputQueue:
         ``max_events`` (a report is small and periodic): a full queue must not hide the
         very counts that say it is dropping.
         """
-        room = self.max_events - self.queued
+        room = self._limit() - self.queued
         if len(batch) > room and not reserved:
             # Keep the part that fits: a batch bigger than the whole queue must not be
             # lost entirely by an output that is keeping up.
             kept = max(room, 0)
-            self._stats.count("dropped", len(batch) - kept, output=self.label, reason="queue_full")
-            self._warn.warning("full", "output %s: queue full, dropping events", self.label)
+            reason = "block_timeout" if self._gave_up else "queue_full"
+            self._stats.count("dropped", len(batch) - kept, output=self.label, reason=reason)
+            self._warn.warning(reason, "output %s: queue full, dropping events", self.label)
             if not kept:
                 return
             batch = Batch(batch.events[:kept])
@@ -69,6 +122,70 @@ class OutputQueue:
         self.queued += len(batch)
         self._idle.clear()
         self._ready.set()
+        if self.queued >= self.max_events and self._blocks():
+            self._block()
+
+    def configure(self, max_events: int, policy: FullPolicy) -> None:
+        """A reload: the new size and policy apply from the next batch on."""
+        self.max_events, self.policy = max_events, policy
+        if not self._blocks():
+            self._unblock()
+
+    def _blocks(self) -> bool:
+        return self.policy.when_full == "block" and not self._gave_up
+
+    def _limit(self) -> int:
+        """Events the queue takes: past max_events only while blocking (reads in flight)."""
+        return self.max_events + BLOCK_SLACK_EVENTS if self._blocks() else self.max_events
+
+    def _block(self) -> None:
+        if self.blocking:
+            return
+        loop = asyncio.get_running_loop()
+        self.blocking, self._blocked_at = True, loop.time()
+        self._gate.hold(self)
+        self._stats.count("blocked", output=self.label)
+        if self.policy.block_timeout:
+            self._timer = loop.call_later(self.policy.block_timeout, self._check_stalled)
+
+    def _unblock(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.blocking:
+            self.blocking = False
+            self._gate.release(self)
+
+    def _check_stalled(self) -> None:
+        """Still full, and no write done for block_timeout: stop holding ingest up."""
+        self._timer = None
+        if not self.blocking:
+            return
+        loop = asyncio.get_running_loop()
+        since = max(self._wrote_at, self._blocked_at)
+        wait = since + self.policy.block_timeout - loop.time()
+        if wait > 0:  # writes go on, just slower than reads: keep blocking
+            self._timer = loop.call_later(wait, self._check_stalled)
+            return
+        self._gave_up = True
+        self._unblock()
+        log.warning(
+            "output %s: no write done for %ss while full: dropping new events instead of "
+            "blocking ingest, until it drains",
+            self.label,
+            self.policy.block_timeout,
+        )
+
+    def _wrote(self, count: int) -> None:
+        """After a write (done or failed): the queue has room again below half."""
+        self.queued -= count
+        self._wrote_at = asyncio.get_running_loop().time()
+        if self.queued > self.max_events // 2:
+            return
+        self._unblock()
+        if self._gave_up:
+            self._gave_up = False
+            log.warning("output %s: drained: blocking ingest again when full", self.label)
 
     async def drain(self, timeout: float) -> bool:
         """Wait until everything queued is written; False if ``timeout`` ran out first."""
@@ -81,6 +198,7 @@ class OutputQueue:
     def abandon(self) -> int:
         """Shutdown, after the drain: drop what is still waiting (not a write in
         progress), counted as ``shutdown`` now, so the final report can say so."""
+        self._unblock()
         lost = sum(len(batch) for batch in self._queue)
         if lost:
             self._queue.clear()
@@ -92,6 +210,7 @@ class OutputQueue:
     async def stop(self, reason: str = "shutdown") -> None:
         """Cancel the task and close the output; what is still queued is counted as
         dropped with ``reason`` (``shutdown``, or ``removed`` by a reload)."""
+        self._unblock()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -101,6 +220,24 @@ class OutputQueue:
             log.warning("output %s: %d events not written (%s)", self.label, self.queued, reason)
         await self.output.close()
         self._stats.forget(output=self.label)
+
+    def count_lost(self, output: Output) -> None:
+        """Count in ``dropped`` what ``output`` lost inside itself since the last call."""
+        seen = self._lost.setdefault(id(output), {})
+        for (reason, server), total in output.lost().items():
+            if total > seen.get((reason, server), 0):
+                tags = {"server": server} if server else {}
+                amount = total - seen.get((reason, server), 0)
+                self._stats.count("dropped", amount, output=self.label, reason=reason, **tags)
+            seen[(reason, server)] = total
+
+    async def _close(self, output: Output) -> None:
+        """Close an output and count what it lost on the way out (a replaced one's)."""
+        try:
+            await output.close()
+        finally:
+            self.count_lost(output)
+            del self._lost[id(output)]
 
     async def replace_output(self, output: Output, *, started: bool = False) -> None:
         """Reload: the queue stays and the next write goes to ``output`` (started here
@@ -115,7 +252,7 @@ class OutputQueue:
         if type(old) is type(output):
             output.adopt(old)  # an internal backlog (a peer that is down) moves over too
         if self._writing is not old:
-            await old.close()
+            await self._close(old)
 
     def _take(self) -> Batch:
         first = self._queue.popleft()
@@ -138,7 +275,7 @@ class OutputQueue:
             batch = self._take()
             output = self._writing = self.output
             try:
-                await output.write(batch)
+                lost = await output.write(batch)
             except asyncio.CancelledError:
                 self._queue.appendleft(batch)
                 raise
@@ -146,17 +283,25 @@ class OutputQueue:
                 self._stats.count("dropped", len(batch), output=self.label, reason="write_error")
                 self._warn.warning("write", "output %s: write failed: %r", self.label, exc)
             else:
-                self._stats.count("written", len(batch), output=self.label)
+                self._count_written(len(batch), lost)
             finally:
                 self._writing = None
                 if output is not self.output:  # replaced during the write: close it now
                     await self._close_replaced(output)
-            self.queued -= len(batch)
+            self._wrote(len(batch))
+
+    def _count_written(self, size: int, lost: Mapping[str, int] | None) -> None:
+        """``written``, less what the output says it left out (``dropped`` by reason)."""
+        for reason, count in (lost or {}).items():
+            if count > 0:
+                self._stats.count("dropped", count, output=self.label, reason=reason)
+                size -= count
+        self._stats.count("written", size, output=self.label)
 
     async def _close_replaced(self, output: Output) -> None:
         # A failing close must not end the task that serves the new output.
         try:
-            await output.close()
+            await self._close(output)
         except Exception as exc:
             self._warn.warning("close", "output %s: closing the old output: %r", self.label, exc)
 

@@ -21,6 +21,8 @@ from numbat.event import Event, normalize, now_ms, parse
 
 Reject = Callable[[str, str, bytes], None]
 """``reject(reason, message, sample)``: count and (rate-limited) log one bad input."""
+Converted = Callable[[str], None]
+"""``converted(unit)``: an event's time was in ``unit`` (s, us, ns) and is now ms."""
 
 
 class LineFramer:
@@ -113,9 +115,13 @@ def split_message(data: bytes, limit: int) -> tuple[list[bytes], int]:
 
 
 def parse_lines(
-    lines: list[bytes], reject: Reject, clock: Callable[[], int] = now_ms
+    lines: list[bytes],
+    reject: Reject,
+    clock: Callable[[], int] = now_ms,
+    converted: Converted | None = None,
 ) -> list[Event]:
-    """Parse and validate complete lines; report each bad one through ``reject``."""
+    """Parse and validate complete lines; report each bad one through ``reject``, and
+    each time converted to ms from another unit through ``converted``."""
     events: list[Event] = []
     append = events.append
     for line in lines:
@@ -124,20 +130,22 @@ def parse_lines(
         try:
             obj = _loads(line)
         except _JSONError:
-            if line.strip() and (event := _parse_strictly_rejected(line, reject, clock)):
+            if line.strip() and (event := _parse_strictly_rejected(line, reject, clock, converted)):
                 append(event)
             continue
         if type(obj) is not dict:
             reject("not_object", f"expected a JSON object, got {type(obj).__name__}", line)
             continue
         try:
-            append(normalize(obj, clock=clock, owned=True))
+            append(normalize(obj, clock=clock, owned=True, on_time_unit=converted))
         except EventError as exc:
             reject(exc.reason, str(exc), line)
     return events
 
 
-def _parse_strictly_rejected(line: bytes, reject: Reject, clock: Callable[[], int]) -> Event | None:
+def _parse_strictly_rejected(
+    line: bytes, reject: Reject, clock: Callable[[], int], converted: Converted | None
+) -> Event | None:
     """A line orjson refused, parsed again by the event model's own reader.
 
     orjson refuses some JSON that :func:`numbat.event.parse` reads and then judges (a
@@ -146,7 +154,7 @@ def _parse_strictly_rejected(line: bytes, reject: Reject, clock: Callable[[], in
     as every other path into the event model. Only bad lines pay for it.
     """
     try:
-        return parse(line, clock=clock)
+        return parse(line, clock=clock, on_time_unit=converted)
     except EventError as exc:
         reject(exc.reason, str(exc), line)
         return None

@@ -48,6 +48,9 @@ class Stats:
         self._gauges: dict[Key, Callable[[], float]] = {}
         self._gauge_sets: dict[Key, Callable[[], dict[str, float]]] = {}
         self._gauge_groups: dict[Key, tuple[str, Callable[[], dict[str, dict[str, float]]]]] = {}
+        self._hooks: dict[Key, Callable[[], None]] = {}
+        # Counters kept elsewhere (the kernel's): their reader and the last total read.
+        self._followed: dict[Key, tuple[Callable[[], int | None], int]] = {}
         self._clock = clock
         self._warn = RateLimitedLog(log)
 
@@ -85,20 +88,54 @@ class Stats:
         """
         self._gauge_groups[(prefix, tuple(sorted(tags.items())))] = (tag, read)
 
+    def before_report(self, run: Callable[[], None], **tags: str) -> None:
+        """Call ``run()`` at the start of every report, to count what is only known on
+        demand (what an output lost inside itself); one per set of ``tags``."""
+        self._hooks[("", tuple(sorted(tags.items())))] = run
+
+    def follow(self, metric: str, read: Callable[[], int | None], **tags: str) -> None:
+        """Count into ``metric`` what a counter kept elsewhere adds (the kernel's drops of
+        a socket): ``read()`` gives its running total, or None when it cannot be read
+        now; at every report, and a last time at :meth:`forget`, its growth since the
+        previous reading is added to ``metric`` (so it is reported as a delta too).
+        """
+        self._followed[self.key(metric, **tags)] = (read, self._read(read, None) or 0)
+
     def forget(self, **tags: str) -> None:
-        """Stop reporting gauges carrying these tags (a removed listener or output)."""
+        """Stop reporting gauges (and calling hooks) carrying these tags (a removed
+        listener or output); a followed counter carrying them is read one last time
+        first."""
         wanted = set(tags.items())
-        for table in (self._gauges, self._gauge_sets, self._gauge_groups):
+        gone = [k for k in self._followed if wanted <= set(k[1])]
+        self._catch_up(gone)
+        for key in gone:
+            del self._followed[key]
+        for table in (self._gauges, self._gauge_sets, self._gauge_groups, self._hooks):
             for key in [k for k in table if wanted <= set(k[1])]:
                 del table[key]
+
+    def _catch_up(self, keys: list[Key]) -> None:
+        """Add to each followed counter what its outside total grew by since last read."""
+        for key in keys:
+            read, last = self._followed[key]
+            total = self._read(read, None)
+            if total is None:
+                continue
+            # A total that went down was reset (a new socket): count from it afresh.
+            self.totals[key] += max(total - last, 0)
+            self._followed[key] = (read, total)
 
     def report(self, interval: float) -> list[Event]:
         """Events for what changed since the last report, the gauges, and a heartbeat.
 
-        A gauge whose reader raises (a plug-in's ``stats()``) is left out of this report,
-        counted as ``stats_errors`` and logged: the rest, and the heartbeat, still go.
+        A gauge whose reader (or a hook) raises (a plug-in's ``stats()``) is left out of
+        this report, counted as ``stats_errors`` and logged: the rest, and the heartbeat,
+        still go.
         """
+        for run in list(self._hooks.values()):
+            self._read(run, None)
         now = self._clock()
+        self._catch_up(list(self._followed))
         events = [
             self._event(key, total - self._reported[key], now)
             for key, total in self.totals.items()

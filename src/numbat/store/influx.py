@@ -28,6 +28,14 @@ this store does about it:
   last one *written* wins; across series with the very same timestamp InfluxDB keeps
   the largest value. SQLite only promises one of the values at the latest millisecond.
 * A database that does not exist yet reads as empty, as a fresh SQLite file does.
+* Expired points: influxd drops a point older than its retention policy's duration and
+  answers 400 ``partial write: points beyond retention policy dropped=N``; the store
+  counts those ``expired`` (SQLite does the same with its ``retention_ms``).
+* Annotations: ``SELECT`` of the text fields, which influxd answers only for the points
+  that have one; ``GROUP BY *`` gives each series' tags, ``LIMIT`` per series the
+  newest, merged here into the overall newest (:func:`~numbat.store.newest`). A
+  pattern matches measurement names as stored (see
+  :func:`~numbat.store.lineprotocol.stored_text`), by a regular expression.
 """
 
 from __future__ import annotations
@@ -45,7 +53,19 @@ import aiohttp
 
 from numbat.errors import NumbatError
 from numbat.event import Event
-from numbat.store import Aggregate, Bucket, Series, Store, bucket_count
+from numbat.store import (
+    ANNOTATIONS_LIMIT,
+    Aggregate,
+    Annotation,
+    Bucket,
+    Series,
+    Store,
+    WriteResult,
+    bucket_count,
+    check_limit,
+    glob_regex,
+    newest,
+)
 from numbat.store.lineprotocol import MAX_TIME_MS, LineRenderer, stored_text
 from numbat.store.points import TEXT_FIELDS, scalar_text
 
@@ -71,6 +91,7 @@ _FUNCTIONS: Final[Mapping[str, str]] = {
     "last": "LAST",
 }
 _ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+_EXPIRED = re.compile(r"^partial write: points beyond retention policy dropped=(\d+)$")
 
 
 class StoreError(NumbatError):
@@ -389,8 +410,10 @@ class InfluxStore(Store):
 
     # -- the Store interface --
 
-    async def write(self, events: Sequence[Event]) -> None:
-        """Store the events' points (heartbeats and unstorable times are skipped).
+    async def write(self, events: Sequence[Event]) -> WriteResult:
+        """Store the events' points (heartbeats and unstorable times are ``skipped``;
+        points older than the retention policy's duration, which influxd drops, are
+        ``expired``).
 
         Raises :class:`StoreError` when influxd refuses a batch; the batches before it
         are stored. Unlike SQLite's, a failed write is not all-or-nothing (a timeout may
@@ -398,10 +421,15 @@ class InfluxStore(Store):
         this store adds them again, as SQLite does: points of a series in a millisecond
         it already has get the next nanosecond offsets (see numbat.store.lineprotocol).
         """
+        written = skipped = expired = 0
         for first in range(0, len(events), WRITE_BATCH):
             result = self.renderer.render(events[first : first + WRITE_BATCH])
+            skipped += result.skipped
             if result.points:
-                await self._write(result.data)
+                dropped = await self._write(result.data)
+                written += result.points - dropped
+                expired += dropped
+        return WriteResult(written, skipped, expired)
 
     async def series(self, measurement: str | None = None) -> list[Series]:
         """Every series, or those of one measurement, sorted."""
@@ -425,17 +453,56 @@ class InfluxStore(Store):
         found = await self._aggregate(measurement, tags, start, end, bucket, aggregate)
         return [Bucket(start + i * bucket, found.get(i)) for i in range(count)]
 
+    async def annotations(
+        self,
+        pattern: str = "*",
+        tags: Mapping[str, str] | None = None,
+        *,
+        start: int,
+        end: int,
+        limit: int = ANNOTATIONS_LIMIT,
+    ) -> list[Annotation]:
+        """See :meth:`numbat.store.Store.annotations`."""
+        check_limit(limit)
+        tags = tags or {}
+        low, high = max(start, 0), min(end, MAX_TIME_MS + 1)  # where points can be
+        text_fields = self.renderer.mapper.text_fields
+        if low >= high or not text_fields or not self.renderer.mapper.not_tags.isdisjoint(tags):
+            return []
+        regex = glob_regex(stored_text(pattern, "measurement"))
+        query = (
+            f"SELECT {','.join(map(quote_ident, text_fields))} FROM {self._source(regex=regex)}"
+            f" WHERE time >= {low}ms AND time < {high}ms{_tag_filter(tags)}"
+            f" GROUP BY * ORDER BY time DESC LIMIT {limit}"
+        )
+        result = await self.client.statement(query, missing_ok=True)
+        found = []
+        for series in result.get("series", []):
+            columns = series["columns"]
+            # GROUP BY * lists every tag key of the measurements matched, "" where absent.
+            series_tags = tuple(sorted((k, v) for k, v in series.get("tags", {}).items() if v))
+            for row in reversed(series.get("values", [])):  # oldest first
+                fields = {
+                    c: str(v) for c, v in zip(columns[1:], row[1:], strict=True) if v is not None
+                }
+                found.append(Annotation(int(row[0]), series["name"], series_tags, fields))
+        return newest(found, limit)
+
     async def close(self) -> None:
         """Close the HTTP session; closing twice is fine."""
         await self.client.close()
 
     # -- writing --
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes) -> int:
+        """POST rendered points; how many influxd dropped as older than its retention."""
         reply = await self.client.write(data, create_database=True)
-        if not reply.ok:
-            where = f"influxdb {self.client.address}: write"
-            raise StoreError(f"{where}: {reply.status} {reply.message}", reply.status)
+        if reply.ok:
+            return 0
+        if reply.status == 400 and (expired := _EXPIRED.match(reply.message)):
+            return int(expired[1])
+        where = f"influxdb {self.client.address}: write"
+        raise StoreError(f"{where}: {reply.status} {reply.message}", reply.status)
 
     # -- reading --
 
@@ -466,8 +533,11 @@ class InfluxStore(Store):
                 found[first if first == last else (int(row[0]) - start) // bucket] = float(row[1])
         return found
 
-    def _source(self, measurement: str) -> str:
-        name = quote_ident(stored_text(measurement, "measurement"))
+    def _source(self, measurement: str = "", *, regex: str = "") -> str:
+        """The ``FROM`` of one measurement, or of those matching ``regex`` (a
+        :func:`~numbat.store.glob_regex`, whose ``/`` are escaped), in the retention
+        policy if one is set."""
+        name = f"/{regex}/" if regex else quote_ident(stored_text(measurement, "measurement"))
         if not self.retention_policy:
             return name
         return f"{quote_ident(self.database)}.{quote_ident(self.retention_policy)}.{name}"

@@ -69,6 +69,9 @@ Cardinality guard
     :attr:`LineRenderer.cardinality_reports`; points written with a tag demoted or
     dropped are counted (:attr:`LineRenderer.demoted`, ``dropped_tags``). The counts
     are per renderer (one per collector worker process) and start from zero with it.
+    A server counts across every writer, and may refuse first: the tags it refused new
+    values of are demoted in every point of their measurement, any series
+    (:meth:`LineRenderer.demote`, from :mod:`numbat.store.cardinality`).
 
 Cost
     An event whose name and tag values were seen before costs one dict lookup; one seen
@@ -268,10 +271,11 @@ class _Measurement:
     The guard's sets (the series keys written, each tag's values) are split in _SHARDS
     by hash: a set that doubles copies itself, and one of 80,000 entries took ~5 ms."""
 
-    __slots__ = ("count", "demoted", "escaped", "limit", "recent", "series", "values")
+    __slots__ = ("count", "demoted", "escaped", "limit", "recent", "series", "server", "values")
 
-    def __init__(self, name: str, limit: int) -> None:
+    def __init__(self, name: str, limit: int, server: frozenset[str]) -> None:
         self.escaped = escape_measurement(name)
+        self.server = server  # its tags a server refused (LineRenderer.demote)
         self.series = _shards()  # hashes of the series keys written
         self.count = 0  # series written
         self.values: defaultdict[str, list[set[Any]]] = defaultdict(_shards)  # tag -> values
@@ -355,8 +359,6 @@ class LineRenderer:
             )
         if on_cardinality not in ("field", "drop"):
             raise ValueError(f"on_cardinality: 'field' or 'drop', not {on_cardinality!r}")
-        if generation < 0:
-            raise ValueError(f"generation must be 0 or more, not {generation}")
         self.mapper = PointMapper(
             text_fields=text_fields,
             number_fields=number_fields,
@@ -367,7 +369,6 @@ class LineRenderer:
         self.on_cardinality: OnCardinality = on_cardinality
         self.worker = worker
         self.workers = workers
-        self.generation = generation
         self.cache_size = cache_size
         # Counted over the renderer's life, for the collector's stats.
         self.points = 0
@@ -375,18 +376,22 @@ class LineRenderer:
         self.demoted = 0  # points written with a tag moved to a field
         self.dropped_tags = 0  # points written with a tag left out
         self.cardinality_reports: list[CardinalityReport] = []
+        # Tags servers refused new values of (numbat.store.cardinality): measurement ->
+        # tag keys, both as influxd names them (stored_text); demoted in every point.
+        self.server_demotions: dict[str, frozenset[str]] = {}
         # Timestamps: the points so far in each of the latest counted_ms milliseconds
         # (a heap of them, oldest first), the newest millisecond counted out, and the
         # points written since in milliseconds counted out (see the module).
         self.counted_ms = counted_ms
         self._slots = NS_PER_MS // workers  # distinct offsets this worker has per ms
-        self._base = generation_base(generation, self._slots)
-        # Ordinals that need no wrapping: under half of the slots, and short of their end.
-        self._room = min(self._slots // 2, self._slots - self._base)
         self._counts: dict[int, int] = {}
         self._heap: list[int] = []
         self._floor = -1
         self._late = 0
+        # generation, its base slot, and the ordinals that need no wrapping: under half
+        # of the slots, and short of their end.
+        self.generation = self._base = self._room = 0
+        self.start_generation(generation)
         # The cache, in two halves: a miss in the young one looks in the old one and
         # brings what it finds along; when the young one is full, the old one goes and
         # the young one becomes old. Nothing is cleared at once (50,000 entries hold
@@ -402,6 +407,18 @@ class LineRenderer:
         self._text = [(key, f",{escape_key(key)}=") for key in self.mapper.text_fields]
         self._numbers = [(key, f",{escape_key(key)}=") for key in self.mapper.number_fields]
         self._field_keys = {*self.mapper.text_fields, *self.mapper.number_fields}
+
+    def start_generation(self, generation: int) -> None:
+        """Render with ``generation``'s offsets (see the module), for a renderer that has
+        rendered nothing yet: the InfluxDB output's, at its start. Raises ValueError for
+        a negative generation, RuntimeError once points were rendered."""
+        if generation < 0:
+            raise ValueError(f"generation must be 0 or more, not {generation}")
+        if self._counts or self._late:
+            raise RuntimeError("the generation of a renderer is set before it renders")
+        self.generation = generation
+        self._base = generation_base(generation, self._slots)
+        self._room = min(self._slots // 2, self._slots - self._base)
 
     def render(self, events: Iterable[Mapping[str, Scalar]]) -> RenderResult:
         """Render the events that should be stored; one line each, in order."""
@@ -557,7 +574,7 @@ class LineRenderer:
         if state is None:
             if not name or self._heartbeat(name):
                 return key, _SKIP, False
-            state = self._measurements[name] = _Measurement(name, self.max_series_per_measurement)
+            state = self._measurements[name] = self._measurement(name)
         demoted, values = state.demoted, state.values
         # A new series is admitted below with its values counted here, unless the limit
         # is reached; counting the values of a series written before changes nothing.
@@ -565,7 +582,8 @@ class LineRenderer:
         prefix = state.escaped
         moved: list[_Tag] = []
         dropped = mixed = once = False
-        slow = shape.clash  # two tags that escape alike: see _prefix
+        # Two tags that escape alike (see _prefix), or tags a server refused: see _slow.
+        slow = shape.clash or bool(state.server)
         for tag, escaped_key in shape.tags:
             val = event[tag]
             if type(val) is not str:
@@ -609,21 +627,50 @@ class LineRenderer:
             once = True
         return key, _written(prefix, moved, dropped), once
 
+    def _measurement(self, name: str) -> _Measurement:
+        server = self.server_demotions.get(stored_text(name, "measurement"), frozenset())
+        return _Measurement(name, self.max_series_per_measurement, server)
+
     def _slow(
         self, name: str, state: _Measurement, tags: list[_Tag]
     ) -> tuple[str, list[_Tag], bool, bool]:
-        """Every rule, in order (too long for influxd, written before, the guard): the
-        series key, the tags moved to fields, whether one was left out, and whether the
-        series is new (not written with these tags before)."""
+        """Every rule, in order (refused by a server, too long for influxd, written
+        before, the guard): the series key, the tags moved to fields, whether one was
+        left out, and whether the series is new (not written with these tags before)."""
         moved: list[_Tag] = []
+        dropped = self._server_demoted(state, tags, moved)
         prefix = _fit(state.escaped, tags, moved)
         if state.written(prefix):
-            return prefix, moved, False, False
-        prefix, dropped = self._guard(name, state, tags, moved)
-        return prefix, moved, dropped, True
+            return prefix, moved, dropped, False
+        prefix, demoted = self._guard(name, state, tags, moved)
+        return prefix, moved, dropped or demoted, True
 
     def _heartbeat(self, name: str) -> bool:
         return not self.mapper.write_heartbeats and is_heartbeat(name)
+
+    def demote(self, measurement: str, tag: str) -> bool:
+        """Demote ``tag`` of ``measurement`` in every point rendered from now on, of
+        any series (as ``on_cardinality`` says: a field, or left out), because a server
+        refused its new values; both named as influxd names them (:func:`stored_text`).
+        True if it was not demoted yet."""
+        demoted = self.server_demotions.get(measurement, frozenset())
+        if tag in demoted:
+            return False
+        self.server_demotions[measurement] = demoted | {tag}
+        for name, state in self._measurements.items():
+            if stored_text(name, "measurement") == measurement:
+                state.server = self.server_demotions[measurement]
+        # The entries still carry the tag. Rare (a server's limit): freed at once.
+        self._cache.clear()
+        self._old_cache.clear()
+        return True
+
+    def _server_demoted(self, state: _Measurement, tags: list[_Tag], moved: list[_Tag]) -> bool:
+        """Demote the tags servers refused (:meth:`demote`); True if one was dropped."""
+        dropped = False
+        for tag in [t for t in tags if stored_text(t[0], "key") in state.server]:
+            dropped |= self._demote_tag(tag, tags, moved)
+        return dropped
 
     def _guard(
         self, name: str, state: _Measurement, tags: list[_Tag], moved: list[_Tag]

@@ -1,12 +1,19 @@
 """The embedded store: SQLite (stdlib) on one machine with no InfluxDB, with retention.
 
-Layout (schema version 1)::
+Layout (schema version 2)::
 
     meta    (key TEXT PRIMARY KEY, value INTEGER)             'version', 'seq'
     series  (id INTEGER PRIMARY KEY AUTOINCREMENT, measurement TEXT, tags TEXT,
              UNIQUE (measurement, tags))                      tags: canonical JSON object
     points  (series_id, time, seq, value) PRIMARY KEY (series_id, time, seq) WITHOUT ROWID
     inbox   (series_id, time, seq, value) PRIMARY KEY (time, series_id, seq) WITHOUT ROWID
+    texts   (time, series_id, seq, fields) PRIMARY KEY (time, series_id, seq) WITHOUT ROWID
+                                                              fields: JSON object of text
+
+``texts`` holds the text fields (``description``, ``message``) of the points that have
+any, keyed like their point; it is read by time range (:meth:`SQLiteStore.annotations`)
+and most points have none, so it stays apart from the point tables. Version 1 (before
+``texts``) is upgraded in place when opened: the table is created and the version set.
 
 Why two point tables: range queries want points clustered by series then time, but new
 points arrive in time order across all series, so inserting them straight into that
@@ -23,10 +30,12 @@ Series ids are cached in memory so a write is a single ``executemany``. One proc
 writes a database file; other processes may open it to read (series that another
 process added are picked up through ``PRAGMA data_version``).
 
-Retention: :meth:`SQLiteStore.prune` deletes points older than ``retention_ms`` and the
-series left with no point, in short transactions of at most ``PRUNE_CHUNK`` points so the
-write lock is never held for long; :meth:`~SQLiteStore.write` calls it once every
-``prune_interval_ms`` by the injected clock.
+Retention: :meth:`SQLiteStore.prune` deletes points (and their texts) older than
+``retention_ms`` and the series left with no point, in short transactions of at most
+``PRUNE_CHUNK`` points so the write lock is never held for long;
+:meth:`~SQLiteStore.write` calls it once every ``prune_interval_ms`` by the injected
+clock, and counts a point already older than the retention as ``expired`` instead of
+storing it.
 """
 
 from __future__ import annotations
@@ -34,16 +43,28 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from numbat.event import Event, now_ms
-from numbat.store import Aggregate, Bucket, Series, Store, bucket_count
-from numbat.store.points import PointMapper, Tags, scalar_text
+from numbat.store import (
+    ANNOTATIONS_LIMIT,
+    Aggregate,
+    Annotation,
+    Bucket,
+    Series,
+    Store,
+    WriteResult,
+    bucket_count,
+    check_limit,
+    glob_matcher,
+    newest,
+)
+from numbat.store.points import TEXT_FIELDS, PointMapper, Tags, scalar_text
 
-__all__ = ["DEFAULT_RETENTION_MS", "SQLiteStore", "to_point"]
+__all__ = ["DEFAULT_RETENTION_MS", "SQLiteStore", "texts_of", "to_point"]
 
 T = TypeVar("T")
 Row = tuple[str, Tags, int, float]
@@ -55,10 +76,11 @@ PRUNE_INTERVAL_MS = 60_000
 COMPACT_ROWS = 100_000
 PRUNE_CHUNK = 10_000  # points deleted per transaction
 PRUNE_SERIES = 500  # series visited per transaction
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MAPPER = PointMapper()
 
+# A new file starts at version 1 and is upgraded like an old one (_migrate).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta VALUES ('version', 1), ('seq', 0);
@@ -84,6 +106,19 @@ CREATE TABLE IF NOT EXISTS inbox (
 ) WITHOUT ROWID;
 """
 
+# Each step takes the schema from version N (its index + 1) to N + 1.
+_MIGRATIONS = (
+    """
+    CREATE TABLE IF NOT EXISTS texts (
+        time INTEGER NOT NULL,
+        series_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        fields TEXT NOT NULL,
+        PRIMARY KEY (time, series_id, seq)
+    ) WITHOUT ROWID;
+    """,
+)
+
 # For "last", SQLite takes a bare column from the row holding the single max() of the
 # group: the value at the latest time (one of them when several share that millisecond).
 _AGGREGATE_SQL: Mapping[str, str] = {
@@ -95,13 +130,13 @@ _AGGREGATE_SQL: Mapping[str, str] = {
 }
 
 
-def to_point(event: Event) -> Row | None:
+def to_point(event: Event, mapper: PointMapper = _MAPPER) -> Row | None:
     """``(measurement, tags, time, value)`` of an event as this store keeps it, or None
     for a heartbeat.
 
     The mapping is :mod:`numbat.store.points`'s (the one InfluxDB's renderer uses too):
-    tags are every other scalar field but ``ttl`` and the free text ``description`` and
-    ``message``, which SQLite does not keep.
+    tags are every other scalar field but ``ttl`` and the text fields (``description``
+    and ``message``), which :func:`texts_of` gives.
 
     >>> to_point({"name": "db.query", "value": 3, "time": 10, "host": "a", "ok": True,
     ...           "ttl": 5, "description": "slow"})
@@ -109,11 +144,32 @@ def to_point(event: Event) -> Row | None:
     >>> to_point({"name": "web.heartbeat", "value": 1, "time": 10}) is None
     True
     """
-    if not _MAPPER.should_store(event):
+    if not mapper.should_store(event):
         return None
-    # Not _MAPPER.point(): a stored event has its time (a missing one fails the batch),
-    # and SQLite keeps no text fields, so none are built.
-    return str(event["name"]), _MAPPER.tags(event), int(event["time"]), float(event["value"])
+    # Not mapper.point(): a stored event has its time (a missing one fails the batch).
+    return str(event["name"]), mapper.tags(event), int(event["time"]), float(event["value"])
+
+
+def texts_of(event: Event, text_fields: Iterable[str] = TEXT_FIELDS) -> str | None:
+    """The event's text fields as this store keeps them (a JSON object, each value as
+    text, as InfluxDB stores it), or None when it has none.
+
+    >>> texts_of({"name": "deploy", "description": "v1.2", "message": 7})
+    '{"description":"v1.2","message":"7"}'
+    >>> texts_of({"name": "web.requests"}) is None
+    True
+    """
+    found = {key: scalar_text(event[key]) for key in text_fields if key in event}
+    return json.dumps(found, ensure_ascii=False, separators=(",", ":")) if found else None
+
+
+class _Batch(NamedTuple):
+    """One write's rows, and what it left out."""
+
+    points: list[tuple[int, int, int, float]]  # (series_id, time, seq, value)
+    texts: list[tuple[int, int, int, str]]  # (time, series_id, seq, fields)
+    skipped: int
+    expired: int
 
 
 def _tags_json(tags: Tags) -> str:
@@ -140,6 +196,10 @@ class SQLiteStore(Store):
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     asyncio.run(demo(os.path.join(tmp, "numbat.db")))
     [Bucket(start=0, value=None), Bucket(start=60000, value=3.0)]
+
+    ``text_fields``: the fields kept as text rather than tags, as
+    :class:`~numbat.store.points.PointMapper` takes them (the InfluxDB output's
+    ``text_fields``).
     """
 
     def __init__(
@@ -150,11 +210,13 @@ class SQLiteStore(Store):
         clock: Callable[[], int] = now_ms,
         prune_interval_ms: int = PRUNE_INTERVAL_MS,
         compact_rows: int = COMPACT_ROWS,
+        text_fields: Iterable[str] = TEXT_FIELDS,
     ) -> None:
         if retention_ms <= 0:
             raise ValueError(f"retention_ms must be positive, got {retention_ms}")
         self.path = path
         self.retention_ms = retention_ms
+        self.mapper = PointMapper(text_fields=text_fields)
         self._clock = clock
         self._prune_interval = prune_interval_ms
         self._compact_rows = compact_rows
@@ -182,19 +244,23 @@ class SQLiteStore(Store):
         path that cannot be used shows at start). Raises sqlite3.Error or OSError."""
         await self._call(self._connect)
 
-    async def write(self, events: Sequence[Event]) -> None:
-        """Store the events' points; prune and compact when due.
+    async def write(self, events: Sequence[Event]) -> WriteResult:
+        """Store the events' points and their text; prune and compact when due.
 
-        Heartbeats are not stored, nor points already past the retention (so a prune
-        never races a late write for a series it is about to find empty).
+        Heartbeats are not stored (``skipped``), nor points already past the retention
+        (``expired``: so a prune never races a late write for a series it is about to
+        find empty). All or nothing: an error (sqlite3.Error, OSError) stores none.
         """
         if not events:
-            return
-        inbox_rows = await self._call(self._write, events, self._clock() - self.retention_ms)
+            return WriteResult(0)
+        result, inbox_rows = await self._call(
+            self._write, events, self._clock() - self.retention_ms
+        )
         if inbox_rows >= self._compact_rows:
             await self.compact()
         if self._clock() >= self._next_prune:
             await self.prune()
+        return result
 
     async def series(self, measurement: str | None = None) -> list[Series]:
         """Every series, or those of one measurement, sorted."""
@@ -217,6 +283,19 @@ class SQLiteStore(Store):
         )
         return [Bucket(start + i * bucket, found.get(i)) for i in range(count)]
 
+    async def annotations(
+        self,
+        pattern: str = "*",
+        tags: Mapping[str, str] | None = None,
+        *,
+        start: int,
+        end: int,
+        limit: int = ANNOTATIONS_LIMIT,
+    ) -> list[Annotation]:
+        """See :meth:`numbat.store.Store.annotations`."""
+        check_limit(limit)
+        return await self._call(self._annotations, pattern, dict(tags or {}), start, end, limit)
+
     async def prune(self) -> int:
         """Delete points older than the retention and series left empty; return points deleted.
 
@@ -232,6 +311,8 @@ class SQLiteStore(Store):
             deleted = 0
             while count := await self._call(self._prune_inbox, cutoff):
                 deleted += count
+            while await self._call(self._prune_texts, cutoff):
+                pass
             ids = await self._call(self._series_ids)
             index = 0
             while index < len(ids):
@@ -274,6 +355,7 @@ class SQLiteStore(Store):
             db.execute("PRAGMA temp_store=MEMORY")  # the compaction's sort
             db.execute("PRAGMA journal_size_limit=67108864")  # keep the WAL file at most 64 MiB
             db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            self._migrate(db)
             self._load(db)
         except BaseException:
             db.close()
@@ -281,11 +363,31 @@ class SQLiteStore(Store):
         self._db = db
         return db
 
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Bring a file of an older schema version up to this one, one step a version,
+        each in its own transaction (a crash between steps resumes at the next open)."""
+        while True:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                (version,) = db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+                if not 1 <= version < SCHEMA_VERSION:
+                    db.execute("COMMIT")
+                    return
+                for statement in _MIGRATIONS[version - 1].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("UPDATE meta SET value = ? WHERE key = 'version'", (version + 1,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
     def _load(self, db: sqlite3.Connection) -> None:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         if meta["version"] != SCHEMA_VERSION:
             raise RuntimeError(
                 f"{self.path}: schema version {meta['version']}, not {SCHEMA_VERSION}"
+                " (written by a newer numbat?)"
             )
         self._seq = meta["seq"]
         self._refresh(db)
@@ -322,14 +424,17 @@ class SQLiteStore(Store):
         if not members:
             del self._by_measurement[key[0]]
 
-    def _write(self, events: Sequence[Event], cutoff: int) -> int:
+    def _write(self, events: Sequence[Event], cutoff: int) -> tuple[WriteResult, int]:
         db = self._connect()
         created: list[SeriesKey] = []
         seq = self._seq
         db.execute("BEGIN IMMEDIATE")
         try:
-            rows = self._rows(db, events, cutoff, created)
+            batch = self._rows(db, events, cutoff, created)
+            rows = batch.points
             db.executemany("INSERT INTO inbox VALUES (?, ?, ?, ?)", rows)
+            if batch.texts:
+                db.executemany("INSERT INTO texts VALUES (?, ?, ?, ?)", batch.texts)
             db.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (self._seq,))
             db.execute("COMMIT")
         except BaseException:
@@ -343,7 +448,7 @@ class SQLiteStore(Store):
         for sid, time, _, _ in rows:
             if time > latest.get(sid, -1):
                 latest[sid] = time
-        return self._inbox_rows
+        return WriteResult(len(rows), batch.skipped, batch.expired), self._inbox_rows
 
     def _rows(
         self,
@@ -351,24 +456,36 @@ class SQLiteStore(Store):
         events: Sequence[Event],
         cutoff: int,
         created: list[SeriesKey],
-    ) -> list[tuple[int, int, int, float]]:
-        """The inbox rows ``(series_id, time, seq, value)``, creating series as needed."""
+    ) -> _Batch:
+        """The inbox and texts rows of ``events``, creating series as needed."""
         ids = self._ids
         seq = self._seq
-        rows = []
+        mapper = self.mapper
+        text_fields = mapper.text_fields
+        points: list[tuple[int, int, int, float]] = []
+        texts: list[tuple[int, int, int, str]] = []
+        skipped = expired = 0
         for event in events:
-            row = to_point(event)
-            if row is None or row[2] < cutoff:
+            row = to_point(event, mapper)
+            if row is None:
+                skipped += 1
+                continue
+            if row[2] < cutoff:
+                expired += 1
                 continue
             key = (row[0], row[1])
             sid = ids.get(key)
             if sid is None:
                 sid = self._create_series(db, key)
                 created.append(key)
-            rows.append((sid, row[2], seq, row[3]))
+            points.append((sid, row[2], seq, row[3]))
+            for field in text_fields:
+                if field in event:  # most events have no text: one test per field
+                    texts.append((row[2], sid, seq, texts_of(event, text_fields) or ""))
+                    break
             seq += 1
         self._seq = seq
-        return rows
+        return _Batch(points, texts, skipped, expired)
 
     def _create_series(self, db: sqlite3.Connection, key: SeriesKey) -> int:
         params = (key[0], _tags_json(key[1]))
@@ -435,6 +552,47 @@ class SQLiteStore(Store):
             ") GROUP BY bucket"
         )
         return {row[0]: float(row[1]) for row in db.execute(sql, (start, end, bucket))}
+
+    def _annotations(
+        self, pattern: str, tags: dict[str, str], start: int, end: int, limit: int
+    ) -> list[Annotation]:
+        db = self._connect()
+        self._refresh(db)
+        match = glob_matcher(pattern).match
+        wanted = {(key, scalar_text(val)) for key, val in tags.items()}
+        ids = [
+            sid
+            for measurement, members in self._by_measurement.items()
+            if match(measurement)
+            for sid, items in members.items()
+            if wanted <= items
+        ]
+        if not ids or end <= start:
+            return []
+        where = "time >= ? AND time < ?"
+        if len(ids) < len(self._keys):  # not every series: a dashboard's default is all
+            where += f" AND series_id IN ({','.join(map(str, ids))})"
+        # The limit-th newest time; every point from there on, ties included, is a
+        # candidate, so the cut falls where newest() puts it for every backend.
+        sql = f"SELECT time FROM texts WHERE {where} ORDER BY time DESC LIMIT 1 OFFSET ?"
+        row = db.execute(sql, (start, end, limit - 1)).fetchone()
+        since = start if row is None else row[0]
+        sql = f"SELECT time, series_id, fields FROM texts WHERE {where} ORDER BY time, seq"
+        found = []
+        for time, sid, text in db.execute(sql, (since, end)):
+            measurement, series_tags = self._keys[sid]  # ids were all just looked up
+            found.append(Annotation(time, measurement, series_tags, json.loads(text)))
+        return newest(found, limit)
+
+    def _prune_texts(self, cutoff: int) -> int:
+        """Delete up to about PRUNE_CHUNK texts older than ``cutoff``."""
+        db = self._connect()
+        row = db.execute(
+            "SELECT time FROM texts WHERE time < ? ORDER BY time LIMIT 1 OFFSET ?",
+            (cutoff, PRUNE_CHUNK),
+        ).fetchone()
+        bound = cutoff if row is None else row[0] + 1
+        return db.execute("DELETE FROM texts WHERE time < ?", (bound,)).rowcount
 
     def _series_ids(self) -> list[int]:
         self._connect()

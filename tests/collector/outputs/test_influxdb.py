@@ -419,11 +419,9 @@ def test_figures_are_reported_with_the_server_as_a_tag(
         output = await _write(options, events)
         OutputQueue(options.label, output, 1_000, stats)  # what the collector reports
         sender = output.senders[0]
-
-        def settled() -> bool:  # written, and out of the spool (the ack follows the count)
-            return sender.counters.written == 10 and not sender.spool.pending_points
-
-        await asyncio.to_thread(wait_until, settled, 10.0)
+        # Written, and acknowledged: nothing left in the spool.
+        done = lambda: sender.counters.written == 10 and not sender.pending()  # noqa: E731
+        await asyncio.to_thread(wait_until, done, 10.0)
         reported = stats.report(10.0)
         await output.close()
         return reported
@@ -622,8 +620,9 @@ def test_failover_starts_with_the_server_that_took_the_last_batch(tmp_path: Path
 def _lines(events: list[Event]) -> list[bytes]:
     """The line protocol an output makes of ``events`` at its first start (generation 1),
     one line each."""
-    output = InfluxDBOutput(_options(["http://127.0.0.1:1"], Path("unused")))
-    return output._renderer(generation=1).render(events).data.splitlines()
+    renderer = InfluxDBOutput(_options(["http://127.0.0.1:1"], Path("unused"))).renderer
+    renderer.start_generation(1)
+    return renderer.render(events).data.splitlines()
 
 
 def _through_scripted(

@@ -8,7 +8,7 @@ path (``"mypackage.outputs:MyOutput"``), so third-party outputs need no change h
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from numbat._encode import dumps
@@ -71,8 +71,12 @@ class Output(ABC):
         """Open files or connections; called once before the first write."""
 
     @abstractmethod
-    async def write(self, batch: Batch) -> None:
-        """Deliver one batch; raise to have it counted as a write error."""
+    async def write(self, batch: Batch) -> Mapping[str, int] | None:
+        """Deliver one batch; raise to have it counted as a write error.
+
+        Return None when every event was delivered, or how many were not, by reason
+        (``{"expired": 3}``): those are counted as ``dropped`` with that reason, the
+        rest as ``written``."""
 
     async def flush(self) -> None:
         """Push out anything buffered inside the output."""
@@ -96,6 +100,13 @@ class Output(ABC):
         """Gauges per server this output sends to: ``{"host:port": {name: value}}``,
         reported as ``numbat.collector.output.<name>`` tagged with ``output`` and
         ``server`` (an address goes in a tag, never in a measurement name)."""
+        return {}
+
+    def lost(self) -> dict[tuple[str, str], int]:
+        """Events lost inside the output since it started, by ``(reason, server)``
+        (server ``""`` when not about one): running totals, read at every report and
+        counted as ``numbat.collector.dropped`` tagged ``output``, ``reason`` and
+        ``server`` (when not ``""``), beside the queue's own losses."""
         return {}
 
 

@@ -14,11 +14,20 @@ naming dropped points) stored the rest, the dropped ones are counted; a 413 (too
 for the server's or a proxy's body limit) splits the batch in two and posts the halves,
 down to single points, and a single point refused so is counted as rejected; a 404
 "database not found" creates the database and writes again (unless
-``create_database = false``); other 4xx are not retried (counted as rejected); 5xx,
-timeouts and connection errors are retried with exponential backoff and full jitter.
+``create_database = false``); a partial write refused for a cardinality limit
+(``max-values-per-tag``, ``max-series-per-database``) demotes the tag for good and
+re-sends the refused points with it as a field (``numbat.store.cardinality``); other
+4xx are not retried (counted as rejected); 5xx, timeouts and connection errors are
+retried with exponential backoff and full jitter.
 ``mode = "replicate"`` writes every batch to every server (a cluster of open-source
 InfluxDBs); ``mode = "failover"`` sends each batch to the first server that takes it,
 starting with the one that took the last.
+
+A spool whose disk refuses writes (full, over quota, failing) stops nothing: the
+batches it refuses are sent from memory, up to ``queue_size`` points per server, and
+those beyond are dropped and counted (``dropped``, ``reason=spool_full``); the spool
+is used again by itself once it takes writes. Records damaged on disk are skipped
+alone and counted (``reason=spool_corrupt``). See docs/storage.md.
 """
 
 from __future__ import annotations
@@ -26,14 +35,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -45,6 +57,7 @@ from numbat.collector.outputs import Batch, Output
 from numbat.config import InfluxDBOutputConfig
 from numbat.event import now_ms
 from numbat.server import ProcessContext
+from numbat.store.cardinality import DemotionFile, Refusal, TagDemotions, parse_refusal, resolve
 from numbat.store.influx import InfluxClient, Reply, StoreError
 from numbat.store.lineprotocol import LineRenderer
 from numbat.store.spool import Record, RecordId, Spool
@@ -54,8 +67,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Part = tuple[bytes, int]  # line protocol and its number of points (lines)
 # Events rendered between two turns of the event loop: about 1.5 µs each of a known
-# series and 5 µs of a new one, so a chunk holds the loop 1 to 3 ms (docs/benchmarks.md).
+# series and 4 µs of a new one, so a chunk holds the loop 1 to 3 ms (docs/benchmarks.md).
 RENDER_CHUNK = 500
+# Points held in memory while the spool refuses writes, unless the output has a queue_size.
+MEMORY_POINTS = 100_000
+SPOOL_RETRY = 1.0  # seconds between attempts to write to a spool that refused a write
+_HELD = -1  # the segment of the RecordId of a batch held in memory (never a real segment)
 _PARTIAL = re.compile(r"partial write.*dropped=(\d+)", re.DOTALL)
 _UNPARSED = re.compile(r"unable to parse '(.*?)': ", re.DOTALL)
 
@@ -67,6 +84,7 @@ class Counters:
     written: int = 0
     rejected: int = 0  # 4xx (a 413 of a single point): refused, and not taken on a retry
     retries: int = 0  # rounds in which no server took the batch (each waits a backoff)
+    resent: int = 0  # refused for a cardinality limit, sent again with the tag demoted
 
 
 class SpoolSender:
@@ -76,12 +94,20 @@ class SpoolSender:
     ``clients``: one per server, in failover order. ``create_database``: create it on
     every server at start (best effort), and again when a write finds it missing.
     ``backoff``: seconds to wait before retry ``attempt`` (1, 2, ...) of a batch no
-    server took. Everything it needs comes in here; it never calls back into the output.
+    server took. ``demotions``: where a partial write refused for a cardinality limit
+    is settled (the tag demoted, the refused points rendered again and sent in the
+    batch's place); without it such a write is counted like any other partial write.
+    Everything it needs comes in here; it never calls back into the output.
 
     The task runs on an event loop of its own, in a thread of its own: the collector's
     loop, busy reading and rendering events, would give it a turn too seldom (every
     POST takes several) and the spool would grow while the server sits idle. The
     clients make their HTTP sessions on that loop and are closed on it.
+
+    A spool that cannot be written (ENOSPC, EDQUOT, EIO, ...) stops nothing: batches it
+    refuses are held in memory, sent from there first, up to ``memory_points`` points (past
+    that they are dropped and counted in ``spool_full``); the spool is tried again every
+    ``SPOOL_RETRY`` seconds, and once it takes batches the held ones move into it.
 
     ``name`` is the server's ``host:port`` (``a:8086+b:8086`` for a failover group);
     :meth:`figures` are its counts, in points.
@@ -103,6 +129,9 @@ class SpoolSender:
         *,
         create_database: bool = True,
         backoff: Backoff = full_jitter,
+        demotions: TagDemotions | None = None,
+        memory_points: int = MEMORY_POINTS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not clients:
             raise ValueError("a sender needs at least one server")
@@ -110,10 +139,27 @@ class SpoolSender:
         self.name = "+".join(client.address for client in self.clients)
         self.spool = spool
         self.create_database = create_database
+        self.demotions = demotions
         self.counters = Counters()
+        self.memory_points = memory_points
+        self.spool_full = 0
+        """Points dropped: the spool refused them and memory was full (or at shutdown)."""
         self._backoff = backoff
+        self._clock = clock
         self._warn = RateLimitedLog(log)  # called on the sender's thread only
+        # On the spool's thread only: the batches the spool refused, oldest first, with a
+        # number each; the one being sent (always the first) never moves to the spool.
+        self._held: deque[tuple[int, Part]] = deque()
+        self._held_points = 0
+        self._held_numbers = itertools.count()
+        self._sending_held = False
+        self._refused_at: float | None = None  # when the spool last refused a write
+        self._io_warn = RateLimitedLog(log)
         self._wakeup = asyncio.Event()  # used on the sender's loop only
+        # Set while the sender waits for work (all it took is settled and said): drain()
+        # must not stop it between an ack and what it logs about that ack.
+        self._idle = threading.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the sender's
         self._thread: threading.Thread | None = None
@@ -126,31 +172,145 @@ class SpoolSender:
         self._io = ThreadPoolExecutor(1, thread_name_prefix=f"numbat-spool-{self.name}")
 
     def figures(self) -> dict[str, float]:
-        """Points written, rejected (4xx), retries, still spooled, dropped by a full spool."""
+        """Points written, rejected (4xx), retries, re-sent with a tag demoted, still
+        spooled, held in memory (the spool refused them), dropped by a full spool
+        (``spool_max_bytes``)."""
         return {
             "written": self.counters.written,
             "rejected": self.counters.rejected,
             "retries": self.counters.retries,
+            "resent": self.counters.resent,
             "spooled": self.spool.pending_points,
+            "unspooled": self._held_points,
             "spool_dropped": self.spool.dropped_points,
         }
+
+    def lost(self) -> dict[str, int]:
+        """Points lost since start, by reason: ``spool_full`` (neither the spool nor
+        memory could hold them), ``spool_corrupt`` (damaged on disk)."""
+        return {"spool_full": self.spool_full, "spool_corrupt": self.spool.corrupt_points}
 
     async def io(self, call: Callable[..., T], *args: Any) -> T:
         """Run a spool call on the spool's own thread (disk I/O never blocks the loop)."""
         return await asyncio.get_running_loop().run_in_executor(self._io, call, *args)
 
     async def append(self, records: list[Part]) -> None:
-        """Spool batches (payload, points), in order, in one trip to the spool's thread."""
+        """Spool batches (payload, points), in order, in one trip to the spool's thread;
+        those the spool refuses are held in memory (see the class)."""
+        self._idle.clear()
         await self.io(self._append, records)
         self.wake()
 
-    def _append(self, records: list[Part]) -> None:
-        for payload, points in records:
-            self.spool.append(payload, points)
+    async def tick(self) -> None:
+        """Every so often: fsync what is due, and move held batches into the spool if it
+        takes writes again (also when no new batch comes to try it)."""
+        await self.io(self._tick)
 
-    def _ack_and_peek(self, record_id: RecordId) -> Record | None:
-        self.spool.ack(record_id)
+    # -- on the spool's thread ------------------------------------------------------------
+
+    def _append(self, records: list[Part]) -> None:
+        self._spool_held()
+        for index, part in enumerate(records):
+            # Behind held batches, never before them: they are older.
+            if len(self._held) > self._sending_held or not self._spool_part(part):
+                for rest in records[index:]:
+                    self._hold(rest)
+                return
+
+    def _tick(self) -> None:
+        try:
+            self.spool.sync_if_due()
+        except OSError as exc:
+            self._io_warn.warning("fsync", "influxdb %s: spool fsync failed: %s", self.name, exc)
+        self._spool_held()
+
+    def _spool_part(self, part: Part) -> bool:
+        """Append to the spool; False if it refused (then it is not tried again for
+        ``SPOOL_RETRY`` seconds)."""
+        if self._refused_at is not None and self._clock() - self._refused_at < SPOOL_RETRY:
+            return False
+        try:
+            self.spool.append(*part)
+        except OSError as exc:
+            self._refused_at = self._clock()
+            self._io_warn.warning(
+                "refused",
+                "influxdb %s: the spool cannot be written (%s): batches go to the server "
+                "from memory, up to %d points",
+                self.name,
+                exc.strerror or exc,
+                self.memory_points,
+            )
+            return False
+        if self._refused_at is not None:
+            self._refused_at = None
+            log.info("influxdb %s: the spool takes batches again", self.name)
+        return True
+
+    def _spool_held(self) -> None:
+        """Move held batches (not the one being sent) into the spool while it takes them."""
+        first = int(self._sending_held)
+        while len(self._held) > first and self._spool_part(self._held[first][1]):
+            _, (_, points) = self._held[first]
+            del self._held[first]
+            self._held_points -= points
+
+    def _hold(self, part: Part) -> None:
+        points = part[1]
+        if self._held and self._held_points + points > self.memory_points:
+            self.spool_full += points
+            self._io_warn.warning(
+                "spool_full",
+                "influxdb %s: the spool cannot be written and memory holds %d points: "
+                "points dropped (spool_full)",
+                self.name,
+                self._held_points,
+            )
+            return
+        self._held.append((next(self._held_numbers), part))
+        self._held_points += points
+
+    def _next(self) -> Record | None:
+        """What to send next: the oldest held batch (memory is all it has), else the
+        oldest spooled one."""
+        self._sending_held = bool(self._held)
+        if self._held:
+            number, (payload, points) = self._held[0]
+            return Record(RecordId(_HELD, number), payload, points)
         return self.spool.peek()
+
+    def _release(self) -> None:
+        self._sending_held = False
+
+    def _ack_and_next(self, record_id: RecordId) -> Record | None:
+        if record_id.segment != _HELD:
+            self.spool.ack(record_id)
+        elif self._sending_held:  # it is the first held batch
+            _, (_, points) = self._held.popleft()
+            self._held_points -= points
+        return self._next()
+
+    def _close(self) -> None:
+        """Spool what is still held if the disk takes it now (else it is lost, counted
+        as spool_full), then close the spool."""
+        self._sending_held, self._refused_at = False, None
+        self._spool_held()
+        if self._held:
+            self.spool_full += self._held_points
+            log.warning(
+                "influxdb %s: %d points held in memory could not be spooled at shutdown "
+                "(spool_full)",
+                self.name,
+                self._held_points,
+            )
+            self._held.clear()
+            self._held_points = 0
+        try:
+            self.spool.close()
+        except OSError as exc:
+            log.warning("influxdb %s: closing the spool: %s", self.name, exc)
+
+    # -- on the sender's thread -----------------------------------------------------------
 
     def start(self) -> None:
         started = threading.Event()
@@ -191,16 +351,21 @@ class SpoolSender:
                 self._loop.call_soon_threadsafe(self._task.cancel)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
-        await self.io(self.spool.close)
+        await self.io(self._close)
         self._io.shutdown(wait=True)
 
+    def pending(self) -> bool:
+        """Whether batches wait to be sent (spooled or held in memory), or the sender is
+        still busy with the last one."""
+        return bool(len(self.spool) or self._held) or not self._idle.is_set()
+
     async def drain(self, timeout: float) -> bool:
-        """Wait until the spool is empty (everything stored), at most ``timeout`` seconds."""
+        """Wait until nothing is pending (everything stored), at most ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        while len(self.spool) and time.monotonic() < deadline:
+        while self.pending() and time.monotonic() < deadline:
             self.wake()
             await asyncio.sleep(0.05)
-        return not len(self.spool)
+        return not self.pending()
 
     async def _run(self) -> None:
         if self.create_database:
@@ -213,23 +378,40 @@ class SpoolSender:
         while True:
             if record is None:
                 self._wakeup.clear()  # before peeking: an append from now on wakes us
-                record = await self.io(self.spool.peek)
+                record = await self._from_spool(self._next)
                 if record is None:
+                    self._idle.set()
                     await self._wakeup.wait()
                     continue
+                self._idle.clear()
             if await self._deliver(self._parts(record)):
                 # Each trip to the spool's thread waits for a turn of a busy loop:
                 # acknowledge and take the next batch in one.
-                record = await self.io(self._ack_and_peek, record.id)
+                record = await self._from_spool(self._ack_and_next, record.id)
                 self._recovered(attempt, drained=record is None)
                 attempt = 0
                 continue
             attempt += 1
             self.counters.retries += 1
+            await self.io(self._release)  # a held batch may move to the spool meanwhile
             # A plain sleep: new batches arriving must not cut the backoff short, or a
             # struggling server would be retried at the rate events come in.
             await asyncio.sleep(self._backoff(attempt))
             record = None  # peek again: the spool may have dropped it to make room
+
+    async def _from_spool(self, call: Callable[..., Record | None], *args: Any) -> Record | None:
+        """``call`` on the spool's thread; a disk that cannot be read is logged and tried
+        again after a backoff, for as long as it takes (the sender never stops on it)."""
+        failures = 0
+        while True:
+            try:
+                return await self.io(call, *args)
+            except OSError as exc:
+                failures += 1
+                self._warn.warning(
+                    "read", "influxdb %s: cannot read the spool: %s; will retry", self.name, exc
+                )
+                await asyncio.sleep(self._backoff(failures))
 
     def _recovered(self, failed: int, *, drained: bool) -> None:
         """Say when a server takes batches again, and when it has caught up."""
@@ -275,6 +457,12 @@ class SpoolSender:
             if reply.status == 413 and (halves := _halves(payload, points)):
                 parts[0:1] = halves
                 continue
+            if (refusal := self._cardinality(reply)) is not None:
+                settled = await self._demote(client, parts, reply, refusal)
+                if settled is None:
+                    return False
+                if settled:
+                    continue
             if not self._settle(client, reply, points, len(payload)):
                 return False
             del parts[0]
@@ -288,6 +476,42 @@ class SpoolSender:
             kind = "down" if exc.status is None else "create"
             self._warn.warning(f"{kind}:{client.address}", "%s; will retry", exc)
             return None
+
+    def _cardinality(self, reply: Reply) -> Refusal | None:
+        if self.demotions is None or reply.status != 400:
+            return None
+        return parse_refusal(reply.message)
+
+    async def _demote(
+        self, client: InfluxClient, parts: list[Part], reply: Reply, refusal: Refusal
+    ) -> bool | None:
+        """Settle ``parts[0]``, refused in part for a cardinality limit: its stored points
+        are counted, its refused points, rendered again with the tag demoted, take its
+        place. None: retry later; False: not our line protocol, settle it as usual."""
+        assert self.demotions is not None
+        payload, points = parts[0]
+        post = partial(self._post, client)
+        try:
+            found = await resolve(post, payload, reply, refusal, self.demotions, client.address)
+        except ValueError:
+            return False
+        if found is None:
+            return None
+        self.counters.written += found.stored
+        self.counters.rejected += found.rejected
+        self.counters.resent += found.demoted
+        parts[0:1] = [(found.resend, found.resend_points)] if found.resend_points else []
+        if found.rejected:
+            self._warn.warning(
+                f"cardinality:{client.address}",
+                "influxdb %s refused %d of %d points (%s) and no tag demotion changes "
+                "their series: dropped",
+                client.address,
+                found.rejected,
+                points,
+                refusal.limit,
+            )
+        return True
 
     def _settle(self, client: InfluxClient, reply: Reply, points: int, size: int) -> bool:
         """Count a reply; True when the part is settled (stored, or refused for good)."""
@@ -364,6 +588,13 @@ class InfluxDBOutput(Output):
     ) -> None:
         super().__init__(options, context=context)
         self.renderer = self._renderer()
+        # The senders render refused points again on their threads (TagDemotions).
+        self._render_lock = threading.Lock()
+        self.demotions = TagDemotions(
+            DemotionFile(self._root() / "demotions.json", options.database),
+            self.renderer,
+            self._render_lock,
+        )
         self.senders: list[SpoolSender] = []
         self.skipped = 0
         self._backoff = backoff
@@ -372,12 +603,20 @@ class InfluxDBOutput(Output):
         self._pending_bytes = 0
         self._first_pending = 0.0
         self._flusher: asyncio.Task[None] | None = None
+        self._warn = RateLimitedLog(log)
         self._rendering = False  # a write is between two chunks
 
     async def start(self) -> None:
         # Every start renders with timestamps of its own (see claim_generation).
         generation = await asyncio.to_thread(claim_generation, self._worker_dir())
-        self.renderer = self._renderer(generation)
+        self.renderer.start_generation(generation)
+        if remembered := await asyncio.to_thread(self.demotions.load):
+            log.info(
+                "%s: %d tag demotion(s) remembered in %s are applied",
+                self.options.label,
+                remembered,
+                self.demotions.file.path,
+            )
         for index, urls in enumerate(self._groups()):
             clients = [self._client(url) for url in urls]
             addresses = [client.address for client in clients]
@@ -387,6 +626,8 @@ class InfluxDBOutput(Output):
                 spool,
                 create_database=self.options.create_database,
                 backoff=self._backoff,
+                demotions=self.demotions,
+                memory_points=self.options.queue_size or MEMORY_POINTS,
             )
             sender.start()
             self.senders.append(sender)
@@ -407,7 +648,8 @@ class InfluxDBOutput(Output):
                 # within batch_size points however the events come in.
                 room = self.options.batch_size - self._pending_points
                 stop = start + min(room, RENDER_CHUNK)
-                result = self.renderer.render(events[start:stop])
+                with self._render_lock:
+                    result = self.renderer.render(events[start:stop])
                 self.skipped += result.skipped
                 self._gather(result.data, result.points, full)
                 start = stop
@@ -433,21 +675,32 @@ class InfluxDBOutput(Output):
     def stats(self) -> dict[str, float]:
         """Output-wide figures: events skipped; points written with a growing tag as a
         field (``demoted``, ``on_cardinality = "field"``) or without it
-        (``dropped_tags``, ``on_cardinality = "drop"``)."""
+        (``dropped_tags``, ``on_cardinality = "drop"``); tags demoted because a server
+        refused their new values (``tags_demoted``, since start)."""
         renderer = self.renderer
         return {
             "skipped": self.skipped,
             "demoted": renderer.demoted,
             "dropped_tags": renderer.dropped_tags,
+            "tags_demoted": self.demotions.learned,
         }
 
     def server_stats(self) -> dict[str, dict[str, float]]:
         """Each sender's figures under its server (``a:8086+b:8086`` for failover)."""
         return {sender.name: sender.figures() for sender in self.senders}
 
+    def lost(self) -> dict[tuple[str, str], int]:
+        """Points lost per server since start: ``spool_full`` (the spool could not be
+        written and memory was full), ``spool_corrupt`` (damaged in the spool)."""
+        return {
+            (reason, sender.name): points
+            for sender in self.senders
+            for reason, points in sender.lost().items()
+        }
+
     # -- internals ------------------------------------------------------------------
 
-    def _renderer(self, generation: int = 0) -> LineRenderer:
+    def _renderer(self) -> LineRenderer:
         options = self.options
         return LineRenderer(
             text_fields=tuple(options.text_fields),
@@ -456,12 +709,11 @@ class InfluxDBOutput(Output):
             on_cardinality=options.on_cardinality,
             worker=self.context.worker,
             workers=self.context.workers,
-            generation=generation,
         )
 
     def _worker_dir(self) -> Path:
-        """This output's and worker's directory under spool_dir (its spools are in it)."""
-        return Path(self.options.spool_dir) / self.options.label / f"worker-{self.context.worker}"
+        """This worker's directory under the output's (its spools are in it)."""
+        return self._root() / f"worker-{self.context.worker}"
 
     def _client(self, url: str) -> InfluxClient:
         options = self.options
@@ -480,9 +732,13 @@ class InfluxDBOutput(Output):
         urls = self.options.urls
         return [[url] for url in urls] if self.options.mode == "replicate" else [urls]
 
+    def _root(self) -> Path:
+        """The output's directory under spool_dir, shared by its worker processes."""
+        return Path(self.options.spool_dir) / self.options.label
+
     def _open_spool(self, index: int, url: str, addresses: list[str]) -> Spool:
         # Per output, worker and server: two processes never share a spool directory.
-        root = Path(self.options.spool_dir) / self.options.label / f"worker-{self.context.worker}"
+        root = self._root() / f"worker-{self.context.worker}"
         directory = root / spool_name(addresses, self.options.database)
         # Spools used to be named by position and address, once with the URL's
         # user:password@ too: such a spool is renamed, its batches kept.
@@ -492,6 +748,7 @@ class InfluxDBOutput(Output):
             directory,
             max_bytes=self.options.spool_max_bytes,
             fsync_interval=self.options.fsync_interval,
+            count_points=_count_lines,
         )
 
     async def _spool_pending(self) -> None:
@@ -551,12 +808,18 @@ class InfluxDBOutput(Output):
         interval = self.options.flush_interval
         while True:
             await asyncio.sleep(interval / 4)
-            # (Not while a write renders: its full batches go to the spool first.)
-            due = time.monotonic() - self._first_pending >= interval
-            if self._pending and due and not self._rendering:
-                await self._spool_pending()
-            for sender in self.senders:  # bounds what a power cut can take from a quiet spool
-                await sender.io(sender.spool.sync_if_due)
+            try:
+                await self._flush_due(interval)
+            except Exception as exc:  # a bug must not stop the flushing for good
+                self._warn.warning("flush", "influxdb output: flush failed: %r", exc)
+
+    async def _flush_due(self, interval: float) -> None:
+        # (Not while a write renders: its full batches go to the spool first.)
+        due = time.monotonic() - self._first_pending >= interval
+        if self._pending and due and not self._rendering:
+            await self._spool_pending()
+        for sender in self.senders:  # bounds what a power cut can take from a quiet spool
+            await sender.tick()
 
 
 def _halves(payload: bytes, points: int) -> list[Part] | None:
@@ -600,6 +863,11 @@ def refused_points(error: str) -> int | None:
         return None
     lines = sum(sample.count("\n") + 1 for sample in unparsed)
     return lines + (int(dropped[1]) if dropped else 0)
+
+
+def _count_lines(payload: bytes) -> int:
+    """Points in line protocol: one a line (the spool's estimate for a damaged record)."""
+    return payload.count(b"\n")
 
 
 def spool_name(addresses: list[str], database: str) -> str:

@@ -3,28 +3,35 @@
 
 Every listener frames what arrives, turns it into events with
 :func:`~numbat.server.framing.parse_lines` and hands them to its sink; bad input is
-counted by reason (``rejected``) and logged, rate-limited, with the peer. A listener
-knows its own options and :class:`Limits`, the stats it counts into and the sink it
-feeds, nothing of the daemon that runs it.
+counted by reason (``rejected``) and logged, rate-limited, with the peer. A time sent in
+seconds, microseconds or nanoseconds is converted to ms by the event model; the
+listener counts it (``time_unit_converted``, tagged with the unit) and logs it once
+per peer address. A listener knows its own options and :class:`Limits`, the stats it
+counts into and the sink it feeds, nothing of the daemon that runs it.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
+import resource
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from numbat._importer import import_from_string
 from numbat._ratelimit import RateLimitedLog
 from numbat.config import LISTENERS, ListenerConfig
 from numbat.event import Event
+from numbat.server.flow import Gate
 from numbat.server.framing import parse_lines, split_message
 from numbat.server.stats import Stats
 
+T = TypeVar("T")
 Sink = Callable[[list[Event]], None]
 """Where a listener hands the valid events of one read (never blocks, never raises)."""
 
@@ -32,10 +39,22 @@ log = logging.getLogger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+MAX_TOLD = 10_000
+"""Peer addresses remembered as told about their time unit; past that, the set starts
+over (a peer may be logged again, memory stays bounded)."""
+
+UNIT_NAMES = {"s": "seconds", "us": "microseconds", "ns": "nanoseconds"}
+
 QUIET = 0.05
 """Seconds without a read after which a listener has read all its peers sent: the
 event loop reads every ready socket each turn, so a socket silent this long while the
 loop ran has nothing left in the kernel's buffer."""
+
+EVICT_AFTER = 1.0
+"""Seconds without a complete line (or message) after which a connection may be closed
+to let a new peer in (:func:`choose_victim`). One that completed a line more recently
+is busy: when every connection is, a newcomer is refused instead, so busy peers never
+push each other out in turn."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +62,9 @@ class Limits:
     """What one listener lets a peer cost: the caps it enforces.
 
     ``max_line_bytes``: one event line (bytes); ``max_connections``: open connections
-    (stream and websocket listeners), ``max_connections_per_peer`` of them from one
-    peer address (so one host cannot hold them all); ``idle_timeout``: seconds of
+    (stream and websocket listeners; at the cap an idle one is evicted for a newcomer,
+    see :func:`choose_victim`), ``max_connections_per_peer`` of them from one peer
+    address (so one host cannot hold them all); ``idle_timeout``: seconds of
     silence before a connection is closed (0: never); ``line_timeout``: seconds a line
     may take to arrive whole (0: no limit; a byte every few minutes does not renew it);
     ``receive_buffer_bytes``: the kernel's receive buffer (``SO_RCVBUF``) of a datagram
@@ -83,6 +103,8 @@ class Listener(ABC):
     Options: ClassVar[type[ListenerConfig]] = ListenerConfig
     #: ``time.monotonic()`` of the last bytes read from any peer (0: none yet).
     last_read: float = 0.0
+    #: Seconds between attempts while ``accept()`` fails (out of file descriptors).
+    accept_retry: float = 0.1
 
     def __init__(
         self,
@@ -92,8 +114,12 @@ class Listener(ABC):
         stats: Stats,
         *,
         reuse_port: bool = False,
+        gate: Gate | None = None,
     ) -> None:
         self.options = options
+        # Stream listeners stop reading while the gate is closed (their daemon's
+        # outputs are full): the kernel and the peers hold the data meanwhile.
+        self.gate = gate if gate is not None else Gate()
         self.limits = limits
         # Several worker processes bind the same address; the kernel spreads the load.
         self.reuse_port = reuse_port
@@ -104,6 +130,14 @@ class Listener(ABC):
         self._allow: list[Network] = [ipaddress.ip_network(n, strict=False) for n in options.allow]
         self._warn = RateLimitedLog(log)
         self._received = stats.key("received", listener=self.label)
+        self._converted = {
+            unit: stats.key("time_unit_converted", listener=self.label, unit=unit)
+            for unit in UNIT_NAMES
+        }
+        self._told: set[str] = set()  # peer addresses logged as sending another time unit
+        # Connections evicted whose file descriptor is not released yet (a websocket
+        # closing handshake): out of descriptors, one eviction at a time is enough.
+        self.evicting: set[Any] = set()
 
     @abstractmethod
     async def start(self) -> None:
@@ -137,6 +171,48 @@ class Listener(ABC):
         self._warn.warning("refused", "%s: refused %s: not in the allow list", self.label, peer[0])
         return False
 
+    def make_room(self, reason: str, newcomer: str = "a waiting peer") -> bool:
+        """Close one idle connection (:func:`choose_victim`) so ``newcomer`` gets in,
+        counted as ``evicted`` with ``reason``; False if no connection may go."""
+        return False
+
+    def evicted(self, reason: str, victim: str, idle: float, newcomer: str) -> None:
+        """Count and log (rate-limited) the eviction of ``victim``, idle ``idle`` seconds."""
+        self.stats.count("evicted", listener=self.label, reason=reason)
+        self._warn.warning(
+            f"evict:{reason}",
+            "%s: closed %s, no complete line for %.1f s, to let %s in (%s)",
+            self.label,
+            victim,
+            idle,
+            newcomer,
+            reason,
+        )
+
+    def accept_failed(self, exc: OSError) -> None:
+        """``accept()`` failed (retried after :attr:`accept_retry` seconds, the peer
+        waiting in the kernel's queue meanwhile): counted as ``accept_failed`` by errno
+        (``emfile``, ``enfile``, ...) and logged, rate-limited; when this process is out
+        of file descriptors, an idle connection makes room (``evicted``, ``emfile``)."""
+        reason = errno.errorcode.get(exc.errno or 0, "oserror").lower()
+        self.stats.count("accept_failed", listener=self.label, reason=reason)
+        why = ""
+        if exc.errno == errno.EMFILE:
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            why = f" (the process is at its limit of {limit} open files: raise ulimit -n)"
+        elif exc.errno == errno.ENFILE:
+            why = " (the system's open-file table is full: fs.file-max)"
+        self._warn.warning(
+            f"accept:{reason}",
+            "%s: cannot accept a connection: %s%s; retrying every %.1f s",
+            self.label,
+            exc.strerror or exc,
+            why,
+            self.accept_retry,
+        )
+        if exc.errno == errno.EMFILE and not self.evicting:
+            self.make_room("emfile")
+
     def receive(self, lines: list[bytes], peer: Any, *, truncated: bool = False) -> None:
         """Parse complete lines from ``peer`` and pass the good events on."""
         self.deliver(self.parse(lines, peer, truncated=truncated))
@@ -165,7 +241,27 @@ class Listener(ABC):
                 reason, message = "truncated", f"stream ended inside a line ({message})"
             self.reject(reason, message, sample, peer)
 
-        return parse_lines(lines, reject)
+        def converted(unit: str) -> None:
+            self.time_converted(unit, peer)
+
+        return parse_lines(lines, reject, converted=converted)
+
+    def time_converted(self, unit: str, peer: Any) -> None:
+        """Count an event whose time came in ``unit`` (``s``, ``us``, ``ns``) and was
+        converted to ms; log it the first time a peer address does it."""
+        self.stats.add(self._converted[unit], 1)
+        address = peer_address(peer)
+        if address in self._told:
+            return
+        if len(self._told) >= MAX_TOLD:
+            self._told.clear()
+        self._told.add(address)
+        log.warning(
+            "%s: %s sends times in %s; converting them to ms (see docs/events.md)",
+            self.label,
+            peer_name(peer),
+            UNIT_NAMES[unit],
+        )
 
     def deliver(self, events: list[Event]) -> None:
         if events:
@@ -182,6 +278,28 @@ class Listener(ABC):
             message,
             sample[:80],
         )
+
+
+def choose_victim(connections: Iterable[tuple[T, str, float]], now: float) -> T | None:
+    """The connection to close so that a new peer gets in, from ``(connection, peer
+    address, time.monotonic() of its last complete line, or of its connect)``: of the
+    address holding the most idle connections (no complete line for :data:`EVICT_AFTER`
+    seconds), the one idle longest; None if none is idle.
+
+    One address holding many idle connections is a slow-loris peer's mark, and it loses
+    them first; a peer that sends now and then keeps its connection.
+
+    >>> conns = [("a1", "a", 5.0), ("a2", "a", 8.0), ("b1", "b", 0.0), ("c1", "c", 9.5)]
+    >>> choose_victim(conns, now=10.0)  # a holds 2 idle, b 1, c1 is busy
+    'a1'
+    >>> choose_victim([("c1", "c", 9.5)], now=10.0) is None
+    True
+    """
+    idle = [(conn, host, last) for conn, host, last in connections if last <= now - EVICT_AFTER]
+    if not idle:
+        return None
+    per_peer = Counter(host for _, host, _ in idle)
+    return min(idle, key=lambda c: (-per_peer[c[1]], c[2]))[0]
 
 
 def listener_class(kind: str) -> type[Listener]:
@@ -201,3 +319,16 @@ def peer_name(peer: Any) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
     return str(peer or "local")
+
+
+def peer_address(peer: Any) -> str:
+    """The peer's address without its port: ``("10.0.0.1", 5000)`` or ``"10.0.0.1:5000"``
+    (as :func:`peer_name` writes it) both give ``"10.0.0.1"``; a unix peer ``"local"``.
+
+    >>> peer_address(("::1", 5000, 0, 0)), peer_address("::1:5000"), peer_address("")
+    ('::1', '::1', 'local')
+    """
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    name = str(peer or "local")
+    return name.rpartition(":")[0] or name

@@ -1,21 +1,25 @@
 """Stream listeners (tcp, unix): NDJSON, any number of events per connection.
 
 :class:`StreamProtocol` frames one connection's bytes into lines and tracks its
-idleness; :class:`StreamListener` caps connections and closes idle ones. A stream
-kind (``tcp.py``, ``unix.py``) only says how to bind its server (``_serve``), as
-pystatsd's ``StreamClientBase`` serves its tcp and unix clients.
+idleness; :class:`StreamListener` caps connections (at the cap a newcomer evicts an
+idle connection), closes idle ones and accepts through an
+:class:`~numbat.server.listeners.accept.Acceptor`. A stream kind (``tcp.py``,
+``unix.py``) only says how to bind its listening sockets (``_bind``), as pystatsd's
+``StreamClientBase`` serves its tcp and unix clients.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from abc import abstractmethod
 from collections import Counter
 from typing import Any, cast
 
 from numbat.server.framing import LineFramer
-from numbat.server.listeners import Listener, peer_name
+from numbat.server.listeners import Listener, choose_victim, peer_name
+from numbat.server.listeners.accept import Acceptor
 
 
 class StreamProtocol(asyncio.Protocol):
@@ -27,6 +31,7 @@ class StreamProtocol(asyncio.Protocol):
         self.peer = "?"
         self.host = ""  # the peer's address without its port ("" for a unix socket)
         self.last_read = time.monotonic()
+        self.last_line = self.last_read  # of the last complete line (or the connect)
         # When the line now buffered began to arrive (None: nothing buffered): a line
         # must complete within line_timeout, however slowly its bytes trickle in.
         self.line_started: float | None = None
@@ -52,6 +57,7 @@ class StreamProtocol(asyncio.Protocol):
         if framer.overlong != overlong:
             self._overlong(framer.overlong - overlong)
         if lines:
+            self.last_line = self.last_read
             self.listener.receive(lines, self.peer)
         if not framer.in_line:
             self.line_started = None
@@ -63,9 +69,24 @@ class StreamProtocol(asyncio.Protocol):
             self.transport.pause_reading()
             self._loop.call_soon(self._resume)
 
+    def reading(self) -> bool:
+        """Open and reading (not paused)."""
+        return self.transport is not None and self.transport.is_reading()
+
     def _resume(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.listener.gate.is_open:
             self.transport.resume_reading()
+        else:  # an output is full: read again once it has room (backpressure)
+            self.listener.gate.when_open(self._unblocked)
+
+    def _unblocked(self) -> None:
+        # The wait was ours, not the peer's: its idle and line deadlines start again.
+        self.last_read = self.last_line = time.monotonic()
+        if self.line_started is not None:
+            self.line_started = self.last_read
+        self._resume()
 
     def eof_received(self) -> bool:
         self._finish()
@@ -91,7 +112,7 @@ class StreamProtocol(asyncio.Protocol):
 class StreamListener(Listener):
     """Shared by TCP and unix sockets: connection limit and idle timeout."""
 
-    server: asyncio.Server | None = None
+    server: Acceptor | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -110,7 +131,8 @@ class StreamListener(Listener):
                 self._per_peer[proto.host],
             )
             return False
-        if len(self.connections) >= self.limits.max_connections:
+        full = len(self.connections) >= self.limits.max_connections
+        if full and not self.make_room("too_many_connections", proto.peer):
             self.stats.count("refused", listener=self.label, reason="too_many_connections")
             self._warn.warning(
                 "full",
@@ -125,23 +147,42 @@ class StreamListener(Listener):
         return True
 
     def unregister(self, proto: StreamProtocol) -> None:
+        self.evicting.discard(proto)
         if proto in self.connections:
             self.connections.discard(proto)
             self._per_peer[proto.host] -= 1
             if not self._per_peer[proto.host]:
                 del self._per_peer[proto.host]
 
+    def make_room(self, reason: str, newcomer: str = "a waiting peer") -> bool:
+        if not self.gate.is_open:  # nobody reads while blocked: none is idle
+            return False
+        now = time.monotonic()
+        # One not reading (paused: the outputs are behind) may hold unread lines: busy.
+        candidates = [(p, p.host, p.last_line) for p in self.connections if p.reading()]
+        victim = choose_victim(candidates, now)
+        if victim is None or victim.transport is None:
+            return False
+        self.unregister(victim)  # its slot is the newcomer's from now on
+        self.evicting.add(victim)  # until its descriptor is released (connection_lost)
+        self.evicted(reason, victim.peer, now - victim.last_line, newcomer)
+        victim.transport.close()
+        return True
+
     def protocol(self) -> StreamProtocol:
         return StreamProtocol(self)
 
     async def start(self) -> None:
-        self.server = await self._serve()
+        self.server = Acceptor(
+            await self._bind(), self.protocol, self.accept_failed, self.accept_retry
+        )
+        self.server.listen()
         if self.limits.idle_timeout or self.limits.line_timeout:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     @abstractmethod
-    async def _serve(self) -> asyncio.Server:
-        """Bind the server whose connections :meth:`protocol` serves."""
+    async def _bind(self) -> list[socket.socket]:
+        """The listening sockets (non-blocking) whose connections :meth:`protocol` serves."""
 
     async def stop_accepting(self) -> None:
         if self.server is not None:
@@ -151,6 +192,8 @@ class StreamListener(Listener):
         if self._sweeper is not None:
             self._sweeper.cancel()
         await self.stop_accepting()
+        if self.server is not None:
+            await self.server.wait_closed()  # connections accepted before: cut them too
         cut = [p for p in self.connections if p.transport is not None]
         if cut:
             # Peers still connected when the drain ends (an emitter keeps its connection
@@ -159,8 +202,6 @@ class StreamListener(Listener):
         for proto in cut:
             assert proto.transport is not None
             proto.transport.close()
-        if self.server is not None:
-            await self.server.wait_closed()
 
     async def _sweep(self) -> None:
         """Close connections silent for longer than idle_timeout, and those whose line
@@ -168,6 +209,8 @@ class StreamListener(Listener):
         timeouts = [t for t in (self.limits.idle_timeout, self.limits.line_timeout) if t]
         while True:
             await asyncio.sleep(min(*(t / 4 for t in timeouts), 5.0))
+            if not self.gate.is_open:  # nobody reads while blocked: none is idle
+                continue
             now = time.monotonic()
             for proto in list(self.connections):
                 if self._expired(proto, now) and proto.transport is not None:

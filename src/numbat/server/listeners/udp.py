@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,7 +48,13 @@ class _Datagrams(asyncio.DatagramProtocol):
 
 
 class UDPListener(Listener):
-    """UDP: no connections, so no connection limit or idle timeout; the allow list applies."""
+    """UDP: no connections, so no connection limit or idle timeout; the allow list applies.
+
+    UDP cannot push back: a datagram that finds the socket's receive buffer full is
+    dropped by the kernel. Those drops are counted too, as ``kernel_drops``: the
+    kernel's own count for the socket, read from ``/proc/net/udp`` (``udp6``) at every
+    stats report (Linux; elsewhere nothing is reported).
+    """
 
     _transport: asyncio.DatagramTransport | None = None
 
@@ -70,8 +78,12 @@ class UDPListener(Listener):
             lambda: _Datagrams(self), sock=sock
         )
         self._transport = transport
+        table = Path("/proc/self/net", "udp6" if family == socket.AF_INET6 else "udp")
+        inode = os.fstat(sock.fileno()).st_ino
+        self.stats.follow("kernel_drops", lambda: kernel_drops(table, inode), listener=self.label)
 
     async def stop(self) -> None:
+        self.stats.forget(listener=self.label)  # its last drops counted, while it is open
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -85,3 +97,22 @@ def _grow_buffer(sock: socket.socket, size: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, force, size)
             return
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+def kernel_drops(table: Path, inode: int) -> int | None:
+    """The datagrams the kernel dropped for the socket ``inode`` since it was opened (its
+    receive buffer was full): the ``drops`` column of ``table`` (``/proc/net/udp`` or
+    ``udp6``); None where there is no such table or socket."""
+    try:
+        text = table.read_text()
+    except OSError:
+        return None
+    wanted = str(inode)
+    for row in text.splitlines()[1:]:
+        if f" {wanted} " not in row:
+            continue  # a busy host has thousands of UDP sockets: split only likely rows
+        fields = row.split()
+        # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+        if len(fields) > 12 and fields[9] == wanted:
+            return int(fields[12])
+    return None

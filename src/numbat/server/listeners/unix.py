@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
@@ -11,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from numbat.config import UnixListenerConfig
+from numbat.server.listeners.accept import bind_unix
 from numbat.server.listeners.stream import StreamListener
 
 
@@ -25,10 +25,10 @@ class UnixListener(StreamListener):
 
     Options = UnixListenerConfig
 
-    async def _serve(self) -> asyncio.Server:
+    async def _bind(self) -> list[socket.socket]:
         path = Path(urlsplit(self.options.uri).path)
         _remove_stale(path)
-        return await asyncio.get_running_loop().create_unix_server(self.protocol, str(path))
+        return [bind_unix(str(path))]
 
     async def stop(self) -> None:
         await super().stop()

@@ -4,6 +4,10 @@ The server pings every ``ping_interval`` seconds (20 by default) and drops a cli
 that has not answered within as long again, as the original collector's keep-alive
 did. With ``token`` set, clients must connect with ``?key=TOKEN`` (the original
 example's spelling) or ``?token=TOKEN``.
+
+Connections are accepted by an :class:`~numbat.server.listeners.accept.Acceptor` (so
+running out of file descriptors is counted), and handed to the websockets library as
+its own server would hand them.
 """
 
 from __future__ import annotations
@@ -12,19 +16,24 @@ import asyncio
 import hmac
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
 
 from numbat.config import WebSocketListenerConfig
-from numbat.server.listeners import Listener, peer_name
+from numbat.server.listeners import Listener, choose_victim, peer_name
+from numbat.server.listeners.accept import Acceptor, bind_tcp
 
 CLOSE_TIMEOUT = 10.0  # seconds a closing handshake may take (the library's default)
+# An evicted connection's: its slot is already taken, its descriptor is wanted back soon.
+EVICT_CLOSE_TIMEOUT = 1.0
 
 # Request lines carry the token: keep the library's own access logging quiet.
 _quiet = logging.getLogger(f"{__name__}.access")
@@ -37,10 +46,14 @@ class WebSocketListener(Listener):
     Options = WebSocketListenerConfig
     options: WebSocketListenerConfig
     _server: Server | None = None
+    _acceptor: Acceptor | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connections: set[ServerConnection] = set()
+        # time.monotonic() of each connection's last message (or of its opening).
+        self.last_message: dict[ServerConnection, float] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # evicted, in their closing handshake
         self.path = urlsplit(self.options.uri).path or "/"
         # A message may hold several lines; past this the library must close the
         # connection (it cannot skip a frame), which is counted as message_too_big.
@@ -48,24 +61,38 @@ class WebSocketListener(Listener):
 
     async def start(self) -> None:
         parts = urlsplit(self.options.uri)
-        self._server = await serve(
-            self._handle,
-            parts.hostname,
-            parts.port,
-            process_request=self._check,
-            compression=None,
-            max_size=self.max_message,
-            logger=_quiet,
-            ping_interval=self.options.ping_interval,
-            ping_timeout=self.options.ping_interval,
-            # A client that missed its pong will not answer a close frame either.
-            close_timeout=min(self.options.ping_interval, CLOSE_TIMEOUT),
-            reuse_port=self.reuse_port or None,
-        )
+        sockets = await bind_tcp(parts.hostname, parts.port or 0, reuse_port=self.reuse_port)
+        # serve() keeps its connection factory to itself and binds through the loop:
+        # the Server it returns (websockets >= 17.4: not awaited yet, its create_server
+        # a function) is given our accept loop instead, and connections built as its
+        # factory builds them (the handshake, process_request and handler stay its).
+        server = serve(self._handle, process_request=self._check, logger=_quiet)
+
+        def connection() -> ServerConnection:
+            protocol = ServerProtocol(max_size=self.max_message, logger=_quiet)  # no deflate
+            return ServerConnection(
+                protocol,
+                server,
+                ping_interval=self.options.ping_interval,
+                ping_timeout=self.options.ping_interval,
+                # A client that missed its pong will not answer a close frame either.
+                close_timeout=min(self.options.ping_interval, CLOSE_TIMEOUT),
+            )
+
+        async def accept() -> Acceptor:
+            self._acceptor = Acceptor(sockets, connection, self.accept_failed, self.accept_retry)
+            self._acceptor.listen()
+            return self._acceptor
+
+        server.create_server = cast(Callable[[], Coroutine[Any, Any, asyncio.Server]], accept)
+        self._server = await server
 
     async def stop_accepting(self) -> None:
-        if self._server is not None:
-            self._server.close(close_connections=False)
+        # The listening sockets only. (Not the library's close(close_connections=False):
+        # its first close() is the only one, so stop() could no longer close the
+        # connections, and a client that stays connected would hold shutdown forever.)
+        if self._acceptor is not None:
+            self._acceptor.close()
 
     async def stop(self) -> None:
         if self.connections:
@@ -101,15 +128,39 @@ class WebSocketListener(Listener):
                 "token", "%s: refused %s: missing or wrong token", self.label, peer_name(peer)
             )
             return conn.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
-        if len(self.connections) >= self.limits.max_connections:
-            self.stats.count("refused", listener=self.label, reason="too_many_connections")
-            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
         host = peer[0] if isinstance(peer, tuple) else ""
         same = sum(1 for c in self.connections if c.remote_address[0] == host)
         if host and same >= self.limits.max_connections_per_peer:
             self.stats.count("refused", listener=self.label, reason="too_many_from_peer")
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
+        full = len(self.connections) >= self.limits.max_connections
+        if full and not self.make_room("too_many_connections", peer_name(peer)):
+            self.stats.count("refused", listener=self.label, reason="too_many_connections")
+            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
         return None
+
+    def make_room(self, reason: str, newcomer: str = "a waiting peer") -> bool:
+        if not self.gate.is_open:  # nobody reads while blocked: none is idle
+            return False
+        now = time.monotonic()
+        # One not reading (its queue of messages is full) has unread messages: busy.
+        candidates = [
+            (c, c.remote_address[0], self.last_message[c])
+            for c in self.connections
+            if c.transport.is_reading()
+        ]
+        victim = choose_victim(candidates, now)
+        if victim is None:
+            return False
+        self.connections.discard(victim)  # its slot is the newcomer's from now on
+        self.evicting.add(victim)  # until its handler ends (the socket is closed)
+        idle = now - self.last_message[victim]
+        self.evicted(reason, peer_name(victim.remote_address), idle, newcomer)
+        victim.close_timeout = min(victim.close_timeout or CLOSE_TIMEOUT, EVICT_CLOSE_TIMEOUT)
+        task = asyncio.ensure_future(victim.close(CloseCode.TRY_AGAIN_LATER, "evicted"))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        return True
 
     def _count_failure(self, exc: ConnectionClosed, peer: str) -> None:
         """A frame the library refused closes the connection: count it by reason."""
@@ -130,12 +181,16 @@ class WebSocketListener(Listener):
 
     async def _handle(self, conn: ServerConnection) -> None:
         self.connections.add(conn)
+        self.last_message[conn] = time.monotonic()
         peer = peer_name(conn.remote_address)
         idle = self.limits.idle_timeout or None
         try:
             while True:
+                if not self.gate.is_open:  # an output is full: the client waits
+                    await self.gate.wait_open()
+                    self.last_message[conn] = time.monotonic()  # the wait was ours
                 message = await asyncio.wait_for(conn.recv(), idle)
-                self.last_read = time.monotonic()
+                self.last_read = self.last_message[conn] = time.monotonic()
                 data = message.encode() if isinstance(message, str) else message
                 self.receive_message(data, peer)
         except TimeoutError:
@@ -145,3 +200,5 @@ class WebSocketListener(Listener):
             self._count_failure(exc, peer)
         finally:
             self.connections.discard(conn)
+            self.evicting.discard(conn)
+            del self.last_message[conn]
