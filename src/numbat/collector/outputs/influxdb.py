@@ -1,8 +1,10 @@
 """``type = "influxdb"``: line protocol over HTTP ``/write`` to InfluxDB 1.x, never losing a batch.
 
-Events are rendered to line protocol (``numbat.store.lineprotocol``), gathered into
-batches of ``batch_size`` points or ``flush_interval`` seconds, and appended to an
-on-disk spool per server (``numbat.store.spool``). A :class:`SpoolSender` per spool
+Events are rendered to line protocol (``numbat.store.lineprotocol``), RENDER_CHUNK at
+a time with a turn of the event loop between, with timestamps of a generation of their
+own at each start of the output (:func:`claim_generation`), gathered into batches of
+``batch_size`` points or ``flush_interval`` seconds, and appended to an on-disk spool
+per server (``numbat.store.spool``). A :class:`SpoolSender` per spool
 posts the oldest spooled batch through :class:`~numbat.store.influx.InfluxClient` and
 removes it only once a server has stored it, so a server that is down, slow or
 restarting costs nothing but disk: its batches are replayed in order when it answers
@@ -66,8 +68,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Part = tuple[bytes, int]  # line protocol and its number of points (lines)
-# Events rendered between two turns of the event loop: about 1.5 µs each of a known
-# series and 4 µs of a new one, so a chunk holds the loop 1 to 3 ms (docs/benchmarks.md).
+# Events rendered between two turns of the event loop: about 1.3 µs each of a known
+# series and 4 µs of a new one, so a chunk holds the loop 0.7 to 2 ms (docs/benchmarks.md).
 RENDER_CHUNK = 500
 # Points held in memory while the spool refuses writes, unless the output has a queue_size.
 MEMORY_POINTS = 100_000
