@@ -76,7 +76,7 @@ Cardinality guard
 Cost
     An event whose name and tag values were seen before costs one dict lookup; one seen
     for the first time (a new series, or a new value of a demoted tag) builds its series
-    key in one pass over its tags, about 2.5 times as much, and is cached only when it
+    key in one pass over its tags, about three times as much, and is cached only when it
     comes again, so a tag of unique values does not churn the cache. The cache holds
     ``cache_size`` entries in two halves, of strings and ints only (which the garbage
     collector stops tracking), and is never cleared or scanned at once: the half that
@@ -452,7 +452,7 @@ class LineRenderer:
                 cache = self._cache  # the miss may have made the young cache old
             head, moved, changed = entry
             if changed:
-                if changed is _SKIPPED:  # no name, or a heartbeat
+                if changed == _SKIPPED:  # no name, or a heartbeat
                     skipped += 1
                     continue
                 changes.append(changed)
