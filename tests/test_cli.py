@@ -117,3 +117,39 @@ def test_emit_never_shows_a_password_or_token_of_its_uri() -> None:
         assert result.stderr, uri
         assert "pw-4e1b" not in result.stderr + result.stdout, result.stderr
         assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_collector_warns_when_the_open_file_limit_is_below_its_connection_caps(
+    tmp_path: Path,
+) -> None:
+    """With a hard open-file limit of 256 and a tcp listener allowing 1,024 connections,
+    the collector starts and says, naming both figures, that the limit is too low."""
+    import resource
+    import signal
+
+    from tests.helpers import wait_until
+
+    config = tmp_path / "numbat.toml"
+    config.write_text(
+        '[collector]\nlisten = ["tcp://127.0.0.1:0"]\n[[collector.outputs]]\ntype = "null"\n'
+    )
+    stderr = tmp_path / "stderr"
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "numbat", "collector", "-c", str(config)],
+            stderr=err,
+            preexec_fn=low_limit,  # noqa: PLW1509 - only setrlimit, before exec
+        )
+    try:
+        wait_until(lambda: "collector listening" in stderr.read_text(), 15, "listening")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        proc.kill()
+    assert "open-file limit 256 is below the 1088 the listeners' max_connections" in (
+        stderr.read_text()
+    )

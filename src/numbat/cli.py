@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # First thing, before click and the rest load: a SIGHUP (a reload, a logrotate
 # postrotate) that comes while a daemon command is still starting must not end it, as
@@ -24,6 +24,9 @@ signal.signal(signal.SIGHUP, signal.SIG_IGN)
 import click  # noqa: E402
 
 from numbat.errors import ConfigError, EventError, NumbatError, URIError  # noqa: E402
+
+if TYPE_CHECKING:
+    from numbat.config import Config
 
 EXIT_UNDELIVERED = 1
 EXIT_FAILED = 1
@@ -186,7 +189,7 @@ def collector(config_path: Path, log_level: str) -> None:
     config = load(config_path)
     check_plugins(config, str(config_path))
     _setup_logging(log_level, processes=config.collector.workers)
-    _raise_fd_limit()
+    _raise_fd_limit(config)
     workers = config.collector.workers
     if workers > 1:
         from numbat.server.supervisor import Supervisor, WorkerConfigError
@@ -270,7 +273,7 @@ def up(
         check_plugins(config, str(config_path))
     data_dir.mkdir(parents=True, exist_ok=True)
     _setup_logging(log_level)
-    _raise_fd_limit()
+    _raise_fd_limit(config)
     command = os.environ.get("NUMBAT_COMMAND", "numbat")
     banner = settings.banner(command, config)
     try:
@@ -281,15 +284,34 @@ def up(
         click.echo("numbat up: stopped before every queued event was stored", err=True)
 
 
-def _raise_fd_limit() -> None:
+FD_HEADROOM = 64
+"""Open files a collector needs besides its connections: sockets it listens on, log and
+spool files, output connections, the loop's own."""
+
+
+def _raise_fd_limit(config: Config) -> None:
     """Open files: the soft limit up to the hard one (often 1024 -> 524288), so a daemon
-    runs out of connections at its own caps, not at the kernel's default."""
+    runs out of connections at its own caps, not at the kernel's default; a warning if
+    even that is below what the listeners' ``max_connections`` allow together."""
+    import logging
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    streams = [lc for lc in config.collector.listeners if lc.kind != "udp"]
+    wanted = sum(lc.max_connections for lc in streams) + FD_HEADROOM
+    if soft != resource.RLIM_INFINITY and wanted > soft:
+        logging.getLogger("numbat.cli").warning(
+            "open-file limit %d is below the %d the listeners' max_connections allow "
+            "(plus %d): past it new peers are refused (counted accept_failed); raise "
+            "the limit (ulimit -n, LimitNOFILE=) or lower max_connections",
+            soft,
+            wanted,
+            FD_HEADROOM,
+        )
 
 
 def _setup_logging(level: str, *, processes: int = 1) -> None:
