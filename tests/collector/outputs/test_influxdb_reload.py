@@ -63,7 +63,8 @@ def _stored(db: InfluxDatabase) -> tuple[int, int]:
     if not series:
         return 0, 0
     _, count, distinct = series[0]["values"][0]
-    return int(count), int(distinct)
+    # Either may come back null while influxd is still taking a write.
+    return int(count or 0), int(distinct or 0)
 
 
 def _influx(collector: Collector) -> InfluxDBOutput:
