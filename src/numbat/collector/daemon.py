@@ -252,6 +252,10 @@ class Collector(Daemon):
                     staged.added[oc.label] = await self._start_queue(oc)
                 elif kept.output.options != oc:
                     output = self._output(oc)
+                    if type(output) is type(kept.output):
+                        # What the running output holds locked (a spool) is shared, not
+                        # opened twice; it changes hands at the commit (adopt).
+                        output.borrow_from(kept.output)
                     await output.start()
                     staged.replaced[oc.label] = output
             except OutputError as exc:

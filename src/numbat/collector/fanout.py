@@ -241,12 +241,15 @@ class OutputQueue:
 
     async def replace_output(self, output: Output, *, started: bool = False) -> None:
         """Reload: the queue stays and the next write goes to ``output`` (started here
-        unless ``started``).
+        unless ``started``: then it borrows from the old one first, see
+        :meth:`~numbat.collector.outputs.Output.borrow_from`).
 
         The old output is closed at once if idle, else as soon as its current write ends
         (never under it, and without making the reload wait for a stuck write).
         """
         if not started:
+            if type(self.output) is type(output):
+                output.borrow_from(self.output)
             await output.start()
         old, self.output = self.output, output
         if type(old) is type(output):

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from numbat.collector.daemon import Collector
-from numbat.config import from_dict
+from numbat.collector.outputs import Batch, Output
+from numbat.collector.outputs.sqlite import SQLiteOutput
+from numbat.config import Config, from_dict
 from numbat.store import Annotation
 from numbat.store.sqlite import SQLiteStore
 from tests.collector.conftest import until
@@ -123,3 +125,74 @@ def test_the_sqlite_output_keeps_the_text_fields_it_is_configured_with(tmp_path:
 
     (note,) = asyncio.run(main())
     assert note.fields == {"note": "v2 out"}
+
+
+class HeldStart(Output):
+    """A test output whose start() waits for ``release``: holds a reload between the
+    start of its outputs and their swap."""
+
+    started: asyncio.Event
+    release: asyncio.Event
+
+    async def start(self) -> None:
+        HeldStart.started.set()
+        await HeldStart.release.wait()
+
+    async def write(self, batch: Batch) -> None:
+        pass
+
+
+def test_a_reload_of_the_sqlite_output_takes_over_its_open_store(tmp_path: Path) -> None:
+    """retention_days changed by a reload while the old output writes on between the new
+    one's start and the swap: every event is stored (the new output takes the open store
+    over; its own connection, opened beside, would reuse the keys of the old one's last
+    points and lose its first batch to a write error), and the new retention applies."""
+    path = tmp_path / "numbat.db"
+    now_ms = round(time.time() * 1000)
+    events = [{"name": "t.same", "value": i, "time": now_ms, "host": "a"} for i in range(7)]
+    port = free_port()
+    db = {"type": "sqlite", "name": "db", "path": str(path)}
+    held = {"type": "tests.collector.outputs.test_sqlite:HeldStart", "name": "held"}
+
+    def config(*outputs: dict[str, Any]) -> Config:
+        listen = [f"tcp://{LOOPBACK}:{port}"]
+        return from_dict({"collector": {"listen": listen, "outputs": list(outputs)}})
+
+    async def main() -> float | None:
+        HeldStart.started, HeldStart.release = asyncio.Event(), asyncio.Event()
+        collector = Collector(config(db), hostname="test-host")
+        await collector.start()
+        stats = collector.stats
+        try:
+            await send(port, events[:1])
+            await until(lambda: stats.get("written", output="db") == 1, what="the first")
+            reload = asyncio.ensure_future(
+                collector.reload(config({**db, "retention_days": 3}, held))
+            )
+            await HeldStart.started.wait()  # the new sqlite output has started
+            await send(port, events[1:4])
+            await until(lambda: stats.get("written", output="db") == 4, what="three more")
+            HeldStart.release.set()
+            await reload
+            await send(port, events[4:])
+
+            def settled() -> bool:
+                return stats.get("written", output="db") + stats.sum("dropped") >= 7
+
+            await until(settled, what="every event settled")
+            assert stats.get("written", output="db") == 7
+            output = collector.queues["db"].output
+            assert isinstance(output, SQLiteOutput) and output.store is not None
+            assert output.store.retention_ms == 3 * DAY_MS
+        finally:
+            await collector.stop(drain_timeout=5)
+        store = SQLiteStore(path)
+        try:
+            (bucket,) = await store.query(
+                "t.same", {}, start=now_ms, end=now_ms + 1, bucket=1, aggregate="count"
+            )
+        finally:
+            await store.close()
+        return bucket.value
+
+    assert asyncio.run(main()) == 7

@@ -85,8 +85,17 @@ class Output(ABC):
         """Flush and release resources."""
         await self.flush()
 
+    def borrow_from(self, old: Output) -> None:
+        """Reload, before :meth:`start`: this output is to replace ``old`` (the same
+        type, still running). An output whose start would open something ``old`` holds
+        exclusively (a locked spool directory, a database connection) uses ``old``'s
+        instead, and takes it for good in :meth:`adopt`. Until then ``old`` keeps it:
+        a :meth:`close` without :meth:`adopt` (the reload failed) must leave it alone."""
+
     def adopt(self, old: Output) -> None:
-        """Reload: take over what ``old`` (the same type, replaced) still buffers."""
+        """Reload: take over what ``old`` (the same type, replaced) still buffers, and
+        what :meth:`borrow_from` borrowed from it. Called before ``old`` is closed, on
+        the collector's loop; must not fail (the swap is under way)."""
 
     def reopen(self) -> None:
         """SIGHUP: reopen files (logrotate); outputs without files ignore it."""

@@ -30,6 +30,13 @@ batches it refuses are sent from memory, up to ``queue_size`` points per server,
 those beyond are dropped and counted (``dropped``, ``reason=spool_full``); the spool
 is used again by itself once it takes writes. Records damaged on disk are skipped
 alone and counted (``reason=spool_corrupt``). See docs/storage.md.
+
+A reload that changes the output's settings never opens a spool twice (it is locked):
+the new output shares the running one's sender of each spool it keeps (same servers
+and database), and takes it over at the swap with its own settings, spool, batches in
+flight and counts included; the old output's last gathered batch goes to the same
+senders as it closes. A server left out gets ``min(timeout, 5)`` seconds to take what
+its spool holds; the rest stays there until an output with that server runs again.
 """
 
 from __future__ import annotations
@@ -166,6 +173,8 @@ class SpoolSender:
         self._loop: asyncio.AbstractEventLoop | None = None  # the sender's
         self._thread: threading.Thread | None = None
         self._current = 0  # failover: the server that took the last batch goes first
+        # A reload's clients (new settings), taken between two POSTs; on the sender's loop.
+        self._next_clients: list[InfluxClient] | None = None
         # What is left to send of the record being sent: parts already stored (of one
         # split by a 413) are not sent again when the rest is retried.
         self._unsettled: tuple[RecordId, list[Part]] | None = None
@@ -208,6 +217,34 @@ class SpoolSender:
         takes writes again (also when no new batch comes to try it)."""
         await self.io(self._tick)
 
+    def reconfigure(
+        self,
+        clients: Sequence[InfluxClient],
+        *,
+        create_database: bool,
+        demotions: TagDemotions | None,
+        memory_points: int,
+        backoff: Backoff,
+        max_bytes: int,
+        fsync_interval: float,
+    ) -> None:
+        """A reload: the sender carries on, spool, batches in flight and figures
+        included, with the settings of the output that takes it over (called from the
+        collector's loop). ``clients`` (the same servers in the same order, else
+        ValueError; new timeout, gzip, credentials, ...) replace the current ones before
+        the next POST; the spool's ``max_bytes`` and ``fsync_interval`` change on its
+        thread, before its next call."""
+        if [client.address for client in clients] != [c.address for c in self.clients]:
+            raise ValueError(f"a sender keeps its servers: {self.name}")
+        self.create_database = create_database
+        self.demotions = demotions
+        self.memory_points = memory_points
+        self._backoff = backoff
+        self._io.submit(self._limit_spool, max_bytes, fsync_interval)
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: stopped
+                self._loop.call_soon_threadsafe(self._offer_clients, list(clients))
+
     # -- on the spool's thread ------------------------------------------------------------
 
     def _append(self, records: list[Part]) -> None:
@@ -218,6 +255,9 @@ class SpoolSender:
                 for rest in records[index:]:
                     self._hold(rest)
                 return
+
+    def _limit_spool(self, max_bytes: int, fsync_interval: float) -> None:
+        self.spool.max_bytes, self.spool.fsync_interval = max_bytes, fsync_interval
 
     def _tick(self) -> None:
         try:
@@ -338,8 +378,21 @@ class SpoolSender:
         try:
             await self._run()
         finally:
-            for client in self.clients:  # their sessions belong to this loop
-                await client.close()
+            for client in [*self.clients, *(self._next_clients or [])]:
+                await client.close()  # their sessions belong to this loop
+
+    def _offer_clients(self, clients: list[InfluxClient]) -> None:
+        self._next_clients = clients
+        self._wakeup.set()  # an idle sender takes them now
+
+    async def _take_clients(self) -> None:
+        """A reload's clients take over, between two POSTs (never under one); the old
+        ones are closed here, on the loop their sessions belong to."""
+        if self._next_clients is None:
+            return
+        old, self.clients, self._next_clients = self.clients, self._next_clients, None
+        for client in old:
+            await client.close()
 
     def wake(self) -> None:
         """Wake the sender (from any thread): there is something to send."""
@@ -378,6 +431,7 @@ class SpoolSender:
         attempt = 0
         record: Record | None = None
         while True:
+            await self._take_clients()
             if record is None:
                 self._wakeup.clear()  # before peeking: an append from now on wakes us
                 record = await self._from_spool(self._next)
@@ -598,6 +652,14 @@ class InfluxDBOutput(Output):
             self._render_lock,
         )
         self.senders: list[SpoolSender] = []
+        # The senders close() stops: not those borrowed from the output this one replaces
+        # (until adopt() hands them over), nor those handed over to this one's successor.
+        self._owned: set[SpoolSender] = set()
+        self._previous: InfluxDBOutput | None = None  # the output this one is to replace
+        self._borrowed: dict[SpoolSender, list[InfluxClient]] = {}  # -> the clients to use
+        # A sender's losses (lost()) before this output took it, and when it handed it over.
+        self._lost_before: dict[SpoolSender, dict[str, int]] = {}
+        self._lost_handed: dict[SpoolSender, dict[str, int]] = {}
         self.skipped = 0
         self._backoff = backoff
         self._pending: list[bytes] = []
@@ -608,7 +670,21 @@ class InfluxDBOutput(Output):
         self._warn = RateLimitedLog(log)
         self._rendering = False  # a write is between two chunks
 
+    def borrow_from(self, old: Output) -> None:
+        """Reload: a spool directory ``old`` has open (the same servers and database) is
+        not opened again: :meth:`start` shares ``old``'s sender of it, and
+        :meth:`adopt` takes it over with this output's settings."""
+        if isinstance(old, InfluxDBOutput):
+            self._previous = old
+
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stop_senders(0.0)  # no spool of a failed start stays locked
+            raise
+
+    async def _start(self) -> None:
         # Every start renders with timestamps of its own (see claim_generation).
         generation = await asyncio.to_thread(claim_generation, self._worker_dir())
         self.renderer.start_generation(generation)
@@ -622,18 +698,51 @@ class InfluxDBOutput(Output):
         for index, urls in enumerate(self._groups()):
             clients = [self._client(url) for url in urls]
             addresses = [client.address for client in clients]
-            spool = await asyncio.to_thread(self._open_spool, index, urls[0], addresses)
-            sender = SpoolSender(
-                clients,
-                spool,
-                create_database=self.options.create_database,
-                backoff=self._backoff,
-                demotions=self.demotions,
-                memory_points=self.options.queue_size or MEMORY_POINTS,
-            )
-            sender.start()
+            sender = self._running_sender(self._spool_path(addresses))
+            if sender is not None:
+                self._borrowed[sender] = clients  # handed over by adopt()
+            else:
+                spool = await asyncio.to_thread(self._open_spool, index, urls[0], addresses)
+                sender = SpoolSender(
+                    clients,
+                    spool,
+                    create_database=self.options.create_database,
+                    backoff=self._backoff,
+                    demotions=self.demotions,
+                    memory_points=self._memory_points(),
+                )
+                sender.start()
+                self._owned.add(sender)
             self.senders.append(sender)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    def adopt(self, old: Output) -> None:
+        """Reload: the senders borrowed from ``old`` are this output's from now on, with
+        its settings (:meth:`SpoolSender.reconfigure`); what ``old`` still gathers goes
+        to them when it closes. Tag demotions ``old`` learned since this output read
+        them are applied here too."""
+        if old is not self._previous or not isinstance(old, InfluxDBOutput):
+            return
+        for sender, clients in self._borrowed.items():
+            self._lost_before[sender] = old._hand_over(sender)
+            sender.reconfigure(
+                clients,
+                create_database=self.options.create_database,
+                demotions=self.demotions,
+                memory_points=self._memory_points(),
+                backoff=self._backoff,
+                max_bytes=self.options.spool_max_bytes,
+                fsync_interval=self.options.fsync_interval,
+            )
+            self._owned.add(sender)
+        self._borrowed.clear()
+        self._previous = None
+        with old._render_lock:
+            learned = list(old.renderer.server_demotions.items())
+        with self._render_lock:
+            for measurement, tags in learned:
+                for tag in tags:
+                    self.renderer.demote(measurement, tag)
 
     async def write(self, batch: Batch) -> None:
         events = batch.events
@@ -667,12 +776,30 @@ class InfluxDBOutput(Output):
             sender.wake()
 
     async def close(self) -> None:
+        """Spool the batch being gathered (to every sender, handed over or not); give the
+        senders this output still owns ``min(timeout, 5)`` seconds to send what they
+        hold, stop them, and log what stays in a spool (sent at the next start of an
+        output with those servers and database)."""
         if self._flusher is not None:
             self._flusher.cancel()
         await self._spool_pending()
-        timeout = min(self.options.timeout, 5.0)
-        await asyncio.gather(*(sender.drain(timeout) for sender in self.senders))
-        await asyncio.gather(*(sender.stop() for sender in self.senders))
+        await self._stop_senders(min(self.options.timeout, 5.0))
+
+    async def _stop_senders(self, timeout: float) -> None:
+        """Stop the senders this output owns after up to ``timeout`` seconds of sending."""
+        owned = [sender for sender in self.senders if sender in self._owned]
+        self._owned.clear()
+        await asyncio.gather(*(sender.drain(timeout) for sender in owned))
+        await asyncio.gather(*(sender.stop() for sender in owned))
+        for sender in owned:
+            if left := sender.spool.pending_points:
+                log.warning(
+                    "influxdb %s: %d points stay in its spool %s; they are sent when an "
+                    "influxdb output with this server and database runs again",
+                    sender.name,
+                    left,
+                    sender.spool.directory,
+                )
 
     def stats(self) -> dict[str, float]:
         """Output-wide figures: events skipped; points written with a growing tag as a
@@ -694,11 +821,14 @@ class InfluxDBOutput(Output):
     def lost(self) -> dict[tuple[str, str], int]:
         """Points lost per server since start: ``spool_full`` (the spool could not be
         written and memory was full), ``spool_corrupt`` (damaged in the spool)."""
-        return {
-            (reason, sender.name): points
-            for sender in self.senders
-            for reason, points in sender.lost().items()
-        }
+        totals: dict[tuple[str, str], int] = {}
+        for sender in self.senders:
+            # A sender a reload moved between outputs: each counts its own stretch.
+            handed = self._lost_handed.get(sender)
+            before = self._lost_before.get(sender, {})
+            for reason, points in (sender.lost() if handed is None else handed).items():
+                totals[(reason, sender.name)] = points - before.get(reason, 0)
+        return totals
 
     # -- internals ------------------------------------------------------------------
 
@@ -712,6 +842,26 @@ class InfluxDBOutput(Output):
             worker=self.context.worker,
             workers=self.context.workers,
         )
+
+    def _hand_over(self, sender: SpoolSender) -> dict[str, int]:
+        """Reload: ``sender`` is the successor's now; its losses so far (returned) stay
+        counted here, later ones are the successor's."""
+        self._owned.discard(sender)
+        lost = self._lost_handed[sender] = sender.lost()
+        return lost
+
+    def _running_sender(self, directory: Path) -> SpoolSender | None:
+        """The sender of the output this one is to replace that has ``directory`` open."""
+        previous = self._previous
+        if previous is None:
+            return None
+        for sender in previous.senders:
+            if sender in previous._owned and sender.spool.directory.resolve() == directory:
+                return sender
+        return None
+
+    def _memory_points(self) -> int:
+        return self.options.queue_size or MEMORY_POINTS
 
     def _worker_dir(self) -> Path:
         """This worker's directory under the output's (its spools are in it)."""
@@ -738,10 +888,14 @@ class InfluxDBOutput(Output):
         """The output's directory under spool_dir, shared by its worker processes."""
         return Path(self.options.spool_dir) / self.options.label
 
+    def _spool_path(self, addresses: list[str]) -> Path:
+        """The spool directory of a server (or failover group), absolute. Per output,
+        worker and server: two processes never share a spool directory."""
+        return (self._worker_dir() / spool_name(addresses, self.options.database)).resolve()
+
     def _open_spool(self, index: int, url: str, addresses: list[str]) -> Spool:
-        # Per output, worker and server: two processes never share a spool directory.
-        root = self._root() / f"worker-{self.context.worker}"
-        directory = root / spool_name(addresses, self.options.database)
+        directory = self._spool_path(addresses)
+        root = directory.parent
         # Spools used to be named by position and address, once with the URL's
         # user:password@ too: such a spool is renamed, its batches kept.
         for old in (urlsplit(url).netloc, addresses[0]):

@@ -10,6 +10,7 @@ from numbat._ratelimit import RateLimitedLog
 from numbat.collector.outputs import Batch, Output
 from numbat.config import SQLiteOutputConfig
 from numbat.server import ProcessContext
+from numbat.store.points import PointMapper
 from numbat.store.sqlite import SQLiteStore
 
 DAY_MS = 86_400_000
@@ -30,6 +31,11 @@ class SQLiteOutput(Output):
 
     An event older than the retention is not stored: it is counted as ``dropped`` with
     ``reason=expired`` (not ``written``) and logged, rate-limited.
+
+    A reload that changes its settings but not ``path`` keeps the store open: the new
+    output takes it over (a second connection would count series and the ``seq`` of
+    points from where the file was when it opened, while the old one writes on, and
+    its first write would collide with those).
     """
 
     Options = SQLiteOutputConfig
@@ -41,8 +47,30 @@ class SQLiteOutput(Output):
     ) -> None:
         super().__init__(options, context=context)
         self._warn = RateLimitedLog(log)
+        self._previous: SQLiteOutput | None = None  # the output this one is to replace
+
+    def borrow_from(self, old: Output) -> None:
+        """Reload: the same file stays open; :meth:`adopt` takes ``old``'s store."""
+        if isinstance(old, SQLiteOutput) and old.store is not None and self._same_file(old):
+            self._previous = old
+
+    def adopt(self, old: Output) -> None:
+        """Reload: ``old``'s store is this output's, with this output's retention and
+        text fields (``old`` closes nothing then)."""
+        if old is not self._previous or not isinstance(old, SQLiteOutput):
+            return
+        store, old.store, self._previous = old.store, None, None
+        assert store is not None
+        store.retention_ms = round(self.options.retention_days * DAY_MS)
+        store.mapper = PointMapper(text_fields=self.options.text_fields)
+        self.store = store
+
+    def _same_file(self, other: SQLiteOutput) -> bool:
+        return Path(other.options.path).resolve() == Path(self.options.path).resolve()
 
     async def start(self) -> None:
+        if self._previous is not None:
+            return  # the file is open and checked: adopt() takes the store
         path = Path(self.options.path)
         path.parent.mkdir(parents=True, exist_ok=True)
         store = SQLiteStore(
