@@ -14,8 +14,9 @@ A batch is at most ``batch_size`` points and ``batch_bytes`` bytes (cut between
 points: a text field may hold a newline, which line protocol carries inside its quotes;
 a single point larger goes alone). Answers: 2xx stored; a partial write (400 naming
 dropped points) stored the rest, the dropped ones are counted; one naming points
-"beyond retention policy" dropped the oldest, counted ``expired``, and the rest is
-posted again (that answer hides lines influxd could not parse); a 413 (too large
+"beyond retention policy" dropped the oldest, counted ``expired`` (``dropped``,
+``reason=expired``, per server), and the rest is posted again (that answer hides
+lines influxd could not parse); a 413 (too large
 for the server's or a proxy's body limit) splits the batch in two and posts the halves,
 down to single points, and a single point refused so is counted as rejected; a 404
 "database not found" creates the database and writes again (unless
@@ -32,8 +33,7 @@ A spool whose disk refuses writes (full, over quota, failing) stops nothing: the
 batches it refuses are sent from memory, up to ``queue_size`` points per server, and
 those beyond are dropped and counted (``dropped``, ``reason=spool_full``); the spool
 is used again by itself once it takes writes. Records damaged on disk are skipped
-alone and counted (``reason=spool_corrupt``), and so are points a server drops as
-older than its retention policy (``reason=expired``). See docs/storage.md.
+alone and counted (``reason=spool_corrupt``). See docs/storage.md.
 """
 
 from __future__ import annotations
@@ -735,8 +735,7 @@ class InfluxDBOutput(Output):
 
     def lost(self) -> dict[tuple[str, str], int]:
         """Points lost per server since start: ``spool_full`` (the spool could not be
-        written and memory was full), ``spool_corrupt`` (damaged in the spool),
-        ``expired`` (the server dropped them as older than its retention policy)."""
+        written and memory was full), ``spool_corrupt`` (damaged in the spool)."""
         return {
             (reason, sender.name): points
             for sender in self.senders
