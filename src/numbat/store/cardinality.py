@@ -71,7 +71,7 @@ from typing import Any, Final, Literal, NamedTuple
 from numbat.event import Event, now_ms
 from numbat.store import Series
 from numbat.store.influx import Reply, parse_series_key
-from numbat.store.lineprotocol import NS_PER_MS, LineRenderer
+from numbat.store.lineprotocol import NS_PER_MS, LineRenderer, split_lines
 
 __all__ = [
     "Demotion",
@@ -185,42 +185,6 @@ def dropped_count(message: str) -> int | None:
 
 
 # -- reading our own line protocol back ----------------------------------------------
-
-
-_SCAN = re.compile(rb'[\\ =,"\n]')
-
-
-def split_lines(payload: bytes) -> list[bytes]:
-    r"""The lines of a payload, each with its newline, cut where influxd 1.x cuts them:
-    at a newline outside a string field value (a description may hold newlines).
-
-    >>> split_lines(b'm value=1.0,description="a\nb" 1\nm value=2.0 2\n')
-    [b'm value=1.0,description="a\nb" 1\n', b'm value=2.0 2\n']
-    """
-    # influxd's scanLine (models/points.go): a backslash takes the next byte with it;
-    # past the first space, a quote counts only in a field value (more '=' than ',').
-    lines: list[bytes] = []
-    start = i = equals = commas = 0
-    fields = quoted = False
-    size = len(payload)
-    while (found := _SCAN.search(payload, i)) is not None:
-        i = found.start()
-        char = payload[i]
-        if char == 0x5C and i + 2 < size:  # backslash
-            i += 2
-            continue
-        fields = fields or char == 0x20
-        if fields and not quoted and char in b"=,":
-            equals, commas = (equals + 1, commas) if char == 0x3D else (equals, commas + 1)
-        elif fields and char == 0x22 and equals > commas:
-            quoted = not quoted
-        elif char == 0x0A and not quoted:
-            lines.append(payload[start : i + 1])
-            start, equals, commas, fields = i + 1, 0, 0, False
-        i += 1
-    if start < size:
-        lines.append(payload[start:])
-    return lines
 
 
 class Line(NamedTuple):

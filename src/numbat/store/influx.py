@@ -221,6 +221,19 @@ class Reply(NamedTuple):
         """The error influxd put in a JSON body, or the start of whatever else came back."""
         return _message(self.text)
 
+    @property
+    def expired(self) -> int:
+        """Points influxd dropped as older than its retention policy (a 400 ``partial
+        write: points beyond retention policy dropped=N``; influxd 1.6.7 then says
+        nothing of lines it could not parse in the same request); 0 for any other answer.
+
+        >>> Reply(400, '{"error": "partial write: points beyond retention policy dropped=2"}'
+        ...       ).expired
+        2
+        """
+        found = _EXPIRED.match(self.message) if self.status == 400 else None
+        return int(found[1]) if found else 0
+
 
 class InfluxClient:
     """One InfluxDB 1.x server over HTTP, for one database: the one way numbat talks to it.
@@ -499,8 +512,8 @@ class InfluxStore(Store):
         reply = await self.client.write(data, create_database=True)
         if reply.ok:
             return 0
-        if reply.status == 400 and (expired := _EXPIRED.match(reply.message)):
-            return int(expired[1])
+        if reply.expired:
+            return reply.expired
         where = f"influxdb {self.client.address}: write"
         raise StoreError(f"{where}: {reply.status} {reply.message}", reply.status)
 

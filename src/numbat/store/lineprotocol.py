@@ -9,7 +9,10 @@ Escaping
     * tag keys, tag values, field keys: ``,``, ``=`` and space get a backslash;
     * string field values (``description="..."``): in double quotes, with ``\`` and
       ``"`` preceded by a backslash. Newlines, tabs, NUL and every other character
-      are written as they are and come back as they were;
+      are written as they are and come back as they were. A newline in a string does
+      not end the line (influxd ends one at a newline outside quotes), so a payload is
+      cut between points where :func:`line_ends` says, or where
+      :attr:`RenderResult.ends` does;
     * ``value`` is ``repr(float(value))``: the shortest text Go parses back to the
       same float (``1.0``, ``0.1``, ``1e+22``).
 
@@ -89,8 +92,10 @@ from __future__ import annotations
 import heapq
 import logging
 import re
+from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import accumulate, pairwise
 from operator import itemgetter
 from typing import Any, Final, Literal, NamedTuple
 
@@ -194,12 +199,16 @@ class RenderResult(NamedTuple):
 
     ``skipped``: events not written (heartbeats, no name, a time InfluxDB cannot
     store); ``demoted``: points written with a tag moved to a field or left out.
+    ``ends``: where each point's line ends in ``data`` (the offset after its newline),
+    when a string field holds a newline (then not every newline ends a point); None
+    when every newline ends one, the common case (see :class:`PointEnds`).
     """
 
     data: bytes
     points: int
     skipped: int
     demoted: int
+    ends: tuple[int, ...] | None = None
 
 
 class CardinalityReport(NamedTuple):
@@ -473,7 +482,10 @@ class LineRenderer:
             counts[held] = ordinal
         self._count(len(lines), skipped, changes)
         data = "".join(lines).encode("utf-8", "replace")
-        return RenderResult(data, len(lines), skipped, len(changes))
+        ends = None
+        if data.count(b"\n") != len(lines):  # a string field holds a newline: rare
+            ends = tuple(accumulate(len(line.encode("utf-8", "replace")) for line in lines))
+        return RenderResult(data, len(lines), skipped, len(changes), ends)
 
     def _take(self, when: int) -> tuple[int, int, int, int]:
         """The ns of a point in millisecond ``when``, not in render's hand, and what
@@ -796,3 +808,136 @@ def _fit(measurement: str, tags: list[_Tag], moved: list[_Tag]) -> str:
         moved.append(longest)
         prefix = _prefix(measurement, tags)
     return prefix
+
+
+# -- where influxd cuts a payload into lines ---------------------------------------------
+#
+# influxd 1.x (scanLine in models/points.go) ends a line at a newline outside a string
+# field value: a backslash takes the next byte with it (unless it is one of the last
+# two bytes); past the first space, '=' and ',' are counted outside quotes, and a quote
+# opens or closes a string only where more '=' than ',' were seen (in a field value).
+# _LINE follows this for lines where that difference stays 0 or 1, as in every line
+# the renderer writes, in C; any other line is scanned byte by byte (_scan_line).
+_ESCAPED = rb"\\.(?=.)"
+_STRING = rb'"(?:[^\\"]++|' + _ESCAPED + rb')*+"'
+_KEY = rb"(?:[^\\=,\n]++|" + _ESCAPED + rb")*+"  # a quote here opens no string
+_VALUE = rb'(?:[^\\=,"\n]++|' + _ESCAPED + rb"|" + _STRING + rb")*+"
+_SERIES_KEY = rb"(?:[^\\ \n]++|" + _ESCAPED + rb")*+"
+_FIELDS = rb" " + _KEY + rb"(?:=" + _VALUE + rb"," + _KEY + rb")*+(?:=" + _VALUE + rb")?+"
+# A line as group 1; any other byte (a line _LINE does not follow) alone.
+_LINE = re.compile(rb"(" + _SERIES_KEY + rb"(?:" + _FIELDS + rb")?+(?:\n|\Z))|.", re.DOTALL)
+_SCAN = re.compile(rb'[\\ =,"\n]')
+
+
+def line_ends(payload: bytes) -> list[int]:
+    r"""Where each line of ``payload`` ends as influxd 1.x cuts it (the offset after its
+    newline, or the payload's length for a last line without one): at a newline
+    outside a string field value, which may hold newlines.
+
+    >>> line_ends(b'm value=1.0,description="a\nb" 1\nm value=2.0 2\n')
+    [32, 46]
+    """
+    ends: list[int] = []
+    size, pos = len(payload), 0
+    while pos < size:
+        for found in _LINE.finditer(payload, pos):
+            if found.lastindex is None:  # a line _LINE does not follow: byte by byte
+                pos = _scan_line(payload, found.start())
+                ends.append(pos)
+                break
+            end = found.end()
+            if end == found.start():  # the empty match at the end
+                return ends
+            ends.append(end)
+        else:
+            return ends
+    return ends
+
+
+def _scan_line(payload: bytes, start: int) -> int:
+    """The end of the line that starts at ``start``, byte by byte as influxd's scanLine."""
+    i, size, equals, commas = start, len(payload), 0, 0
+    fields = quoted = False
+    while (found := _SCAN.search(payload, i)) is not None:
+        i = found.start()
+        char = payload[i]
+        if char == 0x5C and i + 2 < size:  # backslash
+            i += 2
+            continue
+        fields = fields or char == 0x20
+        if fields and not quoted and char in b"=,":
+            equals, commas = (equals + 1, commas) if char == 0x3D else (equals, commas + 1)
+        elif fields and char == 0x22 and equals > commas:
+            quoted = not quoted
+        elif char == 0x0A and not quoted:
+            return i + 1
+        i += 1
+    return size
+
+
+def split_lines(payload: bytes) -> list[bytes]:
+    r"""The lines of a payload, each with its newline, cut where influxd 1.x cuts them
+    (:func:`line_ends`).
+
+    >>> split_lines(b'm value=1.0,description="a\nb" 1\nm value=2.0 2\n')
+    [b'm value=1.0,description="a\nb" 1\n', b'm value=2.0 2\n']
+    """
+    return [payload[start:end] for start, end in pairwise([0, *line_ends(payload)])]
+
+
+def count_lines(payload: bytes) -> int:
+    r"""How many lines influxd 1.x cuts ``payload`` into (:func:`line_ends`); at the
+    cost of counting newlines when it holds no quote and no backslash before a newline.
+
+    >>> count_lines(b'm value=1.0,description="a\nb" 1\nm value=2.0 2\n')
+    2
+    """
+    if b'"' not in payload and b"\\\n" not in payload:
+        return payload.count(b"\n") + (not payload.endswith(b"\n") and bool(payload))
+    return len(line_ends(payload))
+
+
+class PointEnds:
+    r"""Where the points of a payload of line protocol end, to cut it between points:
+    after every newline (``ends`` None: no string field holds one, the common case, at
+    the cost of a newline search), or at the offsets in ``ends`` (ascending; the last
+    is the payload's length).
+
+    >>> ends = PointEnds.of(b'a x="1\n2" 1\nb x=3 2\n', 2)
+    >>> ends.ends, ends.last(0, 15), ends.first(0), ends.count(0, 20)
+    ([12, 20], 12, 12, 2)
+    """
+
+    __slots__ = ("data", "ends")
+
+    def __init__(self, data: bytes, ends: Sequence[int] | None = None) -> None:
+        self.data = data
+        self.ends = ends
+
+    @classmethod
+    def of(cls, data: bytes, points: int) -> PointEnds:
+        """For ``data`` holding ``points`` points, each ending with a newline: as many
+        newlines as points means none is inside a string (checked at C speed); else
+        influxd's cuts are found (:func:`line_ends`)."""
+        return cls(data, None if data.count(b"\n") == points else line_ends(data))
+
+    def last(self, start: int, limit: int) -> int:
+        """The end of the last point that ends after ``start`` and at or before
+        ``limit``; ``start`` when none does."""
+        if self.ends is None:
+            return self.data.rfind(b"\n", start, limit) + 1 or start
+        index = bisect_right(self.ends, limit)
+        return max(self.ends[index - 1], start) if index else start
+
+    def first(self, start: int) -> int:
+        """The end of the first point after ``start`` (the payload's length if none)."""
+        if self.ends is None:
+            return self.data.find(b"\n", start) + 1 or len(self.data)
+        index = bisect_right(self.ends, start)
+        return self.ends[index] if index < len(self.ends) else len(self.data)
+
+    def count(self, start: int, stop: int) -> int:
+        """Points that end after ``start`` and at or before ``stop``."""
+        if self.ends is None:
+            return self.data.count(b"\n", start, stop)
+        return bisect_right(self.ends, stop) - bisect_right(self.ends, start)

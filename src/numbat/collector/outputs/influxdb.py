@@ -10,9 +10,13 @@ removes it only once a server has stored it, so a server that is down, slow or
 restarting costs nothing but disk: its batches are replayed in order when it answers
 again, also after a restart of the collector.
 
-A batch is at most ``batch_size`` points and ``batch_bytes`` bytes (cut at a line's
-end; a single point larger goes alone). Answers: 2xx stored; a partial write (400
-naming dropped points) stored the rest, the dropped ones are counted; a 413 (too large
+A batch is at most ``batch_size`` points and ``batch_bytes`` bytes (cut between
+points: a text field may hold a newline, which line protocol carries inside its quotes;
+a single point larger goes alone). Answers: 2xx stored; a partial write (400 naming
+dropped points) stored the rest, the dropped ones are counted; one naming points
+"beyond retention policy" dropped the oldest, counted ``expired`` (``dropped``,
+``reason=expired``, per server), and the rest is posted again (that answer hides
+lines influxd could not parse); a 413 (too large
 for the server's or a proxy's body limit) splits the batch in two and posts the halves,
 down to single points, and a single point refused so is counted as rejected; a 404
 "database not found" creates the database and writes again (unless
@@ -46,6 +50,7 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import math
 import os
 import re
 import threading
@@ -68,13 +73,13 @@ from numbat.event import now_ms
 from numbat.server import ProcessContext
 from numbat.store.cardinality import DemotionFile, Refusal, TagDemotions, parse_refusal, resolve
 from numbat.store.influx import InfluxClient, Reply, StoreError
-from numbat.store.lineprotocol import LineRenderer
+from numbat.store.lineprotocol import LineRenderer, PointEnds, count_lines, split_lines
 from numbat.store.spool import Record, RecordId, Spool
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Part = tuple[bytes, int]  # line protocol and its number of points (lines)
+Part = tuple[bytes, int]  # line protocol and its number of points (lines as influxd cuts them)
 # Events rendered between two turns of the event loop: about 1.3 µs each of a known
 # series and 4 µs of a new one, so a chunk holds the loop 0.7 to 2 ms (docs/benchmarks.md).
 RENDER_CHUNK = 500
@@ -84,6 +89,7 @@ SPOOL_RETRY = 1.0  # seconds between attempts to write to a spool that refused a
 _HELD = -1  # the segment of the RecordId of a batch held in memory (never a real segment)
 _PARTIAL = re.compile(r"partial write.*dropped=(\d+)", re.DOTALL)
 _UNPARSED = re.compile(r"unable to parse '(.*?)': ", re.DOTALL)
+_LINE_END = re.compile(rb" -?\d+\n\Z")  # the end of a line of ours: its timestamp
 
 
 @dataclass
@@ -92,6 +98,7 @@ class Counters:
 
     written: int = 0
     rejected: int = 0  # 4xx (a 413 of a single point): refused, and not taken on a retry
+    expired: int = 0  # dropped by the server as older than its retention policy
     retries: int = 0  # rounds in which no server took the batch (each waits a backoff)
     resent: int = 0  # refused for a cardinality limit, sent again with the tag demoted
 
@@ -198,8 +205,13 @@ class SpoolSender:
 
     def lost(self) -> dict[str, int]:
         """Points lost since start, by reason: ``spool_full`` (neither the spool nor
-        memory could hold them), ``spool_corrupt`` (damaged on disk)."""
-        return {"spool_full": self.spool_full, "spool_corrupt": self.spool.corrupt_points}
+        memory could hold them), ``spool_corrupt`` (damaged on disk), ``expired`` (the
+        server dropped them as older than its retention policy)."""
+        return {
+            "spool_full": self.spool_full,
+            "spool_corrupt": self.spool.corrupt_points,
+            "expired": self.counters.expired,
+        }
 
     async def io(self, call: Callable[..., T], *args: Any) -> T:
         """Run a spool call on the spool's own thread (disk I/O never blocks the loop)."""
@@ -504,7 +516,9 @@ class SpoolSender:
 
     async def _deliver_to(self, client: InfluxClient, parts: list[Part]) -> bool:
         """Post the parts to one server in order; one it finds too large (413) is split
-        in two at a line's end and the halves posted in its place, down to single points."""
+        in two at a point's end and the halves posted in its place, down to single
+        points; of one it stored but for points older than its retention, the rest is
+        posted again (:meth:`_expire`)."""
         while parts:
             payload, points = parts[0]
             reply = await self._post(client, payload)
@@ -513,16 +527,44 @@ class SpoolSender:
             if reply.status == 413 and (halves := _halves(payload, points)):
                 parts[0:1] = halves
                 continue
+            if reply.expired:
+                parts[0:1] = self._expire(client, payload, points, reply.expired)
+                continue
             if (refusal := self._cardinality(reply)) is not None:
                 settled = await self._demote(client, parts, reply, refusal)
                 if settled is None:
                     return False
                 if settled:
                     continue
-            if not self._settle(client, reply, points, len(payload)):
+            if not self._settle(client, reply, payload, points):
                 return False
             del parts[0]
         return True
+
+    def _expire(
+        self, client: InfluxClient, payload: bytes, points: int, dropped: int
+    ) -> list[Part]:
+        """Count the ``dropped`` points a server refused as older than its retention
+        policy (``expired``): the oldest of ``payload``, as it drops every point before
+        a time. Its answer then says nothing of lines it could not parse (influxd
+        1.6.7), so unless every line expired the rest is posted again, and its answer
+        settles it (points stored are overwritten at no cost). What is left to send."""
+        lines = split_lines(payload) if dropped < points else []
+        expired = dropped if dropped < len(lines) else points
+        self.counters.expired += expired
+        self._warn.warning(
+            f"expired:{client.address}",
+            "influxdb %s dropped %d of %d points as older than its retention policy (expired)",
+            client.address,
+            expired,
+            points,
+        )
+        if expired == points:
+            return []
+        order = sorted(range(len(lines)), key=lambda i: _timestamp(lines[i]))
+        oldest = set(order[:dropped])
+        rest = b"".join(line for i, line in enumerate(lines) if i not in oldest)
+        return [(rest, points - expired)]
 
     async def _post(self, client: InfluxClient, payload: bytes) -> Reply | None:
         """The server's reply, or None when it could not be had (will retry)."""
@@ -569,7 +611,7 @@ class SpoolSender:
             )
         return True
 
-    def _settle(self, client: InfluxClient, reply: Reply, points: int, size: int) -> bool:
+    def _settle(self, client: InfluxClient, reply: Reply, payload: bytes, points: int) -> bool:
         """Count a reply; True when the part is settled (stored, or refused for good)."""
         if reply.ok:
             self.counters.written += points
@@ -582,7 +624,7 @@ class SpoolSender:
                 "its or a proxy's request body limit",
                 client.address,
                 points,
-                size,
+                len(payload),
             )
             return True
         if reply.status >= 500:
@@ -594,8 +636,7 @@ class SpoolSender:
                 reply.message,
             )
             return False
-        refused = refused_points(reply.message)
-        stored = max(points - refused, 0) if refused is not None else 0
+        stored = min(max(stored_points(reply.message, payload), 0), points)
         self.counters.written += stored
         self.counters.rejected += points - stored
         self._warn.warning(
@@ -762,7 +803,8 @@ class InfluxDBOutput(Output):
                 with self._render_lock:
                     result = self.renderer.render(events[start:stop])
                 self.skipped += result.skipped
-                self._gather(result.data, result.points, full)
+                ends = PointEnds(result.data, result.ends)
+                self._gather(result.data, result.points, ends, full)
                 start = stop
         finally:
             self._rendering = False
@@ -904,36 +946,38 @@ class InfluxDBOutput(Output):
             directory,
             max_bytes=self.options.spool_max_bytes,
             fsync_interval=self.options.fsync_interval,
-            count_points=_count_lines,
+            count_points=_count_points,
         )
 
     async def _spool_pending(self) -> None:
         if self._pending:
             await self._spool([self._take_pending()])
 
-    def _gather(self, data: bytes, points: int, full: list[Part]) -> None:
-        """Add rendered lines to the pending batch, moving it to ``full`` each time it
-        reaches ``batch_size`` points or ``batch_bytes`` bytes (cut at a line's end)."""
-        while data:
-            cut = self._fit(data)
-            head, data = data[:cut], data[cut:]
-            count = head.count(b"\n") if data else points
+    def _gather(self, data: bytes, points: int, ends: PointEnds, full: list[Part]) -> None:
+        """Add rendered points to the pending batch, moving it to ``full`` each time it
+        reaches ``batch_size`` points or ``batch_bytes`` bytes (cut at a point's end:
+        ``ends``, as a string field may hold a newline)."""
+        start, size = 0, len(data)
+        while start < size:
+            cut = self._fit(start, size, ends)
+            count = ends.count(start, cut) if cut < size else points
             points -= count
-            if head:
-                self._put(head, count)
-            if data or self._full():
+            if cut > start:
+                self._put(data[start:cut], count)
+            start = cut
+            if start < size or self._full():
                 full.append(self._take_pending())
 
-    def _fit(self, data: bytes) -> int:
-        """How many bytes of ``data`` (whole lines) go into the pending batch: all that
-        fit; at least one line when the batch is empty (a point over batch_bytes goes
-        alone); none when the batch must be sent first."""
-        room = self.options.batch_bytes - self._pending_bytes
-        if len(data) <= room:
-            return len(data)
-        cut = data.rfind(b"\n", 0, room) + 1
-        if cut == 0 and not self._pending:
-            return data.find(b"\n") + 1 or len(data)
+    def _fit(self, start: int, size: int, ends: PointEnds) -> int:
+        """Up to where the points from ``start`` on go into the pending batch: all that
+        fit; at least one when the batch is empty (a point over batch_bytes goes
+        alone); none (``start``) when the batch must be sent first."""
+        limit = start + self.options.batch_bytes - self._pending_bytes
+        if size <= limit:
+            return size
+        cut = ends.last(start, limit)
+        if cut == start and not self._pending:
+            return ends.first(start)
         return cut
 
     def _put(self, data: bytes, points: int) -> None:
@@ -979,50 +1023,67 @@ class InfluxDBOutput(Output):
 
 
 def _halves(payload: bytes, points: int) -> list[Part] | None:
-    """``payload`` cut in two at the line end nearest before its middle (after its first
-    line if that is longer), with their points; None for a single point.
+    """``payload`` cut in two at the point's end nearest before its middle (after its
+    first point if that is longer), with their points; None for a single point. A
+    string field may hold a newline: the cut is where influxd ends a line.
 
     >>> _halves(b"a 1\\nb 2\\nc 3\\n", 3)
     [(b'a 1\\n', 1), (b'b 2\\nc 3\\n', 2)]
+    >>> _halves(b'a x="1\\n2\\n3" 1\\nb x=1 2\\n', 2)
+    [(b'a x="1\\n2\\n3" 1\\n', 1), (b'b x=1 2\\n', 1)]
     >>> _halves(b"a 1\\n", 1) is None
     True
     """
-    cut = payload.rfind(b"\n", 0, len(payload) // 2) + 1 or payload.find(b"\n") + 1
-    if points < 2 or not 0 < cut < len(payload):
+    if points < 2:
         return None
-    head, tail = payload[:cut], payload[cut:]
-    first = head.count(b"\n")
-    return [(head, first), (tail, points - first)]
+    ends = PointEnds.of(payload, points)
+    cut = ends.last(0, len(payload) // 2) or ends.first(0)
+    if not 0 < cut < len(payload):
+        return None
+    first = min(max(ends.count(0, cut), 1), points - 1)
+    return [(payload[:cut], first), (payload[cut:], points - first)]
 
 
-def refused_points(error: str) -> int | None:
-    """How many points of a batch influxd 1.x did not store, from its 400 error text; None
-    when the text does not say (then the whole batch counts as refused).
+def stored_points(error: str, payload: bytes) -> int:
+    """How many lines of ``payload`` influxd 1.x stored, from its 400 error text: none
+    when the text does not say.
 
     A partial write stores every line it could parse and names each it could not
     (``unable to parse '<line>'``; a line with an unclosed quote takes the next ones
-    with it, shown inside the same quotes), then adds ``dropped=N`` for points refused
-    for other reasons (out of retention, a field type conflict). Seen from influxd 1.6.
+    with it), then adds ``dropped=N`` for points refused for another reason (a field
+    type conflict). Lines are cut where influxd cuts them (:func:`count_lines`): a
+    string field may hold a newline. Seen from influxd 1.6.7.
 
-    >>> refused_points("partial write: unable to parse 'm value=': missing field value dropped=0")
+    >>> stored_points("partial write: unable to parse 'm value=': missing field value "
+    ...               "dropped=0", b"m value=\\nm value=1 1\\n")
     1
-    >>> refused_points("partial write: unable to parse 'a x=\\"1\\nb x=2': bad dropped=2")
-    4
-    >>> refused_points("partial write: points beyond retention policy dropped=3")
-    3
-    >>> refused_points("field type conflict") is None
-    True
+    >>> stored_points("partial write: field type conflict dropped=1",
+    ...               b'm value=1,description="a\\nb" 1\\nm value=2 2\\nm value=3 3\\n')
+    2
+    >>> stored_points("unable to parse 'a x=\\"1\\nb x=2': unbalanced quotes", b'a x="1\\nb x=2\\n')
+    0
     """
     unparsed: list[str] = _UNPARSED.findall(error)
     dropped = _PARTIAL.search(error)
     if dropped is None and not unparsed:
-        return None
-    lines = sum(sample.count("\n") + 1 for sample in unparsed)
-    return lines + (int(dropped[1]) if dropped else 0)
+        return 0
+    return count_lines(payload) - len(unparsed) - (int(dropped[1]) if dropped else 0)
 
 
-def _count_lines(payload: bytes) -> int:
-    """Points in line protocol: one a line (the spool's estimate for a damaged record)."""
+def _timestamp(line: bytes) -> float:
+    """A line's timestamp (ns); a line without one, which influxd stamps with the time it
+    arrives, is the newest."""
+    stamp = line.rstrip(b"\n").rpartition(b" ")[2]
+    return int(stamp) if stamp.removeprefix(b"-").isdigit() else math.inf
+
+
+def _count_points(payload: bytes) -> int:
+    """Points in line protocol, estimated (the spool's count for a damaged record): the
+    lines influxd would cut it into when each ends with a timestamp, else its newlines
+    (damage can open a quote and take every line after it in)."""
+    lines = split_lines(payload)
+    if all(_LINE_END.search(line) for line in lines):
+        return len(lines)
     return payload.count(b"\n")
 
 
