@@ -104,6 +104,7 @@ def test_a_spool_that_cannot_be_written_sends_from_memory(
                 ("spool_full", sender.name): 0,
                 ("spool_corrupt", sender.name): 0,
                 ("expired", sender.name): 0,
+                ("rejected", sender.name): 0,
             }
 
     asyncio.run(main())

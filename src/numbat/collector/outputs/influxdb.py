@@ -206,11 +206,14 @@ class SpoolSender:
     def lost(self) -> dict[str, int]:
         """Points lost since start, by reason: ``spool_full`` (neither the spool nor
         memory could hold them), ``spool_corrupt`` (damaged on disk), ``expired`` (the
-        server dropped them as older than its retention policy)."""
+        server dropped them as older than its retention policy), ``rejected`` (refused
+        by a 4xx: unparsable, a field type conflict, a single point over the body
+        limit)."""
         return {
             "spool_full": self.spool_full,
             "spool_corrupt": self.spool.corrupt_points,
             "expired": self.counters.expired,
+            "rejected": self.counters.rejected,
         }
 
     async def io(self, call: Callable[..., T], *args: Any) -> T:
@@ -861,8 +864,8 @@ class InfluxDBOutput(Output):
         return {sender.name: sender.figures() for sender in self.senders}
 
     def lost(self) -> dict[tuple[str, str], int]:
-        """Points lost per server since start: ``spool_full`` (the spool could not be
-        written and memory was full), ``spool_corrupt`` (damaged in the spool)."""
+        """Points lost per server since start, by reason (see :meth:`SpoolSender.lost`):
+        ``spool_full``, ``spool_corrupt``, ``expired``, ``rejected``."""
         totals: dict[tuple[str, str], int] = {}
         for sender in self.senders:
             # A sender a reload moved between outputs: each counts its own stretch.
