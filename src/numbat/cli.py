@@ -175,7 +175,7 @@ def collector(config_path: Path, log_level: str) -> None:
     SIGTERM/SIGINT drain the outputs and exit 0; SIGHUP reopens log files and reloads
     CONFIG (a config that fails validation keeps the running one).
     """
-    from numbat._loop import run
+    from numbat._loop import exit_now_if_stuck, run
     from numbat.collector.daemon import (
         Collector,
         OutputError,
@@ -213,6 +213,7 @@ def collector(config_path: Path, log_level: str) -> None:
             raise ConfigError(f"{config_path}: {exc}") from None
     if not drained:
         click.echo("numbat collector: stopped before every queued event was written", err=True)
+    exit_now_if_stuck(0)
 
 
 @cli.command()
@@ -255,7 +256,7 @@ def up(
     log_level: str,
 ) -> None:
     """Run numbat on this machine: collector, storage and self-monitoring, no setup."""
-    from numbat._loop import run
+    from numbat._loop import exit_now_if_stuck, run
     from numbat.collector.daemon import Collector, OutputError, check_plugins
     from numbat.config import read
     from numbat.up import UpSettings
@@ -282,6 +283,7 @@ def up(
         raise ConfigError(f"{config_path or 'numbat up'}: {exc}") from None
     if not drained:
         click.echo("numbat up: stopped before every queued event was stored", err=True)
+    exit_now_if_stuck(0)
 
 
 FD_HEADROOM = 64

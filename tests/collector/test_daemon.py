@@ -7,8 +7,12 @@ In-process tests drive :class:`Collector` with ``asyncio.run``; the subprocess t
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import signal
 import socket
+import sys
+import termios
 from pathlib import Path
 from typing import Any
 
@@ -681,3 +685,39 @@ def test_an_output_removed_by_a_reload_gets_nothing_new_while_it_drains() -> Non
             assert collector.stats.get("dropped", output="gate", reason="removed") == 20
 
     asyncio.run(main())
+
+
+def test_sigterm_exits_although_an_output_is_stuck_in_a_write(
+    short_dir: Path, daemons: list[Daemon]
+) -> None:
+    """A logfile output whose write never returns (a pipe nobody reads, as a stalled NFS
+    mount): SIGTERM still ends the process within drain_timeout plus a few seconds,
+    saying what it left behind."""
+    fifo = short_dir / "stalled.pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # opened, never read
+    try:
+        port = _free_tcp_port()
+        daemon = start(
+            daemons,
+            short_dir,
+            toml(
+                [f"tcp://{LOOPBACK}:{port}"],
+                [{"type": "logfile", "path": str(fifo)}],
+                drain_timeout=1,
+            ),
+        )
+        with socket.create_connection((LOOPBACK, port)) as sock:
+            sock.sendall(events(0, 20_000))  # ~1 MB: far more than a pipe holds
+        wait_until(lambda: _pipe_bytes(reader) >= 65_536, 15, "the pipe full")
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0, daemon.stderr()
+        assert "stuck in I/O" in daemon.stderr()
+    finally:
+        os.close(reader)
+
+
+def _pipe_bytes(fd: int) -> int:
+    """Bytes waiting in a pipe (FIONREAD)."""
+    out = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return int.from_bytes(out, sys.byteorder)

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 COALESCE_EVENTS = 20_000
 FLUSH_EVENTS = 20_000
+CLOSE_TIMEOUT = 10.0  # seconds an output's close() may take at stop
 BLOCK_SLACK_EVENTS = 100_000
 """How far past ``queue_size`` a blocking queue takes what was already read when it
 filled (every connection read once that loop turn: up to 256 KiB each)."""
@@ -218,7 +219,12 @@ class OutputQueue:
             self._stats.count("dropped", self.queued, output=self.label, reason=reason)
             # The last self-monitoring report may have gone: say it where it is seen.
             log.warning("output %s: %d events not written (%s)", self.label, self.queued, reason)
-        await self.output.close()
+        try:  # a close stuck behind a write (a stalled disk) must not hold up the stop
+            await asyncio.wait_for(self.output.close(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning(
+                "output %s: close did not finish in %ss: left behind", self.label, CLOSE_TIMEOUT
+            )
         self._stats.forget(output=self.label)
 
     def count_lost(self, output: Output) -> None:
