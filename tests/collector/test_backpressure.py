@@ -5,6 +5,7 @@ gives up blocking after ``block_timeout``."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
 import threading
@@ -344,3 +345,36 @@ def test_a_reload_that_removes_or_relaxes_a_blocking_output_lets_reading_go_on()
             await asyncio.wait_for(reload, 10)
 
     asyncio.run(main())
+
+
+def test_what_a_best_effort_output_still_holds_at_shutdown_is_in_the_last_report(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An analyzer output whose peer never reads: at stop, the events its backlog still
+    holds are counted in the last report (held_at_shutdown), exactly those its close
+    then drops."""
+    caplog.set_level(logging.WARNING)
+    hole = _Blackhole()
+
+    async def main() -> int:
+        outputs = [
+            {"type": "analyzer", "uri": f"tcp://{LOOPBACK}:{hole.port}", "queue_size": 10**6},
+            {"type": MEMORY, "name": "mem", "queue_size": 10**6},
+        ]
+        collector = Collector(config([f"tcp://{LOOPBACK}:0"], outputs), hostname="h")
+        await collector.start()
+        await _send_tcp(address(collector, "tcp"), b"".join(line(i) for i in range(200_000)))
+        mem = memory(collector)
+        await until(lambda: len(mem.traffic()) == 200_000, 30, what="every event")
+        await collector.stop(drain_timeout=1)
+        held = [e for e in mem.own("dropped") if e.get("reason") == "held_at_shutdown"]
+        (report,) = held
+        return int(report["value"])
+
+    try:
+        held = asyncio.run(main())
+    finally:
+        hole.close()
+    closing = [r.getMessage() for r in caplog.records if "lines (shutdown)" in r.getMessage()]
+    assert held > 0
+    assert closing == [f"output analyzer: dropped {held} lines (shutdown)"]

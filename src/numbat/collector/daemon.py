@@ -32,6 +32,7 @@ from numbat.server.stats import Stats
 log = logging.getLogger(__name__)
 
 STATS_PREFIX = "numbat.collector"
+FINISH_MIN = 1.0  # seconds outputs get at shutdown to push out what they hold, at least
 FINAL_REPORT_WAIT = 1.0  # seconds the last report may take to be written at shutdown
 
 
@@ -119,6 +120,8 @@ class Collector(Daemon):
         queues = list(self.queues.values())
         left = max(deadline - loop.time(), 0.0)
         drained = all(await asyncio.gather(*(q.drain(left) for q in queues)))
+        left = max(deadline - loop.time(), FINISH_MIN)
+        await asyncio.gather(*(q.finish(left) for q in queues))
         for queue in queues:
             queue.abandon()  # counted before the report, so the report says so
         self.fanout.submit_reserved(self.stats.report(self.config.stats_interval))

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 COALESCE_EVENTS = 20_000
 FLUSH_EVENTS = 20_000
 CLOSE_TIMEOUT = 10.0  # seconds an output's close() may take at stop
+FINISH_SLACK = 1.0  # seconds past its own timeout an output's finish() may take
 BLOCK_SLACK_EVENTS = 100_000
 """How far past ``queue_size`` a blocking queue takes what was already read when it
 filled (every connection read once that loop turn: up to 256 KiB each)."""
@@ -195,6 +196,21 @@ class OutputQueue:
         except TimeoutError:
             return False
         return True
+
+    async def finish(self, timeout: float) -> None:
+        """Shutdown, after the drain: the output pushes out what it holds inside itself
+        (:meth:`Output.finish`); what it still holds is counted now as ``dropped``
+        (``held_at_shutdown``: events counted ``written``, as the output took them, and
+        lost inside it), so the last report says so."""
+        try:
+            # The output bounds its own wait; this bound is for one that does not.
+            held = await asyncio.wait_for(self.output.finish(timeout), timeout + FINISH_SLACK)
+        except Exception as exc:  # a timeout too: it will be closed anyway
+            self._warn.warning("finish", "output %s: finishing: %r", self.label, exc)
+            return
+        if held:
+            self._stats.count("dropped", held, output=self.label, reason="held_at_shutdown")
+            log.warning("output %s: %d events it held were not sent at shutdown", self.label, held)
 
     def abandon(self) -> int:
         """Shutdown, after the drain: drop what is still waiting (not a write in

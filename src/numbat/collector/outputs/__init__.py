@@ -81,6 +81,15 @@ class Output(ABC):
     async def flush(self) -> None:
         """Push out anything buffered inside the output."""
 
+    async def finish(self, timeout: float) -> int:
+        """Shutdown, before the collector's last report: push out what the output holds
+        for up to ``timeout`` seconds (what is left of ``drain_timeout``, at least 1 s)
+        and return how many events it still holds, which :meth:`close` will drop; the
+        last report counts them as ``dropped`` (``reason=held_at_shutdown``), so they
+        reach the store. Default: :meth:`flush`, nothing held."""
+        await self.flush()
+        return 0
+
     async def close(self) -> None:
         """Flush and release resources."""
         await self.flush()

@@ -66,11 +66,20 @@ class AnalyzerOutput(Output):
     async def flush(self) -> None:
         await self.sender.flush(self.flush_timeout)
 
+    async def finish(self, timeout: float) -> int:
+        await self.sender.flush(min(self.flush_timeout, timeout))
+        self.flush_timeout = 0.0  # close() drops the rest at once: counted by the report
+        return self.sender.queued
+
     async def close(self) -> None:
         await self.sender.close(self.flush_timeout)
 
     def stats(self) -> dict[str, float]:
         return self.sender.stats()
+
+    def lost(self) -> dict[tuple[str, str], int]:
+        """Events the backlog could not keep while the analyzer was down or slow."""
+        return {("backlog_full", ""): self.sender.dropped}
 
     def adopt(self, old: Output) -> None:
         if isinstance(old, AnalyzerOutput):

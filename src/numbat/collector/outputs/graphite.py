@@ -268,6 +268,15 @@ class GraphiteOutput(Output):
         if self.tcp is not None:
             await self.tcp.flush(self.flush_timeout)
 
+    async def finish(self, timeout: float) -> int:
+        """As :meth:`Output.finish`; what is left is counted in lines (an event may
+        make several)."""
+        if self.tcp is None:
+            return 0
+        await self.tcp.flush(min(self.flush_timeout, timeout))
+        self.flush_timeout = 0.0  # close() drops the rest at once: counted by the report
+        return self.tcp.queued
+
     async def close(self) -> None:
         if self.tcp is not None:
             await self.tcp.close(self.flush_timeout)
@@ -282,3 +291,11 @@ class GraphiteOutput(Output):
         sender = self.tcp or self.udp
         assert sender is not None
         return {**sender.stats(), "invalid": self.invalid}
+
+    def lost(self) -> dict[tuple[str, str], int]:
+        """Lines lost: the tcp backlog was full (carbon down or slow), or a datagram could
+        not be sent (udp)."""
+        if self.tcp is not None:
+            return {("backlog_full", ""): self.tcp.dropped}
+        assert self.udp is not None
+        return {("send_error", ""): self.udp.dropped}

@@ -227,6 +227,11 @@ class SpoolSender:
         await self.io(self._append, records)
         self.wake()
 
+    @property
+    def held_points(self) -> int:
+        """Points held in memory because the spool's disk refused them."""
+        return self._held_points
+
     async def tick(self) -> None:
         """Every so often: fsync what is due, and move held batches into the spool if it
         takes writes again (also when no new batch comes to try it)."""
@@ -699,6 +704,7 @@ class InfluxDBOutput(Output):
         # The senders close() stops: not those borrowed from the output this one replaces
         # (until adopt() hands them over), nor those handed over to this one's successor.
         self._owned: set[SpoolSender] = set()
+        self._drain_time = min(options.timeout, 5.0)  # seconds senders get at shutdown
         self._previous: InfluxDBOutput | None = None  # the output this one is to replace
         self._borrowed: dict[SpoolSender, list[InfluxClient]] = {}  # -> the clients to use
         # A sender's losses (lost()) before this output took it, and when it handed it over.
@@ -820,15 +826,29 @@ class InfluxDBOutput(Output):
         for sender in self.senders:
             sender.wake()
 
+    async def finish(self, timeout: float) -> int:
+        """Shutdown, before the last report: spool the batch being gathered, give the
+        senders this output owns up to ``min(options.timeout, 5, timeout)`` seconds to
+        send, and move what the spool's full disk made them hold in memory into the
+        spool if it takes it now; the points still held (close() drops them:
+        ``spool_full``) are returned."""
+        await self.flush()
+        owned = [sender for sender in self.senders if sender in self._owned]
+        wait = min(self._drain_time, timeout)
+        await asyncio.gather(*(sender.drain(wait) for sender in owned))
+        for sender in owned:
+            await sender.tick()
+        return sum(sender.held_points for sender in owned)
+
     async def close(self) -> None:
         """Spool the batch being gathered (to every sender, handed over or not); give the
         senders this output still owns ``min(timeout, 5)`` seconds to send what they
-        hold, stop them, and log what stays in a spool (sent at the next start of an
-        output with those servers and database)."""
+        hold (the last report, after :meth:`finish`), stop them, and log what stays in a
+        spool (sent at the next start of an output with those servers and database)."""
         if self._flusher is not None:
             self._flusher.cancel()
         await self._spool_pending()
-        await self._stop_senders(min(self.options.timeout, 5.0))
+        await self._stop_senders(self._drain_time)
 
     async def _stop_senders(self, timeout: float) -> None:
         """Stop the senders this output owns after up to ``timeout`` seconds of sending."""
