@@ -713,6 +713,7 @@ class InfluxDBOutput(Output):
         self._flusher: asyncio.Task[None] | None = None
         self._warn = RateLimitedLog(log)
         self._rendering = False  # a write is between two chunks
+        self._demotions_retry_at = 0.0  # monotonic
 
     def borrow_from(self, old: Output) -> None:
         """Reload: a spool directory ``old`` has open (the same servers and database) is
@@ -1023,6 +1024,10 @@ class InfluxDBOutput(Output):
             await self._spool_pending()
         for sender in self.senders:  # bounds what a power cut can take from a quiet spool
             await sender.tick()
+        if self.demotions.unsaved and time.monotonic() >= self._demotions_retry_at:
+            # The demotions file refused a write (a full disk): tried again each second.
+            self._demotions_retry_at = time.monotonic() + SPOOL_RETRY
+            await asyncio.to_thread(self.demotions.retry)
 
 
 def _halves(payload: bytes, points: int) -> list[Part] | None:
