@@ -3,8 +3,10 @@ durable list of demotions, and the renderer applying them."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,7 @@ from numbat.store.cardinality import (
     to_event,
 )
 from numbat.store.lineprotocol import LineRenderer, stored_text
+from tests.helpers import fill, tmpfs
 from tests.store.conftest import InfluxServer, start_influxd
 from tests.store.test_lineprotocol import batches
 
@@ -237,6 +240,94 @@ def test_a_file_that_cannot_be_read_is_set_aside(
     assert (tmp_path / "demotions.json.bad").read_bytes() == content
     assert file.add([_demotion()]) == ([_demotion()], [_demotion()])
     assert file.load() == [_demotion()]
+
+
+class BrokenFile:
+    """A DemotionFile's writes fail with ``code`` while ``broken`` is set."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+        self.broken = True
+        self.refused = 0
+        real = DemotionFile._write
+
+        def write(file: DemotionFile, entries: list[tuple[str, Demotion]]) -> None:
+            if self.broken:
+                self.refused += 1
+                raise OSError(code, os.strerror(code))
+            real(file, entries)
+
+        monkeypatch.setattr(DemotionFile, "_write", write)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO])
+def test_a_demotion_the_file_refuses_applies_at_once_and_is_written_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, code: int
+) -> None:
+    """A demotions file that cannot be written (full disk, I/O error) raises nothing: the
+    demotion applies to the renderer at once and is logged once; the next learn and
+    retry() try the file again, and once it takes writes both demotions are in it."""
+    path = tmp_path / "demotions.json"
+    disk = BrokenFile(monkeypatch, code)
+    demotions = TagDemotions(DemotionFile(path, "numbat"), LineRenderer(), threading.Lock())
+    with caplog.at_level(logging.WARNING):
+        assert demotions.learn(VALUES, "influx:8086", [("m", "reqid")]) == 1
+        assert demotions.learn(VALUES, "influx:8086", [("m", "sid")]) == 1
+        assert demotions.retry() == 0
+    assert demotions.renderer.server_demotions == {"m": frozenset({"reqid", "sid"})}
+    assert demotions.unsaved and demotions.learned == 2 and disk.refused == 3
+    assert not path.exists() and os.strerror(code) in caplog.text
+    assert sum("not remembered yet" in r.getMessage() for r in caplog.records) == 2
+    caplog.clear()
+    disk.broken = False
+    with caplog.at_level(logging.WARNING):
+        assert demotions.retry() == 0
+    assert not demotions.unsaved and caplog.records == []  # not logged twice
+    assert [(d.measurement, d.tag) for d in DemotionFile(path, "numbat").load()] == [
+        ("m", "reqid"),
+        ("m", "sid"),
+    ]
+    assert demotions.retry() == 0 and disk.refused == 3  # nothing left to write: no I/O
+
+
+def test_a_demotion_on_a_full_tmpfs_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """On a really full disk learn() raises nothing and leaves no half-written temporary
+    file; freed, retry() writes the file; a file that cannot be read at load is read
+    again by retry()."""
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        path = disk / "out" / "demotions.json"
+        DemotionFile(path, "numbat").load()  # the directory and lock file, before filling
+        filler = fill(disk)
+        demotions = TagDemotions(DemotionFile(path, "numbat"), LineRenderer(), threading.Lock())
+        assert demotions.learn(VALUES, "influx:8086", [("m", "reqid")]) == 1
+        assert sorted(p.name for p in path.parent.iterdir()) == ["demotions.json.lock"]
+        assert demotions.unsaved
+        filler.unlink()
+        demotions.retry()
+        assert not demotions.unsaved
+        assert [d.tag for d in DemotionFile(path, "numbat").load()] == ["reqid"]
+
+
+def test_a_demotions_file_that_cannot_be_read_at_start_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """load() of a file that raises OSError (EIO) starts with no demotions instead of
+    raising; retry() reads it again and applies what it holds."""
+    path = tmp_path / "demotions.json"
+    DemotionFile(path, "numbat").add([_demotion()])
+    real = DemotionFile._read
+    failing = [True]
+
+    def read(file: DemotionFile) -> list[tuple[str, Demotion]]:
+        if failing[0]:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(file)
+
+    monkeypatch.setattr(DemotionFile, "_read", read)
+    demotions = TagDemotions(DemotionFile(path, "numbat"), LineRenderer(), threading.Lock())
+    assert demotions.load() == 0 and demotions.unsaved
+    failing[0] = False
+    assert demotions.retry() == 1
+    assert demotions.renderer.server_demotions == {"m": frozenset({"reqid"})}
 
 
 def test_a_demotion_is_logged_once_across_workers_and_restarts(

@@ -68,6 +68,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 
+from numbat._ratelimit import RateLimitedLog
 from numbat.event import Event, now_ms
 from numbat.store import Series
 from numbat.store.influx import Reply, parse_series_key
@@ -366,12 +367,16 @@ class DemotionFile:
             "demotions": [{"database": db, **d._asdict()} for db, d in entries],
         }
         temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        with temporary.open("w", encoding="utf-8") as out:
-            json.dump(body, out, indent=1, ensure_ascii=False)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        temporary.replace(self.path)
+        try:
+            with temporary.open("w", encoding="utf-8") as out:
+                json.dump(body, out, indent=1, ensure_ascii=False)
+                out.write("\n")
+                out.flush()
+                os.fsync(out.fileno())
+            temporary.replace(self.path)
+        except OSError:
+            temporary.unlink(missing_ok=True)  # a full disk keeps no half-written copy
+            raise
         directory = os.open(self.path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)
@@ -396,8 +401,14 @@ class TagDemotions:
 
     ``renderer`` is rendered only while ``lock`` is held (the output renders on the
     collector's loop, its senders re-render refused lines on their own threads);
-    :meth:`learn` and :meth:`rerender` may be called from any thread. ``learned``:
-    demotions this instance added to the file (each also logged once, at WARNING).
+    :meth:`learn`, :meth:`retry` and :meth:`rerender` may be called from any thread.
+    ``learned``: demotions this instance learned first (added to the file, or kept in
+    memory while the file cannot be written), each also logged once, at WARNING.
+
+    The file never stops a demotion: one is applied to the renderer at once, and when
+    the file cannot be read or written (a full disk, an I/O error) the demotions not in
+    it yet are kept (:attr:`unsaved`) and written by the next :meth:`learn` or
+    :meth:`retry`; the failure is logged, rate-limited.
     """
 
     def __init__(
@@ -413,33 +424,101 @@ class TagDemotions:
         self.lock = lock
         self.clock = clock
         self.learned = 0
+        # Demotions learned here that the file does not hold yet (it refused a write),
+        # and whether it must be read again (it refused a read); guarded by _file_lock,
+        # which also keeps this process's threads from racing on the file.
+        self._unsaved: list[Demotion] = []
+        self._reread = False
+        self._announced: set[tuple[str, str]] = set()
+        self._file_lock = threading.Lock()
+        self._warn = RateLimitedLog(log)
+
+    @property
+    def unsaved(self) -> bool:
+        """Whether the file lacks demotions learned here (or was not read): a
+        :meth:`retry` has work to do."""
+        return bool(self._unsaved) or self._reread
 
     def load(self) -> int:
-        """Apply the demotions remembered in the file; how many (blocking I/O)."""
-        demotions = self.file.load()
+        """Apply the demotions remembered in the file; how many (blocking I/O). A file
+        that cannot be read is logged and read again by :meth:`retry` (0 meanwhile)."""
+        try:
+            demotions = self.file.load()
+        except OSError as exc:
+            with self._file_lock:
+                self._reread = True
+            self._file_failed("read", exc)
+            return 0
         self._apply(demotions)
         return len(demotions)
 
     def learn(self, limit: str, server: str, tags: list[tuple[str, str]]) -> int:
         """Demote ``(measurement, tag)`` pairs a server refused, and any other the file
-        has; how many the renderer did not demote yet (blocking I/O)."""
+        has; how many the renderer did not demote yet (blocking I/O). Never raises for
+        the file: the demotions apply at once, the file is written when it can be."""
         now = self.clock()
-        new, known = self.file.add([Demotion(m, t, limit, server, now) for m, t in tags])
-        applied = self._apply(known)  # with those other worker processes added meanwhile
+        demotions = [Demotion(m, t, limit, server, now) for m, t in tags]
+        applied = self._apply(demotions)  # at once, whatever becomes of the file
+        with self._file_lock:
+            waiting = {(d.measurement, d.tag) for d in self._unsaved}
+            for demotion in demotions:
+                if (demotion.measurement, demotion.tag) not in waiting:
+                    waiting.add((demotion.measurement, demotion.tag))
+                    self._unsaved.append(demotion)
+            return applied + self._save()
+
+    def retry(self) -> int:
+        """Write the demotions the file lacks, and apply those other processes added;
+        how many the renderer did not demote yet (blocking I/O; nothing to do: no I/O)."""
+        with self._file_lock:
+            return self._save() if self.unsaved else 0
+
+    def _save(self) -> int:
+        """Add the unsaved demotions to the file (with _file_lock held); how many of
+        all it holds the renderer did not demote yet. An OSError keeps them unsaved."""
+        try:
+            new, known = self.file.add(self._unsaved)
+        except OSError as exc:
+            for demotion in self._unsaved:
+                self._announce(demotion, None)
+            self._file_failed("write", exc)
+            return 0
         for demotion in new:
-            self.learned += 1
-            log.warning(
-                "influxdb %s refused new values of tag %r of measurement %r (%s): the tag "
-                "is %s in every point of it from now on, and the refused points are sent "
-                "again so; remembered in %s",
-                demotion.server,
-                demotion.tag,
-                demotion.measurement,
-                demotion.limit,
-                "a field" if self.renderer.on_cardinality == "field" else "left out",
-                self.file.path,
-            )
-        return applied
+            self._announce(demotion, self.file.path)
+        self._unsaved.clear()
+        self._reread = False
+        return self._apply(known)  # with those other worker processes added meanwhile
+
+    def _announce(self, demotion: Demotion, remembered: Path | None) -> None:
+        """Log a demotion learned here, once: where it is remembered, if it is yet."""
+        key = (demotion.measurement, demotion.tag)
+        if key in self._announced:
+            return
+        self._announced.add(key)
+        self.learned += 1
+        log.warning(
+            "influxdb %s refused new values of tag %r of measurement %r (%s): the tag "
+            "is %s in every point of it from now on, and the refused points are sent "
+            "again so; %s",
+            demotion.server,
+            demotion.tag,
+            demotion.measurement,
+            demotion.limit,
+            "a field" if self.renderer.on_cardinality == "field" else "left out",
+            f"remembered in {remembered}"
+            if remembered
+            else f"not remembered yet ({self.file.path} cannot be written)",
+        )
+
+    def _file_failed(self, what: str, exc: OSError) -> None:
+        self._warn.warning(
+            f"file:{what}",
+            "%s: cannot %s the tag demotions (%s); they apply in memory, and the file "
+            "is tried again at the next demotion and every second",
+            self.file.path,
+            what,
+            exc,
+        )
 
     def demoted(self, measurement: str) -> frozenset[str]:
         return self.renderer.server_demotions.get(measurement, frozenset())

@@ -617,11 +617,11 @@ def test_failover_starts_with_the_server_that_took_the_last_batch(tmp_path: Path
     asyncio.run(main())
 
 
-def _lines(events: list[Event]) -> list[bytes]:
-    """The line protocol an output makes of ``events`` at its first start (generation 1),
-    one line each."""
+def _lines(events: list[Event], output: InfluxDBOutput) -> list[bytes]:
+    """The line protocol ``output`` makes of ``events`` (with its generation), one line
+    each."""
     renderer = InfluxDBOutput(_options(["http://127.0.0.1:1"], Path("unused"))).renderer
-    renderer.start_generation(1)
+    renderer.start_generation(output.renderer.generation)
     return renderer.render(events).data.splitlines()
 
 
@@ -650,7 +650,7 @@ def test_a_batch_over_the_body_limit_is_split_until_stored(tmp_path: Path) -> No
     output, server = _through_scripted(tmp_path, max_bytes=2_000)
     counters = output.senders[0].counters
     assert (counters.written, counters.rejected, counters.retries) == (300, 0, 0)
-    assert server.lines == _lines(_events(300))
+    assert server.lines == _lines(_events(300), output)
     assert server.answered[0] == 413 and server.answered.count(204) > 1
 
 
@@ -672,7 +672,7 @@ def test_a_single_point_over_the_body_limit_is_rejected_alone(tmp_path: Path) ->
     output, server = asyncio.run(main())
     counters = output.senders[0].counters
     assert (counters.written, counters.rejected, counters.retries) == (49, 1, 0)
-    expected = _lines(events)
+    expected = _lines(events, output)
     assert server.lines == expected[:20] + expected[21:]
     assert output.server_stats()[output.senders[0].name]["rejected"] == 1
 
@@ -683,7 +683,7 @@ def test_no_request_exceeds_batch_size_or_batch_bytes(tmp_path: Path, batch_byte
     batch_bytes bytes; today whole rendered chunks overshoot (5,600 points)."""
     events = _events(12_000)
 
-    async def main() -> ScriptedInflux:
+    async def main() -> tuple[ScriptedInflux, InfluxDBOutput]:
         async with scripted_influx() as server:
             options = _options(
                 [server.url],
@@ -700,10 +700,10 @@ def test_no_request_exceeds_batch_size_or_batch_bytes(tmp_path: Path, batch_byte
             await output.flush()
             await asyncio.to_thread(wait_until, _settled(output, 12_000), 10.0)
             await output.close()
-        return server
+        return server, output
 
-    server = asyncio.run(main())
-    assert server.lines == _lines(events)
+    server, output = asyncio.run(main())
+    assert server.lines == _lines(events, output)
     sizes = [(body.count(b"\n"), len(body)) for body in server.bodies]
     assert all(points <= 5_000 and size <= batch_bytes for points, size in sizes), sizes
     if batch_bytes > len(b"".join(server.bodies)):  # the points bind: full batches
@@ -721,7 +721,7 @@ def test_a_split_batch_retried_after_a_5xx_resends_only_its_unstored_parts(
     output, server = _through_scripted(tmp_path, 204, 503, max_bytes=2_000)
     counters = output.senders[0].counters
     assert (counters.written, counters.rejected, counters.retries) == (300, 0, 1)
-    assert server.lines == _lines(_events(300))
+    assert server.lines == _lines(_events(300), output)
     assert 503 in server.answered and output.senders[0].spool.pending_points == 0
 
 
@@ -808,13 +808,26 @@ def test_each_start_renders_with_the_next_generation(tmp_path: Path) -> None:
         await output.close()
         return output.renderer.generation
 
-    assert [asyncio.run(start_and_close()) for _ in range(3)] == [1, 2, 3]
+    first = asyncio.run(start_and_close())
+    assert [asyncio.run(start_and_close()) for _ in range(2)] == [first + 1, first + 2]
     path = tmp_path / options.label / "worker-0" / "generation"
-    assert path.read_text() == "3\n"
+    assert path.read_text() == f"{first + 2}\n"
     path.write_bytes(b"\xff\xfe")
     generation = claim_generation(path.parent)
     assert generation > 0 and path.read_text() == f"{generation}\n"
     assert claim_generation(path.parent) == generation + 1
+
+
+def test_a_new_directory_starts_from_a_seeded_generation(tmp_path: Path) -> None:
+    """A spool directory without a count (new, or lost with an ephemeral volume) starts
+    from a clock/random seed, not from 1 (which took the offsets of every earlier life
+    of a lost directory again, and of another collector writing the same series)."""
+    firsts = [claim_generation(tmp_path / f"dir-{i}") for i in range(3)]
+    assert 1 not in firsts and len(set(firsts)) == 3, firsts
+    assert all(1 <= g < 2**31 for g in firsts)
+    assert claim_generation(tmp_path / "seeded", seed=lambda: 7) == 7
+    assert claim_generation(tmp_path / "seeded", seed=lambda: 7) == 8
+    assert sorted(p.name for p in (tmp_path / "seeded").iterdir()) == ["generation"]
 
 
 def test_same_millisecond_events_survive_a_collector_restart_as_in_sqlite(

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from numbat.collector.outputs import Batch
 from numbat.collector.outputs.influxdb import InfluxDBOutput
 from numbat.config import InfluxDBOutputConfig, from_dict
 from numbat.event import Event
+from numbat.store.cardinality import Demotion, DemotionFile
 from tests.helpers import wait_until
 from tests.store.conftest import InfluxDatabase, InfluxServer, start_influxd
 
@@ -410,3 +413,43 @@ def test_max_series_per_database_demotes_the_busiest_tag(
         assert any("refused 20 of 140 points" in w for w in _warnings(caplog))
     finally:
         full_influxd.drop_database(db.name)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO])
+def test_a_demotions_file_that_cannot_be_written_does_not_stop_the_sender(
+    limited_db: InfluxDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """The demotions file refuses writes (a full disk used to end the sender's thread
+    with a traceback, and nothing reached influxd again): every point is stored, the tag
+    demoted in memory; once the file takes writes again, a tick writes it."""
+    refused = [0]
+    broken = [True]
+    real = DemotionFile._write
+
+    def write(file: DemotionFile, entries: list[tuple[str, Demotion]]) -> None:
+        if broken[0]:
+            refused[0] += 1
+            raise OSError(code, os.strerror(code))
+        real(file, entries)
+
+    monkeypatch.setattr(DemotionFile, "_write", write)
+    output = InfluxDBOutput(_options(limited_db.server.url, tmp_path, limited_db.name))
+    path = tmp_path / "influxdb" / "demotions.json"
+
+    async def main() -> None:
+        await output.start()
+        await _run(output, _requests("h", 300))
+        assert output.demotions.unsaved and not path.exists()
+        await _run(output, _requests("h", 100, start=300))  # the sender goes on
+        broken[0] = False
+        await asyncio.to_thread(wait_until, path.exists, 10.0, "the demotions file written")
+        await output.close()
+
+    asyncio.run(main())
+    assert refused[0] > 0
+    assert _count(limited_db) == 400
+    assert _reqids(_rows(limited_db)) == Counter(f"h-{i}" for i in range(400))
+    counters = output.senders[0].counters
+    assert (counters.written, counters.rejected) == (400, 0)
+    assert output.stats()["tags_demoted"] == 1
+    assert [d.tag for d in DemotionFile(path, limited_db.name).load()] == ["reqid"]

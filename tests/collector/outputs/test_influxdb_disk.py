@@ -99,7 +99,7 @@ def test_a_spool_that_cannot_be_written_sends_from_memory(
             await _send(output, events[300:], 600)
             assert sender.spool.disk_bytes > 0, "spooled again"
             await output.close()
-            assert server.lines == _lines(events)
+            assert server.lines == _lines(events, output)
             assert output.lost() == {
                 ("spool_full", sender.name): 0,
                 ("spool_corrupt", sender.name): 0,
@@ -140,7 +140,7 @@ def test_memory_is_bounded_by_queue_size_and_the_rest_counted_as_spool_full(
             await asyncio.to_thread(wait_until, lambda: sender.counters.written == 100, 10.0)
             assert _reported_drops(output, stats) == {}, "counted once"
             await output.close()
-            assert server.lines == _lines(events)[:100]
+            assert server.lines == _lines(events, output)[:100]
 
     asyncio.run(main())
     assert "points dropped (spool_full)" in caplog.text
@@ -167,7 +167,7 @@ def test_the_sender_carries_on_when_acks_cannot_write_the_cursor(
             assert disk.refused, "the acks tried to write the cursor"
             await _send(output, _events(330)[300:], 330)
             await output.close()
-            assert server.lines == _lines(_events(330))
+            assert server.lines == _lines(_events(330), output)
 
     asyncio.run(main())
 
@@ -187,7 +187,7 @@ def test_the_flush_loop_carries_on_when_the_disk_is_full(tmp_path: Path, disk: D
                 arrived = lambda count=count: len(server.lines) == count  # noqa: E731
                 await asyncio.to_thread(wait_until, arrived, 10.0)
             await output.close()
-            assert server.lines == _lines(_events(10))
+            assert server.lines == _lines(_events(10), output)
 
     asyncio.run(main())
 
@@ -199,7 +199,7 @@ def test_held_batches_move_to_the_spool_once_the_disk_takes_writes(
     with no new batch to prompt it (the one being retried too), so a restart keeps them."""
     events = _events(50)
 
-    async def main() -> Path:
+    async def main() -> tuple[Path, InfluxDBOutput]:
         async with scripted_influx(*DOWN) as server:
             options = _options(
                 [server.url], tmp_path, create_database=False, batch_size=10, timeout=0.2
@@ -216,16 +216,17 @@ def test_held_batches_move_to_the_spool_once_the_disk_takes_writes(
             assert sender.figures()["unspooled"] == 0
             await output.close()
             assert server.lines == []
-            return sender.spool.directory
+            return sender.spool.directory, output
 
-    with Spool(asyncio.run(main())) as spool:
+    directory, output = asyncio.run(main())
+    with Spool(directory) as spool:
         kept = []
         while (record := spool.peek()) is not None:
             spool.ack(record.id)
             kept += record.payload.splitlines()
     # The one being retried may move after the others (order means nothing to InfluxDB:
     # every point carries its time).
-    assert sorted(kept) == sorted(_lines(events))
+    assert sorted(kept) == sorted(_lines(events, output))
 
 
 def test_what_is_held_at_shutdown_on_a_full_disk_is_counted(tmp_path: Path, disk: Disk) -> None:
@@ -421,3 +422,36 @@ def test_logs_name_no_credentials_on_a_full_disk(
 
     asyncio.run(main())
     assert "spool_full" in caplog.text and "s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize("spool_before", [True, False])
+def test_an_output_starts_on_a_full_disk(
+    small_disk: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, spool_before: bool
+) -> None:
+    """With the spool's disk full the output starts all the same (it used to fail with
+    ENOSPC writing its generation, leaving generation.tmp): the generation comes from
+    the clock, logged; no temporary file is left; the spool opens (an existing one, or
+    a new one) and batches reach the server from memory."""
+    caplog.set_level(logging.WARNING)
+    events = _events(100)
+
+    async def main() -> None:
+        async with scripted_influx() as server:
+            options = _options([str(server.url)], small_disk / "spool", create_database=False)
+            if spool_before:  # a spool and a count from an earlier run
+                output = InfluxDBOutput(options)
+                await output.start()
+                await output.close()
+            fill(small_disk)
+            output = InfluxDBOutput(options, backoff=lambda attempt: 0.0)
+            await output.start()
+            await _send(output, events, 100)
+            await output.close()
+            assert server.lines == _lines(events, output)
+            assert output.senders[0].counters.written == 100
+
+    asyncio.run(main())
+    worker = small_disk / "spool" / "influxdb" / "worker-0"
+    assert not (worker / "generation.tmp").exists()
+    assert "cannot keep the generation count" in caplog.text
+    assert "No space left on device" in caplog.text

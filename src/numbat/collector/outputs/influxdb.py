@@ -53,6 +53,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import threading
 import time
 from collections import deque
@@ -69,7 +70,6 @@ from numbat._loop import new_loop
 from numbat._ratelimit import RateLimitedLog
 from numbat.collector.outputs import Batch, Output
 from numbat.config import InfluxDBOutputConfig
-from numbat.event import now_ms
 from numbat.server import ProcessContext
 from numbat.store.cardinality import DemotionFile, Refusal, TagDemotions, parse_refusal, resolve
 from numbat.store.influx import InfluxClient, Reply, StoreError
@@ -719,6 +719,7 @@ class InfluxDBOutput(Output):
         self._flusher: asyncio.Task[None] | None = None
         self._warn = RateLimitedLog(log)
         self._rendering = False  # a write is between two chunks
+        self._demotions_retry_at = 0.0  # monotonic
 
     def borrow_from(self, old: Output) -> None:
         """Reload: a spool directory ``old`` has open (the same servers and database) is
@@ -1043,6 +1044,10 @@ class InfluxDBOutput(Output):
             await self._spool_pending()
         for sender in self.senders:  # bounds what a power cut can take from a quiet spool
             await sender.tick()
+        if self.demotions.unsaved and time.monotonic() >= self._demotions_retry_at:
+            # The demotions file refused a write (a full disk): tried again each second.
+            self._demotions_retry_at = time.monotonic() + SPOOL_RETRY
+            await asyncio.to_thread(self.demotions.retry)
 
 
 def _halves(payload: bytes, points: int) -> list[Part] | None:
@@ -1122,36 +1127,76 @@ def spool_name(addresses: list[str], database: str) -> str:
     return f"spool-{hashlib.sha256(key).hexdigest()[:16]}"
 
 
-def claim_generation(directory: Path) -> int:
+def claim_generation(directory: Path, *, seed: Callable[[], int] | None = None) -> int:
     """The generation this start of the output renders with: one more than the last
-    start's, counted in ``directory/generation`` (1 the first time). Blocking I/O.
+    start's, counted in ``directory/generation``; a first one from ``seed``
+    (:func:`fresh_generation` by default) when the directory holds no count. Blocking
+    I/O; raises nothing for it.
 
     Every start (after a restart or a reload) takes a new generation, so the points it
     writes in a millisecond do not overwrite those written in the same millisecond
     before (see numbat.store.lineprotocol). The count is on disk before it is used:
     written to a temporary file, fsynced and renamed over the old one, so a crash at any
-    point leaves the old count or the new. A file that does not hold a count (not
-    written by numbat) is logged and the count starts again from a number taken from
-    the clock. Raises OSError when the directory cannot be written.
+    point leaves the old count or the new. A directory without a count (new, or lost
+    with an ephemeral volume) starts from a seed, not from 1, so it does not take the
+    offsets an earlier life in a lost directory took, nor those of another collector
+    writing the same series; a file that does not hold a count (not written by numbat)
+    is logged and counting starts again from a seed. When the count cannot be read or
+    written (a full disk, an I/O error), this start renders with a seed, logged, and
+    leaves no temporary file behind.
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     [claim_generation(Path(tmp)) for _ in range(3)]
-    [1, 2, 3]
+    ...     [claim_generation(Path(tmp), seed=lambda: 41) for _ in range(3)]
+    [41, 42, 43]
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    fresh = seed or fresh_generation
     path = directory / "generation"
+    temporary = path.with_name("generation.tmp")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        generation = _next_generation(path, fresh)
+        _write_count(directory, path, temporary, generation)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        generation = fresh()
+        log.warning(
+            "%s: cannot keep the generation count (%s); this start renders with "
+            "generation %d, taken from the clock",
+            path,
+            exc,
+            generation,
+        )
+    return generation
+
+
+def fresh_generation() -> int:
+    """A first generation, 1 to 2**31 - 1: the clock in ns mixed with 31 random bits,
+    so that it differs from any earlier one with high probability and its base slot
+    falls anywhere in the millisecond (docs/storage.md says what chance of a collision
+    remains)."""
+    return (time.time_ns() ^ secrets.randbits(31)) % (2**31 - 1) + 1
+
+
+def _next_generation(path: Path, fresh: Callable[[], int]) -> int:
+    """One more than the count in ``path``; ``fresh()`` when there is none or it is not
+    a count (logged). OSError when it cannot be read."""
     try:
         last = int(path.read_text(encoding="ascii"))
         if last < 0:
             raise ValueError(f"negative: {last}")
     except FileNotFoundError:
-        last = 0
+        return fresh()
     except ValueError as exc:  # UnicodeDecodeError included
-        last = now_ms() % 2**31
-        log.warning("%s holds no generation count (%s); counting on from %d", path, exc, last)
-    generation = last + 1
-    temporary = path.with_name("generation.tmp")
+        generation = fresh()
+        log.warning("%s holds no generation count (%s); counting on from %d", path, exc, generation)
+        return generation
+    return last + 1
+
+
+def _write_count(directory: Path, path: Path, temporary: Path, generation: int) -> None:
+    """Replace ``path`` with ``generation``, durably (see :func:`claim_generation`)."""
     with temporary.open("w", encoding="ascii") as out:
         out.write(f"{generation}\n")
         out.flush()
@@ -1162,7 +1207,6 @@ def claim_generation(directory: Path) -> int:
         os.fsync(handle)  # the rename itself
     finally:
         os.close(handle)
-    return generation
 
 
 def _move(old: Path, new: Path) -> None:
