@@ -439,3 +439,35 @@ def test_a_plug_in_options_error_without_a_key_names_the_table() -> None:
     assert "collector.outputs[0]: KeyError: 'zero'" in config_error(text)
     text = text.replace("every = 0", "every = -1")
     assert "collector.outputs[0]: must not be negative" in config_error(text)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://admin:pw-9a1f@127.0.0.1:8086?u=admin&p=pw-9a1f",
+        "http://127.0.0.1:8086/write",
+        "http://127.0.0.1:8086/#x",
+    ],
+)
+def test_an_influxdb_url_with_a_path_or_query_is_refused(url: str) -> None:
+    """A url with a path or query (every write would 404) is refused, naming the key,
+    masking the password and pointing at the username and password keys."""
+    message = config_error(f'[[collector.outputs]]\ntype = "influxdb"\nurls = ["{url}"]\n')
+    assert message.startswith("<config>: collector.outputs[0].urls[0]: ")
+    assert "pw-9a1f" not in message
+    assert "username and password" in message
+
+
+def test_an_influxdb_base_url_with_a_slash_is_accepted() -> None:
+    """http://host:8086/ is the base URL: accepted like http://host:8086."""
+    text = '[[collector.outputs]]\ntype = "influxdb"\nurls = ["http://h:8086/"]\n'
+    assert loads(text).collector.outputs[0].urls == ["http://h:8086/"]
+
+
+def test_a_password_with_a_slash_is_refused_without_showing_it() -> None:
+    """A password with an unencoded / : the error says to percent-encode, quoting none of it."""
+    text = '[[collector.outputs]]\ntype = "influxdb"\nurls = ["http://admin:ab/cdPW@h:1"]\n'
+    message = config_error(text)
+    assert "collector.outputs[0].urls[0]: 'http://admin:***@h:1'" in message
+    assert "percent-encoded" in message
+    assert "ab" not in message.replace("numbat", "") and "cdPW" not in message

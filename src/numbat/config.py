@@ -25,7 +25,7 @@ from urllib.parse import SplitResult, urlsplit
 import msgspec
 
 from numbat._importer import ImportFromStringError, import_from_string
-from numbat._redact import redact_url
+from numbat._redact import redact_url, scrub, unsplittable
 from numbat.emitter import DEFAULT_MAX_BACKLOG_BYTES, SCHEMES
 from numbat.errors import ConfigError
 
@@ -47,10 +47,14 @@ class EmitterConfig(Section):
     def __post_init__(self) -> None:
         # Parse the scheme exactly as the emitter's make_transport does, so that a uri
         # `numbat check` accepts (e.g. not a bare "tcp") is one the emitter can use.
+        if problem := unsplittable(self.uri):
+            raise ValueError(f"uri: {redact_url(self.uri)!r}: {problem}")
         try:
             scheme = urlsplit(self.uri).scheme.lower()
         except ValueError as exc:
-            raise ValueError(f"uri: {exc}") from None
+            raise ValueError(
+                f"uri: {redact_url(self.uri)!r}: {scrub(str(exc), self.uri)}"
+            ) from None
         if scheme not in SCHEMES:
             allowed = ", ".join(f"{s}:" for s in SCHEMES)
             shown = redact_url(self.uri)
@@ -261,6 +265,14 @@ class InfluxDBOutputConfig(OutputConfig):
             parts = _split_uri(f"urls[{i}]", url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"urls[{i}]: expected http://host:port, got {redact_url(url)!r}")
+            if parts.path not in ("", "/") or parts.query or parts.fragment:
+                # The client adds /write and /query to the URL: a path or query in it
+                # makes every write a 404, dropped; InfluxDB's ?u=&p= belong elsewhere.
+                raise ValueError(
+                    f"urls[{i}]: {redact_url(url)!r}: give the server's base URL, with no "
+                    "path or query (e.g. http://host:8086); set the database with database "
+                    "and credentials with username and password"
+                )
         if not self.database:
             raise ValueError("database: must not be empty")
         if (self.username is None) != (self.password is None):
@@ -396,7 +408,7 @@ def _scheme(uri: str, where: str) -> str:
     try:
         return urlsplit(uri).scheme
     except ValueError as exc:
-        raise ValueError(f"{where}.uri: {redact_url(uri)!r}: {exc}") from None
+        raise ValueError(f"{where}.uri: {redact_url(uri)!r}: {scrub(str(exc), uri)}") from None
 
 
 def _output(raw: Any, index: int) -> OutputConfig:
@@ -464,11 +476,15 @@ def _takers(key: str, kind: str) -> list[str]:
 
 
 def _split_uri(key: str, uri: str) -> SplitResult:
+    """``uri`` split, or a ValueError naming ``key`` that quotes no secret of it."""
+    problem = unsplittable(uri)
+    if problem:
+        raise ValueError(f"{key}: {redact_url(uri)!r}: {problem}")
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as exc:
-        raise ValueError(f"{key}: {redact_url(uri)!r}: {exc}") from None
+        raise ValueError(f"{key}: {redact_url(uri)!r}: {scrub(str(exc), uri)}") from None
     return parts
 
 

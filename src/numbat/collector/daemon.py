@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from numbat._importer import ImportFromStringError
+from numbat._redact import redact_url
 from numbat.collector.fanout import Fanout, FullPolicy, OutputQueue
 from numbat.collector.outputs import Output, output_class
 from numbat.config import CollectorConfig, Config, ListenerConfig, OutputConfig, load
@@ -341,7 +342,9 @@ class Collector(Daemon):
         try:
             await listener.start()
         except OSError as exc:
-            raise ListenError(f"cannot listen on {config.uri}: {exc.strerror or exc}") from None
+            raise ListenError(
+                f"cannot listen on {redact_url(config.uri)}: {exc.strerror or exc}"
+            ) from None
         self.listeners[config.uri] = listener
 
     async def _report_loop(self, interval: float) -> None:
@@ -427,7 +430,9 @@ def check_addresses(config: Config) -> None:
             try:
                 probe.bind((parts.hostname, parts.port))
             except OSError as exc:
-                raise ListenError(f"cannot listen on {lc.uri}: {exc.strerror or exc}") from None
+                raise ListenError(
+                    f"cannot listen on {redact_url(lc.uri)}: {exc.strerror or exc}"
+                ) from None
 
 
 def run_worker(path: Path, worker: int, ready: Callable[[], None]) -> bool:
