@@ -471,3 +471,56 @@ def test_a_password_with_a_slash_is_refused_without_showing_it() -> None:
     assert "collector.outputs[0].urls[0]: 'http://admin:***@h:1'" in message
     assert "percent-encoded" in message
     assert "ab" not in message.replace("numbat", "") and "cdPW" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[collector]\nworkers = 100000\n", "collector.workers: at most 256, got 100000"),
+        ("[collector]\nworkers = 0\n", "collector.workers: must be positive"),
+        (
+            "[collector]\nudp_buffer_bytes = 2147483648\n",
+            "collector.udp_buffer_bytes: at most 2,147,483,647",
+        ),
+        ("[collector]\nudp_buffer_bytes = -1\n", "collector.udp_buffer_bytes: must be positive"),
+        ("[collector]\nstats_interval = 1e17\n", "collector.stats_interval: must be positive, at"),
+        (
+            "[collector]\ndrain_timeout = 1e17\n",
+            "collector.drain_timeout: must be 0 or more seconds, at most 2,592,000",
+        ),
+        (
+            '[collector]\nlisten = [{uri = "tcp://h:1", idle_timeout = 1e10}]\n',
+            "collector.listen[0].idle_timeout: must be 0 or more seconds, at most 2,592,000",
+        ),
+        (
+            '[collector]\nlisten = [{uri = "ws://h:1/", ping_interval = 1e10}]\n',
+            "collector.listen[0].ping_interval: must be positive, at most 2,592,000",
+        ),
+        (
+            '[[collector.outputs]]\ntype = "influxdb"\nflush_interval = 1e17\n',
+            "collector.outputs[0].flush_interval: must be positive, at most",
+        ),
+        (
+            '[[collector.outputs]]\ntype = "influxdb"\ntimeout = 2592001\n',
+            "collector.outputs[0].timeout: must be positive, at most 2,592,000 seconds",
+        ),
+        (
+            '[[collector.outputs]]\ntype = "null"\nblock_timeout = 1e17\n',
+            "collector.outputs[0].block_timeout: must be 0 or more seconds, at most 2,592,000",
+        ),
+    ],
+)
+def test_counts_sizes_and_durations_are_capped(text: str, message: str) -> None:
+    """workers, udp_buffer_bytes and every interval or timeout have a maximum, named."""
+    assert f"<config>: {message}" in config_error(text)
+
+
+def test_the_caps_themselves_are_accepted() -> None:
+    """workers = 256, udp_buffer_bytes = 2**31-1 and a 30-day interval pass."""
+    text = (
+        "[collector]\nworkers = 256\nudp_buffer_bytes = 2147483647\n"
+        "stats_interval = 2592000\ndrain_timeout = 2592000\n"
+    )
+    collector = loads(text).collector
+    assert (collector.workers, collector.udp_buffer_bytes) == (256, 2**31 - 1)
+    assert collector.stats_interval == 2592000
