@@ -524,3 +524,20 @@ def test_the_caps_themselves_are_accepted() -> None:
     collector = loads(text).collector
     assert (collector.workers, collector.udp_buffer_bytes) == (256, 2**31 - 1)
     assert collector.stats_interval == 2592000
+
+
+@pytest.mark.parametrize("kind", ["logfile", "sqlite"])
+def test_check_refuses_a_store_path_under_a_regular_file(tmp_path: Path, kind: str) -> None:
+    """numbat check: a logfile or sqlite path under a regular file is an error naming the
+    key and the file in the way, not "ok"."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    path = tmp_path / "numbat.toml"
+    path.write_text(
+        '[collector]\nlisten = ["tcp://127.0.0.1:0"]\n'
+        f'[[collector.outputs]]\ntype = "{kind}"\npath = "{blocker}/x.db"\n'
+    )
+    result = run_check(path)
+    assert result.returncode == 2, result.stdout
+    message = f"collector.outputs[0].path: {blocker}/x.db: {blocker} is not a directory"
+    assert message in result.stderr

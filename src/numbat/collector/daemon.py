@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from numbat._importer import ImportFromStringError
 from numbat._redact import redact_url
 from numbat.collector.fanout import Fanout, FullPolicy, OutputQueue
-from numbat.collector.outputs import Output, output_class
+from numbat.collector.outputs import Output, file_in_the_way, output_class
 from numbat.config import CollectorConfig, Config, ListenerConfig, OutputConfig, load
 from numbat.errors import ConfigError, NumbatError
 from numbat.server import ProcessContext
@@ -408,6 +408,17 @@ def check_plugins(config: Config, source: str = "<config>") -> None:
             resolve(kind)
         except (TypeError, ImportFromStringError) as exc:
             raise ConfigError(f"{source}: {key}: {exc}") from None
+
+
+def check_paths(config: Config, source: str = "<config>") -> None:
+    """For ``numbat check``: an output ``path`` under an existing regular file, which
+    could never be created. Raises :class:`~numbat.errors.ConfigError` naming the key."""
+    for i, oc in enumerate(config.collector.outputs):
+        path = getattr(oc, "path", None)
+        if isinstance(path, str) and (blocker := file_in_the_way(Path(path))) is not None:
+            raise ConfigError(
+                f"{source}: collector.outputs[{i}].path: {path}: {blocker} is not a directory"
+            )
 
 
 _SOCKET_KINDS = {"tcp": socket.SOCK_STREAM, "ws": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
