@@ -439,3 +439,105 @@ def test_a_plug_in_options_error_without_a_key_names_the_table() -> None:
     assert "collector.outputs[0]: KeyError: 'zero'" in config_error(text)
     text = text.replace("every = 0", "every = -1")
     assert "collector.outputs[0]: must not be negative" in config_error(text)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://admin:pw-9a1f@127.0.0.1:8086?u=admin&p=pw-9a1f",
+        "http://127.0.0.1:8086/write",
+        "http://127.0.0.1:8086/#x",
+    ],
+)
+def test_an_influxdb_url_with_a_path_or_query_is_refused(url: str) -> None:
+    """A url with a path or query (every write would 404) is refused, naming the key,
+    masking the password and pointing at the username and password keys."""
+    message = config_error(f'[[collector.outputs]]\ntype = "influxdb"\nurls = ["{url}"]\n')
+    assert message.startswith("<config>: collector.outputs[0].urls[0]: ")
+    assert "pw-9a1f" not in message
+    assert "username and password" in message
+
+
+def test_an_influxdb_base_url_with_a_slash_is_accepted() -> None:
+    """http://host:8086/ is the base URL: accepted like http://host:8086."""
+    text = '[[collector.outputs]]\ntype = "influxdb"\nurls = ["http://h:8086/"]\n'
+    assert loads(text).collector.outputs[0].urls == ["http://h:8086/"]
+
+
+def test_a_password_with_a_slash_is_refused_without_showing_it() -> None:
+    """A password with an unencoded / : the error says to percent-encode, quoting none of it."""
+    text = '[[collector.outputs]]\ntype = "influxdb"\nurls = ["http://admin:ab/cdPW@h:1"]\n'
+    message = config_error(text)
+    assert "collector.outputs[0].urls[0]: 'http://admin:***@h:1'" in message
+    assert "percent-encoded" in message
+    assert "ab" not in message.replace("numbat", "") and "cdPW" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[collector]\nworkers = 100000\n", "collector.workers: at most 256, got 100000"),
+        ("[collector]\nworkers = 0\n", "collector.workers: must be positive"),
+        (
+            "[collector]\nudp_buffer_bytes = 2147483648\n",
+            "collector.udp_buffer_bytes: at most 2,147,483,647",
+        ),
+        ("[collector]\nudp_buffer_bytes = -1\n", "collector.udp_buffer_bytes: must be positive"),
+        ("[collector]\nstats_interval = 1e17\n", "collector.stats_interval: must be positive, at"),
+        (
+            "[collector]\ndrain_timeout = 1e17\n",
+            "collector.drain_timeout: must be 0 or more seconds, at most 2,592,000",
+        ),
+        (
+            '[collector]\nlisten = [{uri = "tcp://h:1", idle_timeout = 1e10}]\n',
+            "collector.listen[0].idle_timeout: must be 0 or more seconds, at most 2,592,000",
+        ),
+        (
+            '[collector]\nlisten = [{uri = "ws://h:1/", ping_interval = 1e10}]\n',
+            "collector.listen[0].ping_interval: must be positive, at most 2,592,000",
+        ),
+        (
+            '[[collector.outputs]]\ntype = "influxdb"\nflush_interval = 1e17\n',
+            "collector.outputs[0].flush_interval: must be positive, at most",
+        ),
+        (
+            '[[collector.outputs]]\ntype = "influxdb"\ntimeout = 2592001\n',
+            "collector.outputs[0].timeout: must be positive, at most 2,592,000 seconds",
+        ),
+        (
+            '[[collector.outputs]]\ntype = "null"\nblock_timeout = 1e17\n',
+            "collector.outputs[0].block_timeout: must be 0 or more seconds, at most 2,592,000",
+        ),
+    ],
+)
+def test_counts_sizes_and_durations_are_capped(text: str, message: str) -> None:
+    """workers, udp_buffer_bytes and every interval or timeout have a maximum, named."""
+    assert f"<config>: {message}" in config_error(text)
+
+
+def test_the_caps_themselves_are_accepted() -> None:
+    """workers = 256, udp_buffer_bytes = 2**31-1 and a 30-day interval pass."""
+    text = (
+        "[collector]\nworkers = 256\nudp_buffer_bytes = 2147483647\n"
+        "stats_interval = 2592000\ndrain_timeout = 2592000\n"
+    )
+    collector = loads(text).collector
+    assert (collector.workers, collector.udp_buffer_bytes) == (256, 2**31 - 1)
+    assert collector.stats_interval == 2592000
+
+
+@pytest.mark.parametrize("kind", ["logfile", "sqlite"])
+def test_check_refuses_a_store_path_under_a_regular_file(tmp_path: Path, kind: str) -> None:
+    """numbat check: a logfile or sqlite path under a regular file is an error naming the
+    key and the file in the way, not "ok"."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    path = tmp_path / "numbat.toml"
+    path.write_text(
+        '[collector]\nlisten = ["tcp://127.0.0.1:0"]\n'
+        f'[[collector.outputs]]\ntype = "{kind}"\npath = "{blocker}/x.db"\n'
+    )
+    result = run_check(path)
+    assert result.returncode == 2, result.stdout
+    message = f"collector.outputs[0].path: {blocker}/x.db: {blocker} is not a directory"
+    assert message in result.stderr

@@ -43,13 +43,14 @@ def cli() -> None:
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 def check(config: Path) -> None:
     """Validate a numbat.toml file; exit 2 with the offending key named if it is wrong."""
-    from numbat.collector.daemon import check_plugins
+    from numbat.collector.daemon import check_paths, check_plugins
     from numbat.config import from_dict, read
 
     raw = read(config)
     checked = from_dict(raw, source=str(config))
     if "collector" in raw:  # a file for the collector: what it checks before starting
         check_plugins(checked, str(config))
+        check_paths(checked, str(config))
     click.echo(f"{config}: ok")
 
 

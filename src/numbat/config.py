@@ -25,9 +25,16 @@ from urllib.parse import SplitResult, urlsplit
 import msgspec
 
 from numbat._importer import ImportFromStringError, import_from_string
-from numbat._redact import redact_url
+from numbat._redact import redact_url, scrub, unsplittable
 from numbat.emitter import DEFAULT_MAX_BACKLOG_BYTES, SCHEMES
 from numbat.errors import ConfigError
+
+MAX_SECONDS = 30 * 86_400
+"""The longest interval or timeout a config takes, in seconds (30 days)."""
+MAX_WORKERS = 256
+"""The most collector worker processes (``workers``)."""
+MAX_UDP_BUFFER_BYTES = 2**31 - 1
+"""The largest ``udp_buffer_bytes``: SO_RCVBUF is a C int."""
 
 
 class Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -47,10 +54,14 @@ class EmitterConfig(Section):
     def __post_init__(self) -> None:
         # Parse the scheme exactly as the emitter's make_transport does, so that a uri
         # `numbat check` accepts (e.g. not a bare "tcp") is one the emitter can use.
+        if problem := unsplittable(self.uri):
+            raise ValueError(f"uri: {redact_url(self.uri)!r}: {problem}")
         try:
             scheme = urlsplit(self.uri).scheme.lower()
         except ValueError as exc:
-            raise ValueError(f"uri: {exc}") from None
+            raise ValueError(
+                f"uri: {redact_url(self.uri)!r}: {scrub(str(exc), self.uri)}"
+            ) from None
         if scheme not in SCHEMES:
             allowed = ", ".join(f"{s}:" for s in SCHEMES)
             shown = redact_url(self.uri)
@@ -144,7 +155,7 @@ class WebSocketListenerConfig(ListenerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive(self, "ping_interval")
+        _seconds(self, "ping_interval")
 
 
 class OutputConfig(Section):
@@ -261,19 +272,22 @@ class InfluxDBOutputConfig(OutputConfig):
             parts = _split_uri(f"urls[{i}]", url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"urls[{i}]: expected http://host:port, got {redact_url(url)!r}")
+            if parts.path not in ("", "/") or parts.query or parts.fragment:
+                # The client adds /write and /query to the URL: a path or query in it
+                # makes every write a 404, dropped; InfluxDB's ?u=&p= belong elsewhere.
+                raise ValueError(
+                    f"urls[{i}]: {redact_url(url)!r}: give the server's base URL, with no "
+                    "path or query (e.g. http://host:8086); set the database with database "
+                    "and credentials with username and password"
+                )
         if not self.database:
             raise ValueError("database: must not be empty")
         if (self.username is None) != (self.password is None):
             raise ValueError("password: username and password go together")
         _positive(
-            self,
-            "batch_size",
-            "batch_bytes",
-            "flush_interval",
-            "timeout",
-            "spool_max_bytes",
-            "max_series_per_measurement",
+            self, "batch_size", "batch_bytes", "spool_max_bytes", "max_series_per_measurement"
         )
+        _seconds(self, "flush_interval", "timeout")
         _not_negative(self, "fsync_interval")
 
 
@@ -348,10 +362,16 @@ class CollectorConfig(Section):
     def __post_init__(self) -> None:
         self.listen = [_listener(entry, i) for i, entry in enumerate(self.listen)]
         self.outputs = [_output(entry, i) for i, entry in enumerate(self.outputs)]
-        _positive(
-            self, "max_line_bytes", "queue_size", "stats_interval", "udp_buffer_bytes", "workers"
-        )
+        _positive(self, "max_line_bytes", "queue_size", "udp_buffer_bytes", "workers")
+        _seconds(self, "stats_interval")
         _not_negative(self, "drain_timeout")
+        if self.workers > MAX_WORKERS:
+            raise ValueError(f"workers: at most {MAX_WORKERS}, got {self.workers}")
+        if self.udp_buffer_bytes > MAX_UDP_BUFFER_BYTES:
+            raise ValueError(
+                f"udp_buffer_bytes: at most {MAX_UDP_BUFFER_BYTES:,} (2 GiB - 1), "
+                f"got {self.udp_buffer_bytes:,}"
+            )
         for out in self.outputs:
             most = out.max_processes
             if most is not None and self.workers > most:
@@ -396,7 +416,7 @@ def _scheme(uri: str, where: str) -> str:
     try:
         return urlsplit(uri).scheme
     except ValueError as exc:
-        raise ValueError(f"{where}.uri: {redact_url(uri)!r}: {exc}") from None
+        raise ValueError(f"{where}.uri: {redact_url(uri)!r}: {scrub(str(exc), uri)}") from None
 
 
 def _output(raw: Any, index: int) -> OutputConfig:
@@ -464,11 +484,15 @@ def _takers(key: str, kind: str) -> list[str]:
 
 
 def _split_uri(key: str, uri: str) -> SplitResult:
+    """``uri`` split, or a ValueError naming ``key`` that quotes no secret of it."""
+    problem = unsplittable(uri)
+    if problem:
+        raise ValueError(f"{key}: {redact_url(uri)!r}: {problem}")
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as exc:
-        raise ValueError(f"{key}: {redact_url(uri)!r}: {exc}") from None
+        raise ValueError(f"{key}: {redact_url(uri)!r}: {scrub(str(exc), uri)}") from None
     return parts
 
 
@@ -528,8 +552,21 @@ def _positive(section: Section, *names: str) -> None:
 def _not_negative(section: Section, *names: str) -> None:
     for name in names:
         val = getattr(section, name)
-        if not 0 <= val < math.inf:
-            raise ValueError(f"{name}: must be 0 or more seconds, got {val}")
+        if not 0 <= val <= MAX_SECONDS:  # NaN fails both comparisons
+            raise ValueError(
+                f"{name}: must be 0 or more seconds, at most {MAX_SECONDS:,} (30 days), got {val}"
+            )
+
+
+def _seconds(section: Section, *names: str) -> None:
+    """Positive durations, at most MAX_SECONDS: a longer one overflows the timers and
+    the 64-bit millisecond ttl of the events that carry it."""
+    for name in names:
+        val = getattr(section, name)
+        if not 0 < val <= MAX_SECONDS:
+            raise ValueError(
+                f"{name}: must be positive, at most {MAX_SECONDS:,} seconds (30 days), got {val}"
+            )
 
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)

@@ -721,3 +721,20 @@ def _pipe_bytes(fd: int) -> int:
     """Bytes waiting in a pipe (FIONREAD)."""
     out = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
     return int.from_bytes(out, sys.byteorder)
+
+
+@pytest.mark.parametrize("kind", ["logfile", "sqlite"])
+def test_a_store_path_under_a_regular_file_is_named_at_start(tmp_path: Path, kind: str) -> None:
+    """A logfile or sqlite path under a regular file: the collector exits 2 saying which
+    file is not a directory (mkdir said only "File exists")."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cfg = tmp_path / "numbat.toml"
+    cfg.write_text(
+        f'[collector]\nlisten = ["tcp://{LOOPBACK}:0"]\n'
+        f'[[collector.outputs]]\ntype = "{kind}"\npath = "{blocker}/sub/x.jsonl"\n'
+    )
+    result = run_collector(cfg)
+    assert result.returncode == 2, result.stderr
+    assert f"{blocker}/sub/x.jsonl: {blocker} is not a directory" in result.stderr
+    assert "Traceback" not in result.stderr and "File exists" not in result.stderr

@@ -19,8 +19,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from numbat._importer import ImportFromStringError
+from numbat._redact import redact_url
 from numbat.collector.fanout import Fanout, FullPolicy, OutputQueue
-from numbat.collector.outputs import Output, output_class
+from numbat.collector.outputs import Output, file_in_the_way, output_class
 from numbat.config import CollectorConfig, Config, ListenerConfig, OutputConfig, load
 from numbat.errors import ConfigError, NumbatError
 from numbat.server import ProcessContext
@@ -344,7 +345,9 @@ class Collector(Daemon):
         try:
             await listener.start()
         except OSError as exc:
-            raise ListenError(f"cannot listen on {config.uri}: {exc.strerror or exc}") from None
+            raise ListenError(
+                f"cannot listen on {redact_url(config.uri)}: {exc.strerror or exc}"
+            ) from None
         self.listeners[config.uri] = listener
 
     async def _report_loop(self, interval: float) -> None:
@@ -410,6 +413,17 @@ def check_plugins(config: Config, source: str = "<config>") -> None:
             raise ConfigError(f"{source}: {key}: {exc}") from None
 
 
+def check_paths(config: Config, source: str = "<config>") -> None:
+    """For ``numbat check``: an output ``path`` under an existing regular file, which
+    could never be created. Raises :class:`~numbat.errors.ConfigError` naming the key."""
+    for i, oc in enumerate(config.collector.outputs):
+        path = getattr(oc, "path", None)
+        if isinstance(path, str) and (blocker := file_in_the_way(Path(path))) is not None:
+            raise ConfigError(
+                f"{source}: collector.outputs[{i}].path: {path}: {blocker} is not a directory"
+            )
+
+
 _SOCKET_KINDS = {"tcp": socket.SOCK_STREAM, "ws": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
 
 
@@ -430,7 +444,9 @@ def check_addresses(config: Config) -> None:
             try:
                 probe.bind((parts.hostname, parts.port))
             except OSError as exc:
-                raise ListenError(f"cannot listen on {lc.uri}: {exc.strerror or exc}") from None
+                raise ListenError(
+                    f"cannot listen on {redact_url(lc.uri)}: {exc.strerror or exc}"
+                ) from None
 
 
 def run_worker(path: Path, worker: int, ready: Callable[[], None]) -> bool:

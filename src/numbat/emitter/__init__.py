@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from numbat._importer import import_from_string
-from numbat._redact import redact_url
+from numbat._redact import redact_url, scrub, unsplittable
 from numbat.errors import URIError
 
 if TYPE_CHECKING:
@@ -36,10 +36,13 @@ def make_transport(uri: str) -> Transport:
     """Build the transport for ``uri``, or raise URIError naming the supported schemes."""
     if not isinstance(uri, str):
         raise URIError(f"destination uri must be a string, got {type(uri).__name__}")
+    if problem := unsplittable(uri):
+        raise URIError(f"malformed destination uri {redact_url(uri)!r}: {problem}")
     try:
         parts = urlsplit(uri)
     except ValueError as exc:  # e.g. an unclosed [ipv6 address
-        raise URIError(f"malformed destination uri {redact_url(uri)!r}: {exc}") from None
+        reason = scrub(str(exc), uri)
+        raise URIError(f"malformed destination uri {redact_url(uri)!r}: {reason}") from None
     target = SCHEMES.get(parts.scheme.lower())
     if target is None:
         allowed = ", ".join(f"{s}:" for s in SCHEMES)

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from numbat._redact import redact_url
+from numbat._redact import redact_url, scrub
 from numbat.emitter.transport import SendError, Transport
 
 
@@ -23,7 +23,7 @@ class WebSocketTransport(Transport):
     def _failed(self, exc: BaseException) -> str:
         """The connect error, with the URI's credentials and token masked."""
         shown = redact_url(self.uri)
-        return f"websocket connect to {shown} failed: {str(exc).replace(self.uri, shown)}"
+        return f"websocket connect to {shown} failed: {scrub(str(exc), self.uri)}"
 
     def connect(self, timeout: float) -> None:
         from websockets.sync.client import connect

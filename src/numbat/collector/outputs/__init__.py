@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 from numbat._encode import dumps
@@ -135,3 +136,23 @@ def output_class(kind: str) -> type[Output]:
     if not (isinstance(cls, type) and issubclass(cls, Output)):
         raise TypeError(f"{kind!r} is not a numbat.collector.outputs.Output subclass")
     return cls
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The existing non-directory among ``path``'s ancestors (its nearest existing one),
+    under which ``path`` cannot be made, or None."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def make_parent(path: Path) -> None:
+    """Create ``path``'s directory and its parents.
+
+    Raises NotADirectoryError naming the file in the way (``x/a.db: x is not a
+    directory``), where mkdir says only "File exists"; OSError otherwise."""
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise NotADirectoryError(f"{path}: {blocker} is not a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)

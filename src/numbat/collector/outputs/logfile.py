@@ -6,7 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from numbat.collector.outputs import Batch, Output
+from numbat.collector.outputs import Batch, Output, make_parent
 from numbat.config import LogfileOutputConfig
 from numbat.server import ProcessContext
 
@@ -54,7 +54,7 @@ class LogfileOutput(Output):
         self._close()
 
     def _open(self) -> int:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         return self._fd
 

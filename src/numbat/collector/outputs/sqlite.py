@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from numbat._ratelimit import RateLimitedLog
-from numbat.collector.outputs import Batch, Output
+from numbat.collector.outputs import Batch, Output, make_parent
 from numbat.config import SQLiteOutputConfig
 from numbat.server import ProcessContext
 from numbat.store.points import PointMapper
@@ -72,7 +72,7 @@ class SQLiteOutput(Output):
         if self._previous is not None:
             return  # the file is open and checked: adopt() takes the store
         path = Path(self.options.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(path)
         store = SQLiteStore(
             path,
             retention_ms=round(self.options.retention_days * DAY_MS),
