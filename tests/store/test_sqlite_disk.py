@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from numbat.event import Event
-from numbat.store import Series
+from numbat.store import Series, WriteResult
 from numbat.store.sqlite import BUSY_TIMEOUT_S, SQLiteStore
 from tests.helpers import fill, tmpfs
 from tests.store.test_sqlite import Clock, ev, opened, run
@@ -225,3 +225,31 @@ def test_a_batch_waits_for_another_process_lock(tmp_path: Path) -> None:
         assert check_file(tmp_path / "db")["app.locked"] == (1_000, 1_000.0)
 
     run(test)
+
+
+def test_a_compaction_that_fails_after_a_write_does_not_fail_the_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The batch is stored, so the write returns it written; the compaction is logged and
+    retried once prune_interval_ms has passed, not at every write."""
+    clock = Clock()
+
+    async def test() -> None:
+        options: dict[str, Any] = {"clock": clock, "compact_rows": 10, "prune_interval_ms": 1000}
+        async with opened(tmp_path / "db", **options) as store:
+            disk = await wrap(store, "INSERT INTO points", monkeypatch)
+            disk.full = True
+            assert await store.write(burst("app.base", 20, 2)) == WriteResult(20)
+            assert await store.write(burst("app.base", 5, 2, time=20)) == WriteResult(5)
+            disk.full = False
+            clock.now = 1000
+            assert await store.write(burst("app.base", 5, 2, time=25)) == WriteResult(5)
+        with closing(sqlite3.connect(tmp_path / "db")) as db:
+            counts = [
+                db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("inbox", "points")
+            ]
+        assert counts == [0, 30]
+
+    run(test)
+    failed = [r for r in caplog.records if "compact failed, retried later" in r.getMessage()]
+    assert len(failed) == 1 and FULL in failed[0].getMessage()

@@ -42,13 +42,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from numbat._ratelimit import RateLimitedLog
 from numbat.event import Event, now_ms
 from numbat.store import (
     ANNOTATIONS_LIMIT,
@@ -84,6 +86,7 @@ BUSY_TIMEOUT_S = 30.0
 SCHEMA_VERSION = 2
 
 _MAPPER = PointMapper()
+log = logging.getLogger(__name__)
 
 # A new file starts at version 1 and is upgraded like an old one (_migrate).
 _SCHEMA = """
@@ -255,6 +258,8 @@ class SQLiteStore(Store):
         self._prune_interval = prune_interval_ms
         self._compact_rows = compact_rows
         self._next_prune = clock()  # the first write prunes what aged out while we were down
+        self._next_compact = 0  # clock time before which a failed compaction is not retried
+        self._warn = RateLimitedLog(log)
         self._pruning = False
         self._closed = False
         # A single thread: it owns the connection and serialises every job.
@@ -284,17 +289,31 @@ class SQLiteStore(Store):
         Heartbeats are not stored (``skipped``), nor points already past the retention
         (``expired``: so a prune never races a late write for a series it is about to
         find empty). All or nothing: an error (sqlite3.Error, OSError) stores none.
+
+        A compaction or prune that fails after the batch was stored (a full disk) is
+        logged, rate-limited, and retried later (a compaction once ``prune_interval_ms``
+        has passed, a prune at its next turn): it never fails the stored batch.
         """
         if not events:
             return WriteResult(0)
         result, inbox_rows = await self._call(
             self._write, events, self._clock() - self.retention_ms
         )
-        if inbox_rows >= self._compact_rows:
-            await self.compact()
+        if inbox_rows >= self._compact_rows and self._clock() >= self._next_compact:
+            await self._maintain("compact", self.compact)
         if self._clock() >= self._next_prune:
-            await self.prune()
+            await self._maintain("prune", self.prune)
         return result
+
+    async def _maintain(self, what: str, job: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await job()
+        except (sqlite3.Error, OSError) as exc:
+            if what == "compact":  # each try copies the whole inbox: not at every write
+                self._next_compact = self._clock() + self._prune_interval
+            self._warn.warning(
+                what, "sqlite %s: %s failed, retried later: %r", self.path, what, exc
+            )
 
     async def series(self, measurement: str | None = None) -> list[Series]:
         """Every series, or those of one measurement, sorted."""
