@@ -253,3 +253,26 @@ def test_a_compaction_that_fails_after_a_write_does_not_fail_the_write(
     run(test)
     failed = [r for r in caplog.records if "compact failed, retried later" in r.getMessage()]
     assert len(failed) == 1 and FULL in failed[0].getMessage()
+
+
+def test_a_series_another_process_adds_after_a_failed_write_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The id a rolled-back write had taken, reused by another process's series, is read."""
+
+    async def test() -> None:
+        async with (
+            opened(tmp_path / "db", clock=Clock()) as store,
+            opened(tmp_path / "db", clock=Clock()) as other,
+        ):
+            disk = await wrap(store, "INSERT INTO inbox", monkeypatch)
+            await store.write(burst("app.base", 1, 1))
+            disk.full = True
+            with pytest.raises(sqlite3.OperationalError, match=FULL):
+                await store.write(burst("burst.l2", 3, 3))
+            disk.full = False
+            await other.write(burst("burst.l3", 4, 1, value=3.0))
+            got = await store.query("burst.l3", {}, start=0, end=10, bucket=10, aggregate="count")
+            assert got[0].value == 4
+
+    run(test)
