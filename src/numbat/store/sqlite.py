@@ -42,12 +42,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from numbat._ratelimit import RateLimitedLog
 from numbat.event import Event, now_ms
 from numbat.store import (
     ANNOTATIONS_LIMIT,
@@ -76,9 +79,14 @@ PRUNE_INTERVAL_MS = 60_000
 COMPACT_ROWS = 100_000
 PRUNE_CHUNK = 10_000  # points deleted per transaction
 PRUNE_SERIES = 500  # series visited per transaction
+# How long a write waits for another connection's lock before failing. The store's
+# callers block (the collector's sqlite output is ``when_full = "block"``), so waiting
+# is backpressure; failing would drop the batch.
+BUSY_TIMEOUT_S = 30.0
 SCHEMA_VERSION = 2
 
 _MAPPER = PointMapper()
+log = logging.getLogger(__name__)
 
 # A new file starts at version 1 and is upgraded like an old one (_migrate).
 _SCHEMA = """
@@ -172,6 +180,35 @@ class _Batch(NamedTuple):
     expired: int
 
 
+@contextmanager
+def _transaction(db: sqlite3.Connection, undo: Callable[[], None] | None = None) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; on any error, roll back, call ``undo`` (which
+    puts back what the caller cached from inside the transaction) and re-raise the error.
+
+    After some errors (``SQLITE_FULL``, ``SQLITE_IOERR``, ``SQLITE_NOMEM``...) SQLite
+    has already rolled back by itself: a ROLLBACK then raises "no transaction is
+    active", which would hide the real error and skip ``undo``. So roll back only while
+    a transaction is open, and never let a failing ROLLBACK replace the error.
+    """
+    if db.in_transaction:  # left open by a ROLLBACK that failed: its undo is done
+        db.execute("ROLLBACK")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        try:
+            if db.in_transaction:
+                # Should this fail too, the connection is unusable; closing it (by its
+                # owner) rolls back, and the original error is the one to report.
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+        finally:
+            if undo is not None:
+                undo()
+        raise
+
+
 def _tags_json(tags: Tags) -> str:
     return json.dumps(dict(tags), ensure_ascii=False, separators=(",", ":"))
 
@@ -221,6 +258,8 @@ class SQLiteStore(Store):
         self._prune_interval = prune_interval_ms
         self._compact_rows = compact_rows
         self._next_prune = clock()  # the first write prunes what aged out while we were down
+        self._next_compact = 0  # clock time before which a failed compaction is not retried
+        self._warn = RateLimitedLog(log)
         self._pruning = False
         self._closed = False
         # A single thread: it owns the connection and serialises every job.
@@ -250,17 +289,31 @@ class SQLiteStore(Store):
         Heartbeats are not stored (``skipped``), nor points already past the retention
         (``expired``: so a prune never races a late write for a series it is about to
         find empty). All or nothing: an error (sqlite3.Error, OSError) stores none.
+
+        A compaction or prune that fails after the batch was stored (a full disk) is
+        logged, rate-limited, and retried later (a compaction once ``prune_interval_ms``
+        has passed, a prune at its next turn): it never fails the stored batch.
         """
         if not events:
             return WriteResult(0)
         result, inbox_rows = await self._call(
             self._write, events, self._clock() - self.retention_ms
         )
-        if inbox_rows >= self._compact_rows:
-            await self.compact()
+        if inbox_rows >= self._compact_rows and self._clock() >= self._next_compact:
+            await self._maintain("compact", self.compact)
         if self._clock() >= self._next_prune:
-            await self.prune()
+            await self._maintain("prune", self.prune)
         return result
+
+    async def _maintain(self, what: str, job: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await job()
+        except (sqlite3.Error, OSError) as exc:
+            if what == "compact":  # each try copies the whole inbox: not at every write
+                self._next_compact = self._clock() + self._prune_interval
+            self._warn.warning(
+                what, "sqlite %s: %s failed, retried later: %r", self.path, what, exc
+            )
 
     async def series(self, measurement: str | None = None) -> list[Series]:
         """Every series, or those of one measurement, sorted."""
@@ -346,7 +399,8 @@ class SQLiteStore(Store):
     def _connect(self) -> sqlite3.Connection:
         if self._db is not None:
             return self._db
-        db = sqlite3.connect(self.path, isolation_level=None)  # we BEGIN/COMMIT ourselves
+        # isolation_level=None: we BEGIN/COMMIT ourselves (see _transaction).
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             # In WAL mode this stays consistent; a power cut may lose the last commits.
@@ -367,20 +421,14 @@ class SQLiteStore(Store):
         """Bring a file of an older schema version up to this one, one step a version,
         each in its own transaction (a crash between steps resumes at the next open)."""
         while True:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(db):
                 (version,) = db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
                 if not 1 <= version < SCHEMA_VERSION:
-                    db.execute("COMMIT")
                     return
                 for statement in _MIGRATIONS[version - 1].split(";"):
                     if statement.strip():
                         db.execute(statement)
                 db.execute("UPDATE meta SET value = ? WHERE key = 'version'", (version + 1,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
 
     def _load(self, db: sqlite3.Connection) -> None:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -427,22 +475,22 @@ class SQLiteStore(Store):
     def _write(self, events: Sequence[Event], cutoff: int) -> tuple[WriteResult, int]:
         db = self._connect()
         created: list[SeriesKey] = []
-        seq = self._seq
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        seq, max_id = self._seq, self._max_id
+
+        def undo() -> None:
+            # The series made in the transaction are gone with it: their cached ids
+            # would be handed to other series by the next write.
+            self._seq, self._max_id = seq, max_id
+            for key in created:
+                self._forget(key)
+
+        with _transaction(db, undo):
             batch = self._rows(db, events, cutoff, created)
             rows = batch.points
             db.executemany("INSERT INTO inbox VALUES (?, ?, ?, ?)", rows)
             if batch.texts:
                 db.executemany("INSERT INTO texts VALUES (?, ?, ?, ?)", batch.texts)
             db.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (self._seq,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            self._seq = seq
-            for key in created:
-                self._forget(key)
-            raise
         self._inbox_rows += len(rows)
         latest = self._inbox_latest
         for sid, time, _, _ in rows:
@@ -500,18 +548,13 @@ class SQLiteStore(Store):
         db = self._connect()
         if not self._inbox_rows:
             return
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             # Sorted, so each leaf of ``points`` takes all its new rows at once.
             db.execute(
                 "INSERT INTO points SELECT series_id, time, seq, value FROM inbox"
                 " ORDER BY series_id, time, seq"
             )
             db.execute("DELETE FROM inbox")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         self._inbox_rows = 0
         self._inbox_latest.clear()
 
@@ -616,8 +659,7 @@ class SQLiteStore(Store):
         db = self._connect()
         deleted = visited = 0
         emptied: list[int] = []
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             while index < len(ids) and deleted < PRUNE_CHUNK and visited < PRUNE_SERIES:
                 count, done = self._prune_series(db, ids[index], cutoff, PRUNE_CHUNK - deleted)
                 deleted += count
@@ -627,10 +669,6 @@ class SQLiteStore(Store):
                     emptied.append(ids[index])
                 index += 1
                 visited += 1
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         self._drop_series(emptied)
         return deleted, index
 
