@@ -9,10 +9,13 @@ import socket
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from numbat.config import ListenerConfig
-from numbat.server.listeners import Limits
+from numbat.server.listeners import Limits, ws
 from numbat.server.listeners.tcp import TCPListener
+from numbat.server.listeners.udp import UDPListener
 from tests.collector.conftest import (
     LOOPBACK,
     address,
@@ -26,9 +29,11 @@ from tests.collector.conftest import (
     seqs,
     until,
 )
-from tests.collector.test_listeners import closed_by_peer, send, tcp_connect
+from tests.collector.test_listeners import closed_by_peer, send, tcp_connect, ws_uri
 
 TCP = f"tcp://{LOOPBACK}:0"
+WS = f"ws://{LOOPBACK}:0/"
+UDP = f"udp://{LOOPBACK}:0"
 RIGID = "tests.collector.test_relisten:RigidTCP"
 
 
@@ -162,5 +167,64 @@ def test_a_rebound_or_removed_listener_loses_nothing_already_sent(change: str) -
                 with socket.create_connection(address(collector, "tcp")) as again:
                     again.sendall(line(1000))
                 await until(lambda: len(memory(collector).traffic()) == 1001, what="new event")
+
+    asyncio.run(main())
+
+
+def test_a_websocket_takes_a_reload_of_its_limits_on_its_open_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reload lowering max_line_bytes and idle_timeout (and changing ping_interval,
+    origins): the open websocket stays, its next long line is rejected, and it is then
+    closed as idle (1001, closed_idle)."""
+    monkeypatch.setattr(ws, "IDLE_CHECK", 0.05, raising=False)  # how often to look
+
+    async def main() -> None:
+        first = {"uri": WS, "idle_timeout": 300, "max_line_bytes": 1000}
+        async with running(config([first])) as collector:
+            async with connect(ws_uri(collector, "/"), proxy=None, compression=None) as client:
+                await client.send(line(0) + line(1, pad="x" * 300))
+                await until(lambda: len(memory(collector).traffic()) == 2, what="two events")
+                lowered = {
+                    "uri": WS,
+                    "idle_timeout": 0.3,
+                    "max_line_bytes": 200,
+                    "ping_interval": 5,
+                    "origins": ["https://ops.example.com"],
+                }
+                await collector.reload(config([lowered]))
+                await client.send(line(2) + line(3, pad="x" * 300) + line(4))
+                await until(lambda: len(memory(collector).traffic()) == 4, what="four events")
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(client.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+            assert seqs(memory(collector).traffic()) == [0, 1, 2, 4]
+            assert rejected(collector, "line_too_long", "ws") == 1
+            assert collector.stats.get("closed_idle", listener=WS) == 1
+            assert collector.stats.get("closed_at_shutdown", listener=WS) == 0
+
+    asyncio.run(main())
+
+
+def test_a_udp_reload_keeps_the_socket_and_what_it_holds() -> None:
+    """A reload changing the receive buffer and allow-list: the same socket goes on (its
+    SO_RCVBUF set live), and datagrams it held unread are delivered."""
+
+    async def main() -> None:
+        small, large = 1 << 20, 4 << 20
+        async with running(config([UDP], udp_buffer_bytes=small)) as collector:
+            lis = listener(collector, "udp")
+            assert isinstance(lis, UDPListener) and lis._transport is not None
+            sock = lis._transport.get_extra_info("socket")
+            before = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                for i in range(100):  # unread until the loop runs again
+                    client.sendto(line(i), address(collector, "udp"))
+            cfg = config([{"uri": UDP, "allow": ["127.0.0.0/8"]}], udp_buffer_bytes=large)
+            await collector.reload(cfg)
+            assert listener(collector, "udp") is lis
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) > before
+            await until(lambda: len(memory(collector).traffic()) == 100, what="100 datagrams")
+            assert seqs(memory(collector).traffic()) == list(range(100))
 
     asyncio.run(main())
