@@ -86,7 +86,8 @@ class Listener(ABC):
     """Accepts events on one address; ``start`` binds (raising OSError), ``stop`` closes.
 
     A plug-in subclasses it, implements ``start`` and ``stop``, calls :meth:`receive`
-    with complete lines, and may declare ``Options`` (a subclass of
+    with complete lines, may take a reload's settings live (:meth:`reconfigure`; else
+    a reload that changes them drains and rebinds it), and may declare ``Options`` (a subclass of
     :class:`numbat.config.ListenerConfig`) for keys of its own.
 
     >>> class Null(Listener):
