@@ -5,7 +5,11 @@ drained as at shutdown, so nothing its peers had sent is lost."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,17 +22,21 @@ from numbat.server.listeners.tcp import TCPListener
 from numbat.server.listeners.udp import UDPListener
 from tests.collector.conftest import (
     LOOPBACK,
+    Daemon,
     address,
     config,
     connections,
     line,
     listener,
     memory,
+    read_jsonl,
     rejected,
     running,
     seqs,
+    start,
     until,
 )
+from tests.collector.test_daemon import events, traffic, wait_events
 from tests.collector.test_listeners import closed_by_peer, send, tcp_connect, ws_uri
 
 TCP = f"tcp://{LOOPBACK}:0"
@@ -228,3 +236,47 @@ def test_a_udp_reload_keeps_the_socket_and_what_it_holds() -> None:
             assert seqs(memory(collector).traffic()) == list(range(100))
 
     asyncio.run(main())
+
+
+def test_sighups_toggling_idle_timeout_lose_nothing_of_a_stream(
+    short_dir: Path, daemons: list[Daemon]
+) -> None:
+    """The tester's case, end to end: 6 SIGHUPs alternating ``listen`` between a URI and
+    a table with idle_timeout while one connection streams; every event arrives, in
+    order, and no connection is cut."""
+    path, log = short_dir / "c.sock", short_dir / "events.jsonl"
+    output = f'[[collector.outputs]]\ntype = "logfile"\npath = "{log}"\n'
+    files = [
+        f'[collector]\nlisten = ["unix://{path}"]\n{output}',
+        f'[collector]\nlisten = [{{uri = "unix://{path}", idle_timeout = 200}}]\n{output}',
+    ]
+    daemon = start(daemons, short_dir, files[0])
+    sent, done = [0], threading.Event()
+
+    def stream(client: socket.socket) -> None:
+        while not done.is_set():  # 100 events every few ms, through all the reloads
+            client.sendall(events(sent[0], sent[0] + 100))
+            sent[0] += 100
+            time.sleep(0.002)
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(str(path))
+        sender = threading.Thread(target=stream, args=(client,))
+        sender.start()
+        try:
+            for i in range(1, 7):
+                wait_events(log, len(traffic(log)) + 1000)  # the stream flows meanwhile
+                (short_dir / "numbat.toml").write_text(files[i % 2])
+                daemon.signal(signal.SIGHUP)
+                daemon.wait_log("config reloaded", count=i)
+            wait_events(log, len(traffic(log)) + 1000)
+        finally:
+            done.set()
+            sender.join(30)
+        total = sent[0]
+    assert wait_events(log, total) == list(range(total))
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0, daemon.stderr()
+    assert "new settings applied, connections kept" in daemon.stderr()
+    cut = [e for e in read_jsonl(log) if e["name"] == "numbat.collector.closed_at_shutdown"]
+    assert cut == [], cut
