@@ -131,16 +131,25 @@ class Collector(Daemon):
         self.queues.clear()
         return drained
 
-    async def _read_to_the_end(self, deadline: float) -> None:
-        """Stop accepting, then keep reading until no peer has sent anything for a
-        moment (all the kernel held is read) or the deadline."""
-        listeners = list(self.listeners.values())
+    async def _read_to_the_end(
+        self, deadline: float, listeners: list[Listener] | None = None
+    ) -> None:
+        """Stop accepting on ``listeners`` (all by default), then keep reading until no
+        peer has sent anything for a moment (all the kernel held is read) or the
+        deadline (``loop.time()``)."""
+        if listeners is None:
+            listeners = list(self.listeners.values())
         for listener in listeners:
             await listener.stop_accepting()
         loop = asyncio.get_running_loop()
+        # Quiet means silent while the loop ran for QUIET: bytes that arrived since the
+        # last read (a burst just before the signal) are read in that time, not dropped.
+        quiet_from = loop.time() + QUIET
         # A closed gate (an output full) means peers still hold unread bytes: wait too.
         while loop.time() < deadline and (
-            not self.gate.is_open or any(listener.busy() for listener in listeners)
+            loop.time() < quiet_from
+            or not self.gate.is_open
+            or any(listener.busy() for listener in listeners)
         ):
             await asyncio.sleep(QUIET / 2)
 
@@ -209,8 +218,10 @@ class Collector(Daemon):
     async def _reload_listeners(self, new: CollectorConfig) -> None:
         """New addresses are bound first, and old ones closed only once all are: a port
         that is taken leaves the listeners as they were (ReloadError). A listener whose
-        settings changed is rebound on its address, and put back as it was if that
-        fails (logged: the rest of the reload stands)."""
+        settings changed takes them running (:meth:`Listener.reconfigure`), its
+        connections kept; one that cannot, and one the config drops, is drained as at
+        shutdown (:meth:`_retire`) and, if kept, bound anew, or put back as it was if
+        that fails (logged: the rest of the reload stands)."""
         wanted = {lc.uri: lc for lc in new.listeners if self._serves(lc)}
         errors: list[str] = []
         added = []
@@ -221,19 +232,46 @@ class Collector(Daemon):
             for uri in added:
                 await self.listeners.pop(uri).stop()
             raise ReloadError("; ".join(errors))
+        retired: list[Listener] = []
+        rebind: list[tuple[Listener, ListenerConfig]] = []
         for uri, listener in list(self.listeners.items()):
             want = wanted.get(uri)
             if want is None:
-                await listener.stop()
-                del self.listeners[uri]
-            elif (want, self._limits(want)) != (listener.options, listener.limits):
-                await listener.stop()
-                del self.listeners[uri]
-                if not await self._try_add(want, errors):
-                    await self._try_add(listener.options, errors)  # the old one, back
+                retired.append(self.listeners.pop(uri))
+            elif self._changed(listener, want) and not self._reconfigured(listener, want):
+                retired.append(self.listeners.pop(uri))
+                rebind.append((listener, want))
+        await self._retire(retired, new.drain_timeout)
+        for listener, want in rebind:
+            if not await self._try_add(want, errors):
+                await self._try_add(listener.options, errors)  # the old one, back
         if errors:
             self.stats.count("reload_failed")
             log.error("config reload: %s", "; ".join(errors))
+
+    def _changed(self, listener: Listener, want: ListenerConfig) -> bool:
+        return (want, self._limits(want)) != (listener.options, listener.limits)
+
+    def _reconfigured(self, listener: Listener, want: ListenerConfig) -> bool:
+        """Apply ``want`` to the running ``listener`` if it is of the same class and
+        can take it live; False if it must be rebound."""
+        if type(listener) is not listener_class(want.kind):
+            return False
+        if not listener.reconfigure(want, self._limits(want)):
+            return False
+        log.info("listener %s: new settings applied, connections kept", want.uri)
+        return True
+
+    async def _retire(self, listeners: list[Listener], drain_timeout: float) -> None:
+        """Close ``listeners`` as SIGTERM would: stop accepting, read what their peers
+        had sent until quiet (at most ``drain_timeout`` seconds), then close; the
+        connections still open then are counted (``closed_at_shutdown``)."""
+        if not listeners:
+            return
+        deadline = asyncio.get_running_loop().time() + drain_timeout
+        await self._read_to_the_end(deadline, listeners)
+        for listener in listeners:
+            await listener.stop()
 
     async def _try_add(self, config: ListenerConfig, errors: list[str]) -> bool:
         try:

@@ -86,7 +86,8 @@ class Listener(ABC):
     """Accepts events on one address; ``start`` binds (raising OSError), ``stop`` closes.
 
     A plug-in subclasses it, implements ``start`` and ``stop``, calls :meth:`receive`
-    with complete lines, and may declare ``Options`` (a subclass of
+    with complete lines, may take a reload's settings live (:meth:`reconfigure`; else
+    a reload that changes them drains and rebinds it), and may declare ``Options`` (a subclass of
     :class:`numbat.config.ListenerConfig`) for keys of its own.
 
     >>> class Null(Listener):
@@ -146,6 +147,24 @@ class Listener(ABC):
     @abstractmethod
     async def stop(self) -> None:
         """Stop accepting and close every connection."""
+
+    def reconfigure(self, options: ListenerConfig, limits: Limits) -> bool:
+        """A reload changed this listener's settings, not its address or type: apply
+        ``options`` and ``limits`` to it running, its open connections kept, and return
+        True; False if it cannot (the daemon then drains it and binds a new one).
+
+        The base class says False: a plug-in that reads its settings at use time
+        overrides this to call :meth:`adopt` and return True.
+        """
+        return False
+
+    def adopt(self, options: ListenerConfig, limits: Limits) -> None:
+        """Take ``options`` and ``limits`` as this listener's own from now on: the line
+        cap and the allow-list apply to the next line and the next peer."""
+        self.options = options
+        self.limits = limits
+        self.max_line = limits.max_line_bytes
+        self._allow = [ipaddress.ip_network(n, strict=False) for n in options.allow]
 
     async def stop_accepting(self) -> None:
         """Shutdown, first step: take no new peers, keep reading those already in, so

@@ -17,8 +17,9 @@ from abc import abstractmethod
 from collections import Counter
 from typing import Any, cast
 
+from numbat.config import ListenerConfig
 from numbat.server.framing import LineFramer
-from numbat.server.listeners import Listener, choose_victim, peer_name
+from numbat.server.listeners import Limits, Listener, choose_victim, peer_name
 from numbat.server.listeners.accept import Acceptor
 
 
@@ -179,6 +180,19 @@ class StreamListener(Listener):
         self.server.listen()
         if self.limits.idle_timeout or self.limits.line_timeout:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    def reconfigure(self, options: ListenerConfig, limits: Limits) -> bool:
+        """Live: caps and timeouts apply from now on, to open connections too (their
+        line cap included); the sweeper restarts at the new timeouts' pace."""
+        self.adopt(options, limits)
+        for proto in self.connections:
+            proto.framer.max_line = limits.max_line_bytes
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if self.server is not None and (limits.idle_timeout or limits.line_timeout):
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        return True
 
     @abstractmethod
     async def _bind(self) -> list[socket.socket]:

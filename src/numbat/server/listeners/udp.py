@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
+from numbat.config import ListenerConfig
 from numbat.event import Event
-from numbat.server.listeners import Listener
+from numbat.server.listeners import Limits, Listener
+
+log = logging.getLogger(__name__)
 
 
 class _Datagrams(asyncio.DatagramProtocol):
@@ -81,6 +85,19 @@ class UDPListener(Listener):
         table = Path("/proc/self/net", "udp6" if family == socket.AF_INET6 else "udp")
         inode = os.fstat(sock.fileno()).st_ino
         self.stats.follow("kernel_drops", lambda: kernel_drops(table, inode), listener=self.label)
+
+    def reconfigure(self, options: ListenerConfig, limits: Limits) -> bool:
+        """Live: the allow-list and line cap apply to the next datagram; a new receive
+        buffer size is set on the open socket (the datagrams it holds stay)."""
+        grow = limits.receive_buffer_bytes != self.limits.receive_buffer_bytes
+        self.adopt(options, limits)
+        if grow and self._transport is not None:
+            sock = cast(socket.socket, self._transport.get_extra_info("socket"))
+            try:
+                _grow_buffer(sock, limits.receive_buffer_bytes)
+            except OSError as exc:
+                log.warning("%s: cannot set the receive buffer: %s", self.label, exc)
+        return True
 
     async def stop(self) -> None:
         self.stats.forget(listener=self.label)  # its last drops counted, while it is open

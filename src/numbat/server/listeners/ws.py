@@ -27,13 +27,16 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
-from numbat.config import WebSocketListenerConfig
-from numbat.server.listeners import Listener, choose_victim, peer_name
+from numbat.config import ListenerConfig, WebSocketListenerConfig
+from numbat.server.listeners import Limits, Listener, choose_victim, peer_name
 from numbat.server.listeners.accept import Acceptor, bind_tcp
 
 CLOSE_TIMEOUT = 10.0  # seconds a closing handshake may take (the library's default)
 # An evicted connection's: its slot is already taken, its descriptor is wanted back soon.
 EVICT_CLOSE_TIMEOUT = 1.0
+# Seconds between looks at an open connection's idleness, at most: the most a lowered
+# idle_timeout takes to reach a connection that was already waiting.
+IDLE_CHECK = 5.0
 
 # Request lines carry the token: keep the library's own access logging quiet.
 _quiet = logging.getLogger(f"{__name__}.access")
@@ -86,6 +89,31 @@ class WebSocketListener(Listener):
 
         server.create_server = cast(Callable[[], Coroutine[Any, Any, asyncio.Server]], accept)
         self._server = await server
+
+    def reconfigure(self, options: ListenerConfig, limits: Limits) -> bool:
+        """Live: the limits, token, origins and allow-list apply to the next request
+        and message; open connections take the new message cap, ping interval and
+        idle timeout too (this one within :data:`IDLE_CHECK` seconds)."""
+        self.adopt(options, limits)
+        self.max_message = max(self.max_line * 16, 1 << 20)
+        ping = self.options.ping_interval
+        for conn in self.connections:
+            conn.protocol.max_message_size = self.max_message
+            conn.ping_interval = conn.ping_timeout = ping
+            conn.close_timeout = min(ping, conn.close_timeout or CLOSE_TIMEOUT)
+        return True
+
+    def _idle_wait(self, conn: ServerConnection) -> float:
+        """Seconds to wait for ``conn``'s next message before looking again: at most
+        :data:`IDLE_CHECK`, so a reload's idle_timeout applies to open connections."""
+        idle = self.limits.idle_timeout
+        if not idle:
+            return IDLE_CHECK
+        return min(max(self.last_message[conn] + idle - time.monotonic(), 0.0), IDLE_CHECK)
+
+    def _is_idle(self, conn: ServerConnection) -> bool:
+        idle = self.limits.idle_timeout
+        return bool(idle) and time.monotonic() - self.last_message[conn] >= idle
 
     async def stop_accepting(self) -> None:
         # The listening sockets only. (Not the library's close(close_connections=False):
@@ -183,13 +211,17 @@ class WebSocketListener(Listener):
         self.connections.add(conn)
         self.last_message[conn] = time.monotonic()
         peer = peer_name(conn.remote_address)
-        idle = self.limits.idle_timeout or None
         try:
             while True:
                 if not self.gate.is_open:  # an output is full: the client waits
                     await self.gate.wait_open()
                     self.last_message[conn] = time.monotonic()  # the wait was ours
-                message = await asyncio.wait_for(conn.recv(), idle)
+                try:  # recv() is cancel-safe: a message is never lost to a timeout
+                    message = await asyncio.wait_for(conn.recv(), self._idle_wait(conn))
+                except TimeoutError:
+                    if self._is_idle(conn):
+                        raise
+                    continue
                 self.last_read = self.last_message[conn] = time.monotonic()
                 data = message.encode() if isinstance(message, str) else message
                 self.receive_message(data, peer)
