@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import resource
@@ -363,3 +364,87 @@ def test_out_of_file_descriptors_is_counted_logged_and_survived(
 
     asyncio.run(main())
     assert seqs(read_jsonl(events)) == list(range(20))
+
+
+# ---------------------------------------------------------------- lines that are no activity
+
+# What a slow-loris peer sends every 0.1 s: a bare newline, or a line that is rejected.
+NOISE = [b"\n", b"not json\n"]
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """A client's text frame holding ``payload`` (under 126 bytes), masked with zeros."""
+    return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+async def make_noise(kind: str, socks: list[socket.socket], stop: asyncio.Event) -> None:
+    """Send each socket a bare newline or a bad line (ws: as a message) every 0.1 s."""
+    while not stop.is_set():
+        for n, sock in enumerate(socks):
+            data = NOISE[n % 2]
+            with contextlib.suppress(OSError):  # closed by the server: it is the point
+                await send(sock, ws_frame(data) if kind == "ws" else data)
+        await asyncio.sleep(0.1)  # the attacker's pace, not a wait for a result
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bare_newlines_and_bad_lines_do_not_keep_a_slot_at_the_cap(
+    kind: str, short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections filling the cap and sending only bare newlines or rejected lines stay
+    idle: a new sender evicts one of them and all its events arrive, none refused."""
+    monkeypatch.setattr(listeners, "EVICT_AFTER", 0.5)
+
+    async def main() -> None:
+        table = {
+            "uri": uri(kind, short_dir / "s.sock" if kind == "unix" else 0),
+            "max_connections": 16,
+            "max_connections_per_peer": 4,
+        }
+        async with running(config([table])) as collector:
+            addr = address(collector, kind)
+            noisy = [await idle_connection(kind, addr, f"127.0.1.{1 + n // 4}") for n in range(16)]
+            await until(lambda: open_connections(collector, kind) == 16, what="the cap filled")
+            stop = asyncio.Event()
+            noise = asyncio.create_task(make_noise(kind, noisy, stop))
+            await asyncio.sleep(listeners.EVICT_AFTER * 2)  # long enough to be idle
+            legit = await Sender.connect(kind, addr)
+            for i in range(5):
+                await legit.send(line(i))
+            await arrived(collector, 5)
+            assert evicted(collector, kind) >= 1
+            assert refused(collector, "too_many_connections", kind) == 0
+            stop.set()
+            await noise
+            for sock in noisy:
+                sock.close()
+            await legit.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bare_newlines_and_bad_lines_do_not_renew_the_idle_timeout(
+    kind: str, short_dir: Path
+) -> None:
+    """A peer sending a bare newline or a rejected line every 0.1 s is closed by
+    idle_timeout (closed_idle), as a silent one is."""
+
+    async def main() -> None:
+        where = short_dir / "s.sock" if kind == "unix" else 0
+        async with running(config([{"uri": uri(kind, where), "idle_timeout": 0.5}])) as collector:
+            addr = address(collector, kind)
+            noisy = [await idle_connection(kind, addr, LOOPBACK) for _ in range(2)]
+            stop = asyncio.Event()
+            noise = asyncio.create_task(make_noise(kind, noisy, stop))
+            label = listener(collector, kind).label
+            await until(
+                lambda: collector.stats.get("closed_idle", listener=label) == 2,
+                what="both closed as idle",
+            )
+            stop.set()
+            await noise
+            for sock in noisy:
+                sock.close()
+
+    asyncio.run(main())

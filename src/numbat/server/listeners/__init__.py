@@ -51,10 +51,12 @@ event loop reads every ready socket each turn, so a socket silent this long whil
 loop ran has nothing left in the kernel's buffer."""
 
 EVICT_AFTER = 1.0
-"""Seconds without a complete line (or message) after which a connection may be closed
-to let a new peer in (:func:`choose_victim`). One that completed a line more recently
-is busy: when every connection is, a newcomer is refused instead, so busy peers never
-push each other out in turn."""
+"""Seconds without a line (or message) that yields a valid event after which a
+connection may be closed to let a new peer in (:func:`choose_victim`). One that sent an
+event more recently is busy: when every connection is, a newcomer is refused instead,
+so busy peers never push each other out in turn. Empty and rejected lines are no
+activity: a peer sending bare newlines (or garbage) stays idle, evictable and subject
+to ``idle_timeout``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,14 +215,16 @@ class Listener(ABC):
         if exc.errno == errno.EMFILE and not self.evicting:
             self.make_room("emfile")
 
-    def receive(self, lines: list[bytes], peer: Any, *, truncated: bool = False) -> None:
-        """Parse complete lines from ``peer`` and pass the good events on."""
-        self.deliver(self.parse(lines, peer, truncated=truncated))
+    def receive(self, lines: list[bytes], peer: Any, *, truncated: bool = False) -> int:
+        """Parse complete lines from ``peer`` and pass the good events on; the number of
+        valid events (0: only empty or rejected lines, which are no activity)."""
+        return self.deliver(self.parse(lines, peer, truncated=truncated))
 
-    def receive_message(self, data: bytes, peer: Any) -> None:
+    def receive_message(self, data: bytes, peer: Any) -> int:
         """One message (a datagram, a websocket message): its lines, capped, then
-        :meth:`receive`; each line over the cap is rejected alone."""
-        self.deliver(self.parse_message(data, peer))
+        :meth:`receive`; each line over the cap is rejected alone. The number of valid
+        events it held."""
+        return self.deliver(self.parse_message(data, peer))
 
     def parse_message(self, data: bytes, peer: Any) -> list[Event]:
         """The valid events of one message; overlong and bad lines rejected (counted)."""
@@ -263,10 +267,12 @@ class Listener(ABC):
             UNIT_NAMES[unit],
         )
 
-    def deliver(self, events: list[Event]) -> None:
+    def deliver(self, events: list[Event]) -> int:
+        """Hand ``events`` to the sink (counted as received); their number."""
         if events:
             self.stats.add(self._received, len(events))
             self.sink(events)
+        return len(events)
 
     def reject(self, reason: str, message: str, sample: bytes, peer: Any, count: int = 1) -> None:
         self.stats.count("rejected", count, listener=self.label, reason=reason)

@@ -30,8 +30,10 @@ class StreamProtocol(asyncio.Protocol):
         self.framer = LineFramer(listener.max_line)
         self.peer = "?"
         self.host = ""  # the peer's address without its port ("" for a unix socket)
+        # Of the last read that yielded a valid event (or of the connect): the idle
+        # deadline counts from it.
         self.last_read = time.monotonic()
-        self.last_line = self.last_read  # of the last complete line (or the connect)
+        self.last_line = self.last_read  # the same, for eviction (choose_victim)
         # When the line now buffered began to arrive (None: nothing buffered): a line
         # must complete within line_timeout, however slowly its bytes trickle in.
         self.line_started: float | None = None
@@ -50,19 +52,20 @@ class StreamProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
-        self.last_read = self.listener.last_read = time.monotonic()
+        now = self.listener.last_read = time.monotonic()
         framer = self.framer
         overlong = framer.overlong
         lines = framer.feed(data)
         if framer.overlong != overlong:
             self._overlong(framer.overlong - overlong)
-        if lines:
-            self.last_line = self.last_read
-            self.listener.receive(lines, self.peer)
+        # Only a valid event is activity: bare newlines or rejected lines sent every
+        # second renew neither the idle deadline nor the eviction age (a slow loris).
+        if lines and self.listener.receive(lines, self.peer):
+            self.last_read = self.last_line = now
         if not framer.in_line:
             self.line_started = None
         elif lines or self.line_started is None:
-            self.line_started = self.last_read
+            self.line_started = now
         # uvloop reads a busy socket up to 32 times per loop turn: pausing after each
         # read lets the fan-out hand batches over and the outputs write in between.
         if self.transport is not None:

@@ -183,16 +183,22 @@ class WebSocketListener(Listener):
         self.connections.add(conn)
         self.last_message[conn] = time.monotonic()
         peer = peer_name(conn.remote_address)
-        idle = self.limits.idle_timeout or None
+        idle = self.limits.idle_timeout
         try:
             while True:
                 if not self.gate.is_open:  # an output is full: the client waits
                     await self.gate.wait_open()
                     self.last_message[conn] = time.monotonic()  # the wait was ours
-                message = await asyncio.wait_for(conn.recv(), idle)
-                self.last_read = self.last_message[conn] = time.monotonic()
+                # The idle deadline counts from the last message with a valid event:
+                # empty or rejected messages every second do not keep a slot.
+                left = self.last_message[conn] + idle - time.monotonic() if idle else None
+                if left is not None and left <= 0:
+                    raise TimeoutError
+                message = await asyncio.wait_for(conn.recv(), left)
+                now = self.last_read = time.monotonic()
                 data = message.encode() if isinstance(message, str) else message
-                self.receive_message(data, peer)
+                if self.receive_message(data, peer):
+                    self.last_message[conn] = now
         except TimeoutError:
             self.stats.count("closed_idle", listener=self.label)
             await conn.close(1001, "idle")
