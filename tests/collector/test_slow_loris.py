@@ -448,3 +448,37 @@ def test_bare_newlines_and_bad_lines_do_not_renew_the_idle_timeout(
                 sock.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_out_of_file_descriptors_a_queued_sender_gets_in_within_seconds(
+    kind: str, short_dir: Path, daemons: list[Daemon], many_files: None
+) -> None:
+    """A collector out of descriptors, every one held by an idle connection and 512 more
+    idle ones queued in the kernel ahead of a sender: several idle connections go per
+    failed accept(), so the queue drains and the sender's events arrive within seconds
+    (one eviction per 0.1 s retry took a minute)."""
+    events = short_dir / "events.jsonl"
+    where: Path | int = short_dir / "c.sock" if kind == "unix" else free_port()
+    text = toml([uri(kind, where)], [{"type": "logfile", "path": str(events)}], stats_interval=0.2)
+    daemon = start(daemons, short_dir, text)
+    addr: Any = str(where) if kind == "unix" else (LOOPBACK, where)
+    in_use = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+    resource.prlimit(daemon.proc.pid, resource.RLIMIT_NOFILE, (in_use + 256, in_use + 256))
+
+    async def main() -> None:
+        # 64 per source address: under max_connections_per_peer (unix: one peer)
+        idle = [await idle_connection(kind, addr, f"127.0.1.{1 + n // 64}") for n in range(768)]
+        legit = await Sender.connect(kind, addr)  # queued behind 512 idle connections
+        queued = time.monotonic()
+        for i in range(20):
+            await legit.send(line(i))
+        wait_until(lambda: len(seqs(read_jsonl(events))) == 20, 8, "the sender's events")
+        took = time.monotonic() - queued
+        assert took < 8, took
+        for sock in idle:
+            sock.close()
+        await legit.close()
+
+    asyncio.run(main())
+    assert seqs(read_jsonl(events)) == list(range(20))

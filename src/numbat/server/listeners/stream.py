@@ -18,7 +18,7 @@ from collections import Counter
 from typing import Any, cast
 
 from numbat.server.framing import LineFramer
-from numbat.server.listeners import Listener, choose_victim, peer_name
+from numbat.server.listeners import Listener, choose_victims, peer_name
 from numbat.server.listeners.accept import Acceptor
 
 
@@ -157,20 +157,22 @@ class StreamListener(Listener):
             if not self._per_peer[proto.host]:
                 del self._per_peer[proto.host]
 
-    def make_room(self, reason: str, newcomer: str = "a waiting peer") -> bool:
+    def make_room(self, reason: str, newcomer: str = "a waiting peer", count: int = 1) -> int:
         if not self.gate.is_open:  # nobody reads while blocked: none is idle
-            return False
+            return 0
         now = time.monotonic()
         # One not reading (paused: the outputs are behind) may hold unread lines: busy.
         candidates = [(p, p.host, p.last_line) for p in self.connections if p.reading()]
-        victim = choose_victim(candidates, now)
-        if victim is None or victim.transport is None:
-            return False
-        self.unregister(victim)  # its slot is the newcomer's from now on
-        self.evicting.add(victim)  # until its descriptor is released (connection_lost)
-        self.evicted(reason, victim.peer, now - victim.last_line, newcomer)
-        victim.transport.close()
-        return True
+        gone = 0
+        for victim in choose_victims(candidates, now, count):
+            if victim.transport is None:
+                continue
+            self.unregister(victim)  # its slot is the newcomer's from now on
+            self.evicting.add(victim)  # until its descriptor is released (connection_lost)
+            self.evicted(reason, victim.peer, now - victim.last_line, newcomer)
+            victim.transport.close()
+            gone += 1
+        return gone
 
     def protocol(self) -> StreamProtocol:
         return StreamProtocol(self)

@@ -28,7 +28,7 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
 from numbat.config import WebSocketListenerConfig
-from numbat.server.listeners import Listener, choose_victim, peer_name
+from numbat.server.listeners import Listener, choose_victims, peer_name
 from numbat.server.listeners.accept import Acceptor, bind_tcp
 
 CLOSE_TIMEOUT = 10.0  # seconds a closing handshake may take (the library's default)
@@ -139,9 +139,9 @@ class WebSocketListener(Listener):
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
         return None
 
-    def make_room(self, reason: str, newcomer: str = "a waiting peer") -> bool:
+    def make_room(self, reason: str, newcomer: str = "a waiting peer", count: int = 1) -> int:
         if not self.gate.is_open:  # nobody reads while blocked: none is idle
-            return False
+            return 0
         now = time.monotonic()
         # One not reading (its queue of messages is full) has unread messages: busy.
         candidates = [
@@ -149,18 +149,22 @@ class WebSocketListener(Listener):
             for c in self.connections
             if c.transport.is_reading()
         ]
-        victim = choose_victim(candidates, now)
-        if victim is None:
-            return False
-        self.connections.discard(victim)  # its slot is the newcomer's from now on
-        self.evicting.add(victim)  # until its handler ends (the socket is closed)
-        idle = now - self.last_message[victim]
-        self.evicted(reason, peer_name(victim.remote_address), idle, newcomer)
-        victim.close_timeout = min(victim.close_timeout or CLOSE_TIMEOUT, EVICT_CLOSE_TIMEOUT)
-        task = asyncio.ensure_future(victim.close(CloseCode.TRY_AGAIN_LATER, "evicted"))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-        return True
+        victims = choose_victims(candidates, now, count)
+        for victim in victims:
+            self.connections.discard(victim)  # its slot is the newcomer's from now on
+            self.evicting.add(victim)  # until its handler ends (the socket is closed)
+            idle = now - self.last_message[victim]
+            self.evicted(reason, peer_name(victim.remote_address), idle, newcomer)
+            if reason == "emfile":
+                # Out of descriptors a closing handshake would hold this one a second
+                # more: dropped at once (the client sees 1006 and reconnects).
+                victim.transport.abort()
+                continue
+            victim.close_timeout = min(victim.close_timeout or CLOSE_TIMEOUT, EVICT_CLOSE_TIMEOUT)
+            task = asyncio.ensure_future(victim.close(CloseCode.TRY_AGAIN_LATER, "evicted"))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return len(victims)
 
     def _count_failure(self, exc: ConnectionClosed, peer: str) -> None:
         """A frame the library refused closes the connection: count it by reason."""
