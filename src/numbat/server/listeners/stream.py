@@ -21,6 +21,33 @@ from numbat.server.framing import LineFramer
 from numbat.server.listeners import Listener, choose_victims, peer_name
 from numbat.server.listeners.accept import Acceptor
 
+HTTP_METHODS = (
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+)
+
+
+def looks_like_http(line: bytes) -> bool:
+    """True if ``line`` (a connection's first, without its newline) is an HTTP request
+    line or a ``Host:`` header: a web page's request (a cross-site POST reaches any
+    port), whose body must not become events. No JSON object starts so.
+
+    >>> looks_like_http(b"POST / HTTP/1.1"), looks_like_http(b"host: x:3333")
+    (True, True)
+    >>> looks_like_http(b'{"name": "GET / HTTP/1.1"}')
+    False
+    """
+    if line.startswith(HTTP_METHODS) or line[:5].lower() == b"host:":
+        return True
+    return line.rstrip()[-9:-1] == b" HTTP/1."
+
 
 class StreamProtocol(asyncio.Protocol):
     """One connection: frames lines, reports overlong and truncated ones, tracks idleness."""
@@ -38,6 +65,7 @@ class StreamProtocol(asyncio.Protocol):
         # must complete within line_timeout, however slowly its bytes trickle in.
         self.line_started: float | None = None
         self.transport: asyncio.Transport | None = None
+        self.first_line = True  # none complete yet: the next is checked for HTTP
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport: trust the protocol.
@@ -56,6 +84,11 @@ class StreamProtocol(asyncio.Protocol):
         framer = self.framer
         overlong = framer.overlong
         lines = framer.feed(data)
+        if lines and self.first_line:
+            self.first_line = False
+            if looks_like_http(lines[0]):
+                self._refuse_http(lines[0])
+                return
         if framer.overlong != overlong:
             self._overlong(framer.overlong - overlong)
         # Only a valid event is activity: bare newlines or rejected lines sent every
@@ -107,6 +140,15 @@ class StreamProtocol(asyncio.Protocol):
         if rest.strip():
             self.listener.receive([rest], self.peer, truncated=True)
 
+    def _refuse_http(self, first: bytes) -> None:
+        """An HTTP request: closed at once (RST), nothing of it kept, counted and logged."""
+        self.framer.finish()  # its body is not read as events, nor as a truncated line
+        self.listener.refused_http(self.peer, first)
+        if self.transport is not None:
+            self.listener.unregister(self)
+            transport, self.transport = self.transport, None
+            transport.abort()
+
     def _overlong(self, count: int) -> None:
         message = f"line over {self.listener.max_line} bytes"
         self.listener.reject("line_too_long", message, b"", self.peer, count)
@@ -148,6 +190,19 @@ class StreamListener(Listener):
         self.connections.add(proto)
         self._per_peer[proto.host] += 1
         return True
+
+    def refused_http(self, peer: str, first: bytes) -> None:
+        """Count (``refused``, ``http_request``) and log, rate-limited, a connection
+        closed for opening with an HTTP request; only the method is logged (the
+        request line may carry credentials)."""
+        self.stats.count("refused", listener=self.label, reason="http_request")
+        self._warn.warning(
+            "http",
+            "%s: closed %s: it sent an HTTP request (%r ...), not NDJSON events",
+            self.label,
+            peer,
+            first.split(b" ", 1)[0][:16],
+        )
 
     def unregister(self, proto: StreamProtocol) -> None:
         self.evicting.discard(proto)
