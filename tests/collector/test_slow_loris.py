@@ -482,3 +482,66 @@ def test_out_of_file_descriptors_a_queued_sender_gets_in_within_seconds(
 
     asyncio.run(main())
     assert seqs(read_jsonl(events)) == list(range(20))
+
+
+# ---------------------------------------------------------------- ws: never upgraded
+
+
+def test_ws_connections_in_the_handshake_hold_slots_and_go_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """TCP connections that never send the upgrade request count toward the cap, and
+    one of them is evicted for a newcomer before any idle open websocket."""
+    monkeypatch.setattr(listeners, "EVICT_AFTER", 0.3)
+
+    async def main() -> None:
+        async with running(config([{"uri": uri("ws", 0), "max_connections": 4}])) as collector:
+            addr = address(collector, "ws")
+            opened = [await idle_connection("ws", addr, f"127.0.1.{n}") for n in (1, 2)]
+            mute = [await tcp_connect(addr, "127.0.2.1") for _ in range(2)]
+            # all four idle enough (the two mute ones accepted meanwhile, on loopback)
+            await asyncio.sleep(listeners.EVICT_AFTER * 1.5)
+            legit = await Sender.connect("ws", addr)
+            await legit.send(line(0))
+            await arrived(collector, 1)
+            assert evicted(collector, "ws") == 1
+            gone = [await closed_by_peer(sock, timeout=0.5) for sock in mute]
+            assert sorted(gone) == [False, True]
+            assert [await closed_by_peer(sock, timeout=0.2) for sock in opened] == [False, False]
+            for sock in [*opened, *mute]:
+                sock.close()
+            await legit.close()
+
+    asyncio.run(main())
+
+
+def test_ws_out_of_file_descriptors_connections_never_upgraded_go_first(
+    short_dir: Path, daemons: list[Daemon]
+) -> None:
+    """A ws collector out of descriptors, most held by TCP connections that never send
+    the upgrade request: those are evicted (not the open websockets), so a queued
+    sender gets in within seconds, not after the 10 s opening timeout."""
+    events = short_dir / "events.jsonl"
+    port = free_port()
+    text = toml([uri("ws", port)], [{"type": "logfile", "path": str(events)}], stats_interval=0.2)
+    daemon = start(daemons, short_dir, text)
+    addr = (LOOPBACK, port)
+    in_use = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+    resource.prlimit(daemon.proc.pid, resource.RLIMIT_NOFILE, (in_use + 32, in_use + 32))
+
+    async def main() -> None:
+        opened = [await idle_connection("ws", addr, f"127.0.1.{n}") for n in range(8)]
+        mute = [await tcp_connect(addr, f"127.0.2.{n // 8}") for n in range(40)]
+        queued = time.monotonic()
+        legit = await Sender.connect("ws", addr)  # its handshake waits for an accept()
+        for i in range(20):
+            await legit.send(line(i))
+        wait_until(lambda: len(seqs(read_jsonl(events))) == 20, 6, "the sender's events")
+        assert time.monotonic() - queued < 6
+        assert [await closed_by_peer(sock, timeout=0.1) for sock in opened] == [False] * 8
+        for sock in [*opened, *mute]:
+            sock.close()
+        await legit.close()
+
+    asyncio.run(main())
+    assert seqs(read_jsonl(events)) == list(range(20))
