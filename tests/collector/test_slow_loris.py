@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import resource
@@ -360,6 +361,187 @@ def test_out_of_file_descriptors_is_counted_logged_and_survived(
     def heartbeats() -> int:
         """Stats reports written so far."""
         return sum(1 for e in read_jsonl(events) if e["name"] == "numbat.collector.heartbeat")
+
+    asyncio.run(main())
+    assert seqs(read_jsonl(events)) == list(range(20))
+
+
+# ---------------------------------------------------------------- lines that are no activity
+
+# What a slow-loris peer sends every 0.1 s: a bare newline, or a line that is rejected.
+NOISE = [b"\n", b"not json\n"]
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """A client's text frame holding ``payload`` (under 126 bytes), masked with zeros."""
+    return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+async def make_noise(kind: str, socks: list[socket.socket], stop: asyncio.Event) -> None:
+    """Send each socket a bare newline or a bad line (ws: as a message) every 0.1 s."""
+    while not stop.is_set():
+        for n, sock in enumerate(socks):
+            data = NOISE[n % 2]
+            with contextlib.suppress(OSError):  # closed by the server: it is the point
+                await send(sock, ws_frame(data) if kind == "ws" else data)
+        await asyncio.sleep(0.1)  # the attacker's pace, not a wait for a result
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bare_newlines_and_bad_lines_do_not_keep_a_slot_at_the_cap(
+    kind: str, short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections filling the cap and sending only bare newlines or rejected lines stay
+    idle: a new sender evicts one of them and all its events arrive, none refused."""
+    monkeypatch.setattr(listeners, "EVICT_AFTER", 0.5)
+
+    async def main() -> None:
+        table = {
+            "uri": uri(kind, short_dir / "s.sock" if kind == "unix" else 0),
+            "max_connections": 16,
+            "max_connections_per_peer": 4,
+        }
+        async with running(config([table])) as collector:
+            addr = address(collector, kind)
+            noisy = [await idle_connection(kind, addr, f"127.0.1.{1 + n // 4}") for n in range(16)]
+            await until(lambda: open_connections(collector, kind) == 16, what="the cap filled")
+            stop = asyncio.Event()
+            noise = asyncio.create_task(make_noise(kind, noisy, stop))
+            await asyncio.sleep(listeners.EVICT_AFTER * 2)  # long enough to be idle
+            legit = await Sender.connect(kind, addr)
+            for i in range(5):
+                await legit.send(line(i))
+            await arrived(collector, 5)
+            assert evicted(collector, kind) >= 1
+            assert refused(collector, "too_many_connections", kind) == 0
+            stop.set()
+            await noise
+            for sock in noisy:
+                sock.close()
+            await legit.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bare_newlines_and_bad_lines_do_not_renew_the_idle_timeout(
+    kind: str, short_dir: Path
+) -> None:
+    """A peer sending a bare newline or a rejected line every 0.1 s is closed by
+    idle_timeout (closed_idle), as a silent one is."""
+
+    async def main() -> None:
+        where = short_dir / "s.sock" if kind == "unix" else 0
+        async with running(config([{"uri": uri(kind, where), "idle_timeout": 0.5}])) as collector:
+            addr = address(collector, kind)
+            noisy = [await idle_connection(kind, addr, LOOPBACK) for _ in range(2)]
+            stop = asyncio.Event()
+            noise = asyncio.create_task(make_noise(kind, noisy, stop))
+            label = listener(collector, kind).label
+            await until(
+                lambda: collector.stats.get("closed_idle", listener=label) == 2,
+                what="both closed as idle",
+            )
+            stop.set()
+            await noise
+            for sock in noisy:
+                sock.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_out_of_file_descriptors_a_queued_sender_gets_in_within_seconds(
+    kind: str, short_dir: Path, daemons: list[Daemon], many_files: None
+) -> None:
+    """A collector out of descriptors, every one held by an idle connection and 512 more
+    idle ones queued in the kernel ahead of a sender: several idle connections go per
+    failed accept(), so the queue drains and the sender's events arrive within seconds
+    (one eviction per 0.1 s retry took a minute)."""
+    events = short_dir / "events.jsonl"
+    where: Path | int = short_dir / "c.sock" if kind == "unix" else free_port()
+    text = toml([uri(kind, where)], [{"type": "logfile", "path": str(events)}], stats_interval=0.2)
+    daemon = start(daemons, short_dir, text)
+    addr: Any = str(where) if kind == "unix" else (LOOPBACK, where)
+    in_use = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+    resource.prlimit(daemon.proc.pid, resource.RLIMIT_NOFILE, (in_use + 256, in_use + 256))
+
+    async def main() -> None:
+        # 64 per source address: under max_connections_per_peer (unix: one peer)
+        idle = [await idle_connection(kind, addr, f"127.0.1.{1 + n // 64}") for n in range(768)]
+        legit = await Sender.connect(kind, addr)  # queued behind 512 idle connections
+        queued = time.monotonic()
+        for i in range(20):
+            await legit.send(line(i))
+        wait_until(lambda: len(seqs(read_jsonl(events))) == 20, 8, "the sender's events")
+        took = time.monotonic() - queued
+        assert took < 8, took
+        for sock in idle:
+            sock.close()
+        await legit.close()
+
+    asyncio.run(main())
+    assert seqs(read_jsonl(events)) == list(range(20))
+
+
+# ---------------------------------------------------------------- ws: never upgraded
+
+
+def test_ws_connections_in_the_handshake_hold_slots_and_go_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """TCP connections that never send the upgrade request count toward the cap, and
+    one of them is evicted for a newcomer before any idle open websocket."""
+    monkeypatch.setattr(listeners, "EVICT_AFTER", 0.3)
+
+    async def main() -> None:
+        async with running(config([{"uri": uri("ws", 0), "max_connections": 4}])) as collector:
+            addr = address(collector, "ws")
+            opened = [await idle_connection("ws", addr, f"127.0.1.{n}") for n in (1, 2)]
+            mute = [await tcp_connect(addr, "127.0.2.1") for _ in range(2)]
+            # all four idle enough (the two mute ones accepted meanwhile, on loopback)
+            await asyncio.sleep(listeners.EVICT_AFTER * 1.5)
+            legit = await Sender.connect("ws", addr)
+            await legit.send(line(0))
+            await arrived(collector, 1)
+            assert evicted(collector, "ws") == 1
+            gone = [await closed_by_peer(sock, timeout=0.5) for sock in mute]
+            assert sorted(gone) == [False, True]
+            assert [await closed_by_peer(sock, timeout=0.2) for sock in opened] == [False, False]
+            for sock in [*opened, *mute]:
+                sock.close()
+            await legit.close()
+
+    asyncio.run(main())
+
+
+def test_ws_out_of_file_descriptors_connections_never_upgraded_go_first(
+    short_dir: Path, daemons: list[Daemon]
+) -> None:
+    """A ws collector out of descriptors, most held by TCP connections that never send
+    the upgrade request: those are evicted (not the open websockets), so a queued
+    sender gets in within seconds, not after the 10 s opening timeout."""
+    events = short_dir / "events.jsonl"
+    port = free_port()
+    text = toml([uri("ws", port)], [{"type": "logfile", "path": str(events)}], stats_interval=0.2)
+    daemon = start(daemons, short_dir, text)
+    addr = (LOOPBACK, port)
+    in_use = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+    resource.prlimit(daemon.proc.pid, resource.RLIMIT_NOFILE, (in_use + 32, in_use + 32))
+
+    async def main() -> None:
+        opened = [await idle_connection("ws", addr, f"127.0.1.{n}") for n in range(8)]
+        mute = [await tcp_connect(addr, f"127.0.2.{n // 8}") for n in range(40)]
+        queued = time.monotonic()
+        legit = await Sender.connect("ws", addr)  # its handshake waits for an accept()
+        for i in range(20):
+            await legit.send(line(i))
+        wait_until(lambda: len(seqs(read_jsonl(events))) == 20, 6, "the sender's events")
+        assert time.monotonic() - queued < 6
+        assert [await closed_by_peer(sock, timeout=0.1) for sock in opened] == [False] * 8
+        for sock in [*opened, *mute]:
+            sock.close()
+        await legit.close()
 
     asyncio.run(main())
     assert seqs(read_jsonl(events)) == list(range(20))

@@ -13,6 +13,7 @@ counts into and the sink it feeds, nothing of the daemon that runs it.
 from __future__ import annotations
 
 import errno
+import heapq
 import ipaddress
 import logging
 import resource
@@ -51,10 +52,18 @@ event loop reads every ready socket each turn, so a socket silent this long whil
 loop ran has nothing left in the kernel's buffer."""
 
 EVICT_AFTER = 1.0
-"""Seconds without a complete line (or message) after which a connection may be closed
-to let a new peer in (:func:`choose_victim`). One that completed a line more recently
-is busy: when every connection is, a newcomer is refused instead, so busy peers never
-push each other out in turn."""
+"""Seconds without a line (or message) that yields a valid event after which a
+connection may be closed to let a new peer in (:func:`choose_victim`). One that sent an
+event more recently is busy: when every connection is, a newcomer is refused instead,
+so busy peers never push each other out in turn. Empty and rejected lines are no
+activity: a peer sending bare newlines (or garbage) stays idle, evictable and subject
+to ``idle_timeout``."""
+
+EMFILE_EVICT = 64
+"""Idle connections closed per failed ``accept()`` when the process is out of file
+descriptors: with hundreds of idle peers queued in the kernel ahead of a sender, one
+eviction per retry (0.1 s) would keep it waiting minutes; this many let the queue
+drain at hundreds of connections a second."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +104,9 @@ class Listener(ABC):
     ...     async def stop(self): pass
     >>> from numbat.server.stats import Stats
     >>> lis = Null(ListenerConfig(uri="tcp://127.0.0.1:1"), Limits(), print, Stats("h", "x"))
-    >>> lis.receive([b'{"name": "a", "time": 1}', b"oops"], peer=None)
+    >>> lis.receive([b'{"name": "a", "time": 1}', b"oops"], peer=None)  # sink, then count
     [{'name': 'a', 'time': 1, 'value': 1}]
+    1
     >>> lis.stats.get("rejected", listener="tcp://127.0.0.1:1", reason="bad_json")
     1
     """
@@ -190,10 +200,11 @@ class Listener(ABC):
         self._warn.warning("refused", "%s: refused %s: not in the allow list", self.label, peer[0])
         return False
 
-    def make_room(self, reason: str, newcomer: str = "a waiting peer") -> bool:
-        """Close one idle connection (:func:`choose_victim`) so ``newcomer`` gets in,
-        counted as ``evicted`` with ``reason``; False if no connection may go."""
-        return False
+    def make_room(self, reason: str, newcomer: str = "a waiting peer", count: int = 1) -> int:
+        """Close up to ``count`` idle connections (:func:`choose_victims`) so ``newcomer``
+        gets in, each counted as ``evicted`` with ``reason``; how many went (0: none
+        may go)."""
+        return 0
 
     def evicted(self, reason: str, victim: str, idle: float, newcomer: str) -> None:
         """Count and log (rate-limited) the eviction of ``victim``, idle ``idle`` seconds."""
@@ -212,7 +223,8 @@ class Listener(ABC):
         """``accept()`` failed (retried after :attr:`accept_retry` seconds, the peer
         waiting in the kernel's queue meanwhile): counted as ``accept_failed`` by errno
         (``emfile``, ``enfile``, ...) and logged, rate-limited; when this process is out
-        of file descriptors, an idle connection makes room (``evicted``, ``emfile``)."""
+        of file descriptors, up to :data:`EMFILE_EVICT` idle connections make room
+        (``evicted``, ``emfile``)."""
         reason = errno.errorcode.get(exc.errno or 0, "oserror").lower()
         self.stats.count("accept_failed", listener=self.label, reason=reason)
         why = ""
@@ -230,16 +242,18 @@ class Listener(ABC):
             self.accept_retry,
         )
         if exc.errno == errno.EMFILE and not self.evicting:
-            self.make_room("emfile")
+            self.make_room("emfile", count=EMFILE_EVICT)
 
-    def receive(self, lines: list[bytes], peer: Any, *, truncated: bool = False) -> None:
-        """Parse complete lines from ``peer`` and pass the good events on."""
-        self.deliver(self.parse(lines, peer, truncated=truncated))
+    def receive(self, lines: list[bytes], peer: Any, *, truncated: bool = False) -> int:
+        """Parse complete lines from ``peer`` and pass the good events on; the number of
+        valid events (0: only empty or rejected lines, which are no activity)."""
+        return self.deliver(self.parse(lines, peer, truncated=truncated))
 
-    def receive_message(self, data: bytes, peer: Any) -> None:
+    def receive_message(self, data: bytes, peer: Any) -> int:
         """One message (a datagram, a websocket message): its lines, capped, then
-        :meth:`receive`; each line over the cap is rejected alone."""
-        self.deliver(self.parse_message(data, peer))
+        :meth:`receive`; each line over the cap is rejected alone. The number of valid
+        events it held."""
+        return self.deliver(self.parse_message(data, peer))
 
     def parse_message(self, data: bytes, peer: Any) -> list[Event]:
         """The valid events of one message; overlong and bad lines rejected (counted)."""
@@ -282,10 +296,12 @@ class Listener(ABC):
             UNIT_NAMES[unit],
         )
 
-    def deliver(self, events: list[Event]) -> None:
+    def deliver(self, events: list[Event]) -> int:
+        """Hand ``events`` to the sink (counted as received); their number."""
         if events:
             self.stats.add(self._received, len(events))
             self.sink(events)
+        return len(events)
 
     def reject(self, reason: str, message: str, sample: bytes, peer: Any, count: int = 1) -> None:
         self.stats.count("rejected", count, listener=self.label, reason=reason)
@@ -314,11 +330,30 @@ def choose_victim(connections: Iterable[tuple[T, str, float]], now: float) -> T 
     >>> choose_victim([("c1", "c", 9.5)], now=10.0) is None
     True
     """
+    victims = choose_victims(connections, now, 1)
+    return victims[0] if victims else None
+
+
+def choose_victims(connections: Iterable[tuple[T, str, float]], now: float, count: int) -> list[T]:
+    """Up to ``count`` connections to close, in the order :func:`choose_victim` gives
+    (the addresses holding the most idle connections first, the longest idle first);
+    the idle counts are those before any goes.
+
+    >>> conns = [("a1", "a", 5.0), ("a2", "a", 8.0), ("b1", "b", 0.0), ("c1", "c", 9.5)]
+    >>> choose_victims(conns, now=10.0, count=5)
+    ['a1', 'a2', 'b1']
+    """
     idle = [(conn, host, last) for conn, host, last in connections if last <= now - EVICT_AFTER]
     if not idle:
-        return None
+        return []
     per_peer = Counter(host for _, host, _ in idle)
-    return min(idle, key=lambda c: (-per_peer[c[1]], c[2]))[0]
+
+    def key(c: tuple[T, str, float]) -> tuple[int, float]:
+        return (-per_peer[c[1]], c[2])
+
+    if count == 1:  # the common case (at the cap): one pass, no heap
+        return [min(idle, key=key)[0]]
+    return [c[0] for c in heapq.nsmallest(count, idle, key=key)]
 
 
 def listener_class(kind: str) -> type[Listener]:

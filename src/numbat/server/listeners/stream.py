@@ -19,8 +19,35 @@ from typing import Any, cast
 
 from numbat.config import ListenerConfig
 from numbat.server.framing import LineFramer
-from numbat.server.listeners import Limits, Listener, choose_victim, peer_name
+from numbat.server.listeners import Limits, Listener, choose_victims, peer_name
 from numbat.server.listeners.accept import Acceptor
+
+HTTP_METHODS = (
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+)
+
+
+def looks_like_http(line: bytes) -> bool:
+    """True if ``line`` (a connection's first, without its newline) is an HTTP request
+    line or a ``Host:`` header: a web page's request (a cross-site POST reaches any
+    port), whose body must not become events. No JSON object starts so.
+
+    >>> looks_like_http(b"POST / HTTP/1.1"), looks_like_http(b"host: x:3333")
+    (True, True)
+    >>> looks_like_http(b'{"name": "GET / HTTP/1.1"}')
+    False
+    """
+    if line.startswith(HTTP_METHODS) or line[:5].lower() == b"host:":
+        return True
+    return line.rstrip()[-9:-1] == b" HTTP/1."
 
 
 class StreamProtocol(asyncio.Protocol):
@@ -31,12 +58,15 @@ class StreamProtocol(asyncio.Protocol):
         self.framer = LineFramer(listener.max_line)
         self.peer = "?"
         self.host = ""  # the peer's address without its port ("" for a unix socket)
+        # Of the last read that yielded a valid event (or of the connect): the idle
+        # deadline counts from it.
         self.last_read = time.monotonic()
-        self.last_line = self.last_read  # of the last complete line (or the connect)
+        self.last_line = self.last_read  # the same, for eviction (choose_victim)
         # When the line now buffered began to arrive (None: nothing buffered): a line
         # must complete within line_timeout, however slowly its bytes trickle in.
         self.line_started: float | None = None
         self.transport: asyncio.Transport | None = None
+        self.first_line = True  # none complete yet: the next is checked for HTTP
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport: trust the protocol.
@@ -51,19 +81,25 @@ class StreamProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
-        self.last_read = self.listener.last_read = time.monotonic()
+        now = self.listener.last_read = time.monotonic()
         framer = self.framer
         overlong = framer.overlong
         lines = framer.feed(data)
+        if lines and self.first_line:
+            self.first_line = False
+            if looks_like_http(lines[0]):
+                self._refuse_http(lines[0])
+                return
         if framer.overlong != overlong:
             self._overlong(framer.overlong - overlong)
-        if lines:
-            self.last_line = self.last_read
-            self.listener.receive(lines, self.peer)
+        # Only a valid event is activity: bare newlines or rejected lines sent every
+        # second renew neither the idle deadline nor the eviction age (a slow loris).
+        if lines and self.listener.receive(lines, self.peer):
+            self.last_read = self.last_line = now
         if not framer.in_line:
             self.line_started = None
         elif lines or self.line_started is None:
-            self.line_started = self.last_read
+            self.line_started = now
         # uvloop reads a busy socket up to 32 times per loop turn: pausing after each
         # read lets the fan-out hand batches over and the outputs write in between.
         if self.transport is not None:
@@ -104,6 +140,15 @@ class StreamProtocol(asyncio.Protocol):
         rest = self.framer.finish()
         if rest.strip():
             self.listener.receive([rest], self.peer, truncated=True)
+
+    def _refuse_http(self, first: bytes) -> None:
+        """An HTTP request: closed at once (RST), nothing of it kept, counted and logged."""
+        self.framer.finish()  # its body is not read as events, nor as a truncated line
+        self.listener.refused_http(self.peer, first)
+        if self.transport is not None:
+            self.listener.unregister(self)
+            transport, self.transport = self.transport, None
+            transport.abort()
 
     def _overlong(self, count: int) -> None:
         message = f"line over {self.listener.max_line} bytes"
@@ -147,6 +192,19 @@ class StreamListener(Listener):
         self._per_peer[proto.host] += 1
         return True
 
+    def refused_http(self, peer: str, first: bytes) -> None:
+        """Count (``refused``, ``http_request``) and log, rate-limited, a connection
+        closed for opening with an HTTP request; only the method is logged (the
+        request line may carry credentials)."""
+        self.stats.count("refused", listener=self.label, reason="http_request")
+        self._warn.warning(
+            "http",
+            "%s: closed %s: it sent an HTTP request (%r ...), not NDJSON events",
+            self.label,
+            peer,
+            first.split(b" ", 1)[0][:16],
+        )
+
     def unregister(self, proto: StreamProtocol) -> None:
         self.evicting.discard(proto)
         if proto in self.connections:
@@ -155,20 +213,22 @@ class StreamListener(Listener):
             if not self._per_peer[proto.host]:
                 del self._per_peer[proto.host]
 
-    def make_room(self, reason: str, newcomer: str = "a waiting peer") -> bool:
+    def make_room(self, reason: str, newcomer: str = "a waiting peer", count: int = 1) -> int:
         if not self.gate.is_open:  # nobody reads while blocked: none is idle
-            return False
+            return 0
         now = time.monotonic()
         # One not reading (paused: the outputs are behind) may hold unread lines: busy.
         candidates = [(p, p.host, p.last_line) for p in self.connections if p.reading()]
-        victim = choose_victim(candidates, now)
-        if victim is None or victim.transport is None:
-            return False
-        self.unregister(victim)  # its slot is the newcomer's from now on
-        self.evicting.add(victim)  # until its descriptor is released (connection_lost)
-        self.evicted(reason, victim.peer, now - victim.last_line, newcomer)
-        victim.transport.close()
-        return True
+        gone = 0
+        for victim in choose_victims(candidates, now, count):
+            if victim.transport is None:
+                continue
+            self.unregister(victim)  # its slot is the newcomer's from now on
+            self.evicting.add(victim)  # until its descriptor is released (connection_lost)
+            self.evicted(reason, victim.peer, now - victim.last_line, newcomer)
+            victim.transport.close()
+            gone += 1
+        return gone
 
     def protocol(self) -> StreamProtocol:
         return StreamProtocol(self)

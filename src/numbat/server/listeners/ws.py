@@ -28,10 +28,11 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
 from numbat.config import ListenerConfig, WebSocketListenerConfig
-from numbat.server.listeners import Limits, Listener, choose_victim, peer_name
+from numbat.server.listeners import Limits, Listener, choose_victims, peer_name
 from numbat.server.listeners.accept import Acceptor, bind_tcp
 
 CLOSE_TIMEOUT = 10.0  # seconds a closing handshake may take (the library's default)
+OPEN_TIMEOUT = 10.0  # seconds an opening handshake may take (the library's default)
 # An evicted connection's: its slot is already taken, its descriptor is wanted back soon.
 EVICT_CLOSE_TIMEOUT = 1.0
 # Seconds between looks at an open connection's idleness, at most: the most a lowered
@@ -41,6 +42,26 @@ IDLE_CHECK = 5.0
 # Request lines carry the token: keep the library's own access logging quiet.
 _quiet = logging.getLogger(f"{__name__}.access")
 _quiet.setLevel(logging.WARNING)
+
+
+class _Connection(ServerConnection):
+    """A ServerConnection that tells its listener when its TCP connection opens and
+    closes, so one still in its opening handshake holds (and may lose) a slot."""
+
+    numbat: WebSocketListener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.numbat.opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.numbat.handshaking.pop(self, None)
+
+
+def _host(conn: ServerConnection) -> str:
+    peer = conn.transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) else ""
 
 
 class WebSocketListener(Listener):
@@ -56,6 +77,11 @@ class WebSocketListener(Listener):
         self.connections: set[ServerConnection] = set()
         # time.monotonic() of each connection's last message (or of its opening).
         self.last_message: dict[ServerConnection, float] = {}
+        # Connections in their opening handshake: time.monotonic() of their connect.
+        # They count toward max_connections and are evicted before any open one
+        # (the library closes them after OPEN_TIMEOUT anyway).
+        self.handshaking: dict[ServerConnection, float] = {}
+        self._admitting: ServerConnection | None = None  # the one _check is judging
         self._closing: set[asyncio.Task[None]] = set()  # evicted, in their closing handshake
         self.path = urlsplit(self.options.uri).path or "/"
         # A message may hold several lines; past this the library must close the
@@ -69,11 +95,13 @@ class WebSocketListener(Listener):
         # the Server it returns (websockets >= 17.4: not awaited yet, its create_server
         # a function) is given our accept loop instead, and connections built as its
         # factory builds them (the handshake, process_request and handler stay its).
-        server = serve(self._handle, process_request=self._check, logger=_quiet)
+        server = serve(
+            self._handle, process_request=self._check, logger=_quiet, open_timeout=OPEN_TIMEOUT
+        )
 
         def connection() -> ServerConnection:
             protocol = ServerProtocol(max_size=self.max_message, logger=_quiet)  # no deflate
-            return ServerConnection(
+            conn = _Connection(
                 protocol,
                 server,
                 ping_interval=self.options.ping_interval,
@@ -81,6 +109,8 @@ class WebSocketListener(Listener):
                 # A client that missed its pong will not answer a close frame either.
                 close_timeout=min(self.options.ping_interval, CLOSE_TIMEOUT),
             )
+            conn.numbat = self
+            return conn
 
         async def accept() -> Acceptor:
             self._acceptor = Acceptor(sockets, connection, self.accept_failed, self.accept_retry)
@@ -161,15 +191,49 @@ class WebSocketListener(Listener):
         if host and same >= self.limits.max_connections_per_peer:
             self.stats.count("refused", listener=self.label, reason="too_many_from_peer")
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
-        full = len(self.connections) >= self.limits.max_connections
-        if full and not self.make_room("too_many_connections", peer_name(peer)):
+        # This connection is among those handshaking: the others hold slots too.
+        held = len(self.connections) + len(self.handshaking) - 1
+        full = held >= self.limits.max_connections
+        self._admitting = conn
+        try:
+            room = not full or self.make_room("too_many_connections", peer_name(peer))
+        finally:
+            self._admitting = None
+        if not room:
             self.stats.count("refused", listener=self.label, reason="too_many_connections")
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
         return None
 
-    def make_room(self, reason: str, newcomer: str = "a waiting peer") -> bool:
+    def opened(self, conn: ServerConnection) -> None:
+        """A TCP connection is in: it holds a slot while it handshakes; over the cap,
+        one handshaking for :data:`EVICT_AFTER` seconds makes room (open ones wait
+        for its request, :meth:`_check`)."""
+        self.handshaking[conn] = time.monotonic()
+        if len(self.connections) + len(self.handshaking) > self.limits.max_connections:
+            newcomer = peer_name(conn.remote_address)
+            self._evict_handshaking("too_many_connections", newcomer, 1, spare=conn)
+
+    def _evict_handshaking(
+        self, reason: str, newcomer: str, count: int, spare: ServerConnection | None
+    ) -> int:
+        """Drop (RST) up to ``count`` connections that never finished their opening
+        handshake, the heaviest peer's oldest first, never ``spare`` (the newcomer);
+        how many."""
+        now = time.monotonic()
+        stale = [(c, _host(c), t) for c, t in self.handshaking.items() if c is not spare]
+        victims = choose_victims(stale, now, count)
+        for victim in victims:
+            idle = now - self.handshaking.pop(victim)
+            self.evicted(reason, peer_name(victim.remote_address), idle, newcomer)
+            victim.transport.abort()
+        return len(victims)
+
+    def make_room(self, reason: str, newcomer: str = "a waiting peer", count: int = 1) -> int:
+        # A connection that never finished its handshake goes first: it sent no event.
+        if gone := self._evict_handshaking(reason, newcomer, count, self._admitting):
+            return gone
         if not self.gate.is_open:  # nobody reads while blocked: none is idle
-            return False
+            return 0
         now = time.monotonic()
         # One not reading (its queue of messages is full) has unread messages: busy.
         candidates = [
@@ -177,18 +241,22 @@ class WebSocketListener(Listener):
             for c in self.connections
             if c.transport.is_reading()
         ]
-        victim = choose_victim(candidates, now)
-        if victim is None:
-            return False
-        self.connections.discard(victim)  # its slot is the newcomer's from now on
-        self.evicting.add(victim)  # until its handler ends (the socket is closed)
-        idle = now - self.last_message[victim]
-        self.evicted(reason, peer_name(victim.remote_address), idle, newcomer)
-        victim.close_timeout = min(victim.close_timeout or CLOSE_TIMEOUT, EVICT_CLOSE_TIMEOUT)
-        task = asyncio.ensure_future(victim.close(CloseCode.TRY_AGAIN_LATER, "evicted"))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-        return True
+        victims = choose_victims(candidates, now, count)
+        for victim in victims:
+            self.connections.discard(victim)  # its slot is the newcomer's from now on
+            self.evicting.add(victim)  # until its handler ends (the socket is closed)
+            idle = now - self.last_message[victim]
+            self.evicted(reason, peer_name(victim.remote_address), idle, newcomer)
+            if reason == "emfile":
+                # Out of descriptors a closing handshake would hold this one a second
+                # more: dropped at once (the client sees 1006 and reconnects).
+                victim.transport.abort()
+                continue
+            victim.close_timeout = min(victim.close_timeout or CLOSE_TIMEOUT, EVICT_CLOSE_TIMEOUT)
+            task = asyncio.ensure_future(victim.close(CloseCode.TRY_AGAIN_LATER, "evicted"))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return len(victims)
 
     def _count_failure(self, exc: ConnectionClosed, peer: str) -> None:
         """A frame the library refused closes the connection: count it by reason."""
@@ -208,6 +276,7 @@ class WebSocketListener(Listener):
         return hmac.compare_digest(given.encode(), self.options.token.encode())
 
     async def _handle(self, conn: ServerConnection) -> None:
+        self.handshaking.pop(conn, None)
         self.connections.add(conn)
         self.last_message[conn] = time.monotonic()
         peer = peer_name(conn.remote_address)
@@ -222,9 +291,10 @@ class WebSocketListener(Listener):
                     if self._is_idle(conn):
                         raise
                     continue
-                self.last_read = self.last_message[conn] = time.monotonic()
+                now = self.last_read = time.monotonic()
                 data = message.encode() if isinstance(message, str) else message
-                self.receive_message(data, peer)
+                if self.receive_message(data, peer):
+                    self.last_message[conn] = now
         except TimeoutError:
             self.stats.count("closed_idle", listener=self.label)
             await conn.close(1001, "idle")
