@@ -335,8 +335,12 @@ def test_tcp_max_connections_refuses_the_extra_peer_and_counts_it(
     asyncio.run(main())
 
 
-def test_tcp_idle_connection_is_closed_but_a_busy_one_is_not() -> None:
-    """idle_timeout closes a silent peer (counted); a peer that keeps sending stays open."""
+def test_tcp_idle_connection_is_closed_but_a_busy_one_is_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """idle_timeout closes a silent peer (counted, logged); a peer that keeps sending
+    stays open."""
+    caplog.set_level(logging.WARNING)
 
     async def main() -> None:
         async with running(config([{"uri": TCP, "idle_timeout": 0.5}])) as collector:
@@ -350,6 +354,7 @@ def test_tcp_idle_connection_is_closed_but_a_busy_one_is_not() -> None:
             quiet.close()
             label = next(iter(collector.listeners))
             assert collector.stats.get("closed_idle", listener=label) == 1
+            assert "no event for 0.5s (idle_timeout)" in caplog.text
             await send(busy, line(8))
             await until(lambda: len(memory(collector).traffic()) == 9, what="9 events")
             busy.close()
@@ -896,10 +901,13 @@ def test_ws_text_frame_that_is_not_utf8_is_counted() -> None:
     asyncio.run(main())
 
 
-def test_one_peer_cannot_take_every_connection_and_slow_lines_are_cut() -> None:
+def test_one_peer_cannot_take_every_connection_and_slow_lines_are_cut(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Slow loris: past max_connections_per_peer one address is refused (counted) while
     another address still gets in; a line trickling in slower than line_timeout is
-    closed (closed_slow) although bytes keep arriving."""
+    closed (closed_slow, logged) although bytes keep arriving."""
+    caplog.set_level(logging.WARNING)
 
     async def main() -> None:
         cfg = config([{"uri": TCP, "max_connections_per_peer": 3, "line_timeout": 0.3}])
@@ -920,6 +928,7 @@ def test_one_peer_cannot_take_every_connection_and_slow_lines_are_cut() -> None:
             task = asyncio.ensure_future(trickle(socks[0]))
             await until(lambda: collector.stats.get("closed_slow", listener=TCP) == 1)
             assert await closed_by_peer(socks[0])
+            assert "a line took over 0.3s to arrive (line_timeout)" in caplog.text
             task.cancel()
             assert len(connections(collector, "tcp")) == 3  # 2 from 127.0.0.1, 1 other
             for sock in [*socks, other]:

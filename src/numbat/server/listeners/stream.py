@@ -294,9 +294,23 @@ class StreamListener(Listener):
         idle, line = self.limits.idle_timeout, self.limits.line_timeout
         if idle and proto.last_read < now - idle:
             self.stats.count("closed_idle", listener=self.label)
+            self._warn.warning(
+                "idle",
+                "%s: closed %s: no event for %ss (idle_timeout)",
+                self.label,
+                proto.peer,
+                idle,
+            )
             return True
         if line and proto.line_started is not None and proto.line_started < now - line:
             self.stats.count("closed_slow", listener=self.label)
+            self._warn.warning(
+                "slow",
+                "%s: closed %s: a line took over %ss to arrive (line_timeout)",
+                self.label,
+                proto.peer,
+                line,
+            )
             proto.framer.finish()  # counted as closed_slow: not again as truncated
             return True
         return False

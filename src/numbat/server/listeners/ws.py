@@ -297,6 +297,7 @@ class WebSocketListener(Listener):
                     self.last_message[conn] = now
         except TimeoutError:
             self.stats.count("closed_idle", listener=self.label)
+            self._warn.warning("idle", "%s: closed %s: no event (idle_timeout)", self.label, peer)
             await conn.close(1001, "idle")
         except ConnectionClosed as exc:
             self._count_failure(exc, peer)
