@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -193,3 +194,19 @@ def test_the_banner_tells_what_a_config_file_made_of_it(tmp_path: Path) -> None:
     assert "3333" not in banner and "socket:" not in banner
     assert f"the embedded store {tmp_path / 'numbat.db'} (30 days kept)" in banner
     assert "logfile (logfile)" in banner
+
+
+def test_up_takes_the_influx_url_from_numbat_influx(tmp_path: Path) -> None:
+    """NUMBAT_INFLUX is read as --influx (a password then stays out of `ps`): a bad URL
+    there is refused like one given with --influx, its password masked."""
+    result = subprocess.run(
+        [sys.executable, "-m", "numbat", "up", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "NUMBAT_INFLUX": "ftp://admin:pw-9e1f@127.0.0.1:8086"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "urls[0]: expected http://host:port" in result.stderr
+    assert "pw-9e1f" not in result.stderr + result.stdout

@@ -226,7 +226,11 @@ def collector(config_path: Path, log_level: str) -> None:
     help="Where the embedded store, the spool and the unix socket live.",
 )
 @click.option(
-    "--influx", metavar="URL", help="Store in InfluxDB at URL instead (http://host:8086)."
+    "--influx",
+    metavar="URL",
+    envvar="NUMBAT_INFLUX",
+    help="Store in InfluxDB at URL instead (http://host:8086); or set NUMBAT_INFLUX, which "
+    "keeps a password out of the process list.",
 )
 @click.option("--database", default="numbat", show_default=True, help="InfluxDB database.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
