@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from numbat.collector.daemon import Collector
@@ -161,6 +161,7 @@ def test_tcp_junk_between_events_never_loses_or_duplicates_one() -> None:
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         )
         @given(items=ITEMS, cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=12))
+        @example(items=[b"OPTIONS ", True, True], cuts=[])  # once taken for an HTTP request
         def check(items: list[bool | bytes], cuts: list[int]) -> None:
             conn = next(conn_ids)
             data, want = build(conn, items)

@@ -32,7 +32,6 @@ REQUESTS = {
     b"Content-Type: application/x-www-form-urlencoded\r\n\r\n" + INJECTED,
     "get": b"GET /?x=1 HTTP/1.0\r\n\r\n" + INJECTED,
     "odd-method": b"PROPFIND /dav HTTP/1.1\r\n\r\n" + INJECTED,
-    "host-first": b"Host: example.com\r\n\r\n" + INJECTED,
 }
 
 
@@ -65,3 +64,19 @@ def test_a_connection_opening_with_an_http_request_is_closed_and_nothing_kept(
 
     asyncio.run(main())
     assert "sent an HTTP request" in caplog.text
+
+
+@pytest.mark.parametrize("first", [b"OPTIONS ", b"Host: example.com", b"GET /", b"POST"])
+def test_a_first_line_that_is_no_whole_request_line_is_just_a_bad_line(first: bytes) -> None:
+    """Junk that merely starts like HTTP (no target and version) is rejected as a line;
+    the events after it on the same connection arrive (found by the fuzz test)."""
+
+    async def main() -> None:
+        async with running(config([f"tcp://{LOOPBACK}:0"])) as collector:
+            sock = await tcp_connect(address(collector, "tcp"))
+            await send(sock, first + b"\n" + line(0) + line(1))
+            await until(lambda: len(memory(collector).traffic()) == 2, what="2 events")
+            sock.close()
+            assert refused(collector, "http_request", "tcp") == 0
+
+    asyncio.run(main())

@@ -11,6 +11,7 @@ idle connection), closes idle ones and accepts through an
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from abc import abstractmethod
@@ -22,32 +23,22 @@ from numbat.server.framing import LineFramer
 from numbat.server.listeners import Limits, Listener, choose_victims, peer_name
 from numbat.server.listeners.accept import Acceptor
 
-HTTP_METHODS = (
-    b"GET ",
-    b"POST ",
-    b"PUT ",
-    b"DELETE ",
-    b"HEAD ",
-    b"OPTIONS ",
-    b"PATCH ",
-    b"CONNECT ",
-    b"TRACE ",
-)
+REQUEST_LINE = re.compile(rb"[A-Z][A-Z_-]{0,23} [\x21-\x7e]+ HTTP/\d(?:\.\d)?\r?")
+"""An HTTP request line (RFC 9112 section 3: method SP request-target SP HTTP-version):
+what a browser's request, cross-site or not, always starts with."""
 
 
 def looks_like_http(line: bytes) -> bool:
     """True if ``line`` (a connection's first, without its newline) is an HTTP request
-    line or a ``Host:`` header: a web page's request (a cross-site POST reaches any
-    port), whose body must not become events. No JSON object starts so.
+    line: a web page's request (a cross-site POST reaches any port), whose body must
+    not become events. Neither a JSON object nor an emitter's junk is one.
 
-    >>> looks_like_http(b"POST / HTTP/1.1"), looks_like_http(b"host: x:3333")
+    >>> looks_like_http(b"POST / HTTP/1.1"), looks_like_http(b"PROPFIND /dav HTTP/1.1\\r")
     (True, True)
-    >>> looks_like_http(b'{"name": "GET / HTTP/1.1"}')
-    False
+    >>> looks_like_http(b'{"name": "GET / HTTP/1.1"}'), looks_like_http(b"OPTIONS ")
+    (False, False)
     """
-    if line.startswith(HTTP_METHODS) or line[:5].lower() == b"host:":
-        return True
-    return line.rstrip()[-9:-1] == b" HTTP/1."
+    return REQUEST_LINE.fullmatch(line) is not None
 
 
 class StreamProtocol(asyncio.Protocol):
