@@ -200,8 +200,8 @@ class OutputQueue:
     async def finish(self, timeout: float) -> None:
         """Shutdown, after the drain: the output pushes out what it holds inside itself
         (:meth:`Output.finish`); what it still holds is counted now as ``dropped``
-        (``held_at_shutdown``: events counted ``written``, as the output took them, and
-        lost inside it), so the last report says so."""
+        (``held_at_shutdown``: events it had taken, or was taking in a write still in
+        progress, that its close will drop), so the last report says so."""
         try:
             # The output bounds its own wait; this bound is for one that does not.
             held = await asyncio.wait_for(self.output.finish(timeout), timeout + FINISH_SLACK)
