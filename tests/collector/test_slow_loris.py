@@ -545,3 +545,27 @@ def test_ws_out_of_file_descriptors_connections_never_upgraded_go_first(
 
     asyncio.run(main())
     assert seqs(read_jsonl(events)) == list(range(20))
+
+
+@pytest.mark.parametrize("kind", ["tcp", "ws"])
+def test_a_peer_holding_most_slots_with_young_connections_still_makes_room(kind: str) -> None:
+    """An attacker that reconnects as fast as it is evicted never has an idle connection;
+    holding more than half of the slots, it gives up its least recently active one to a
+    newcomer from another address, whose events arrive."""
+
+    async def main() -> None:
+        cfg = config([{"uri": uri(kind, 0), "max_connections": 8}])
+        async with running(cfg) as collector:
+            addr = address(collector, kind)
+            hog = [await idle_connection(kind, addr, "127.0.1.1") for _ in range(8)]
+            await until(lambda: open_connections(collector, kind) == 8, what="the cap filled")
+            sender = await Sender.connect(kind, addr)  # at once: no hog connection is idle
+            await sender.send(line(0))
+            await arrived(collector, 1)
+            assert evicted(collector, kind) == 1
+            assert refused(collector, "too_many_connections", kind) == 0
+            await sender.close()
+            for sock in hog:
+                sock.close()
+
+    asyncio.run(main())

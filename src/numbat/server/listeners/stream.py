@@ -211,7 +211,8 @@ class StreamListener(Listener):
         # One not reading (paused: the outputs are behind) may hold unread lines: busy.
         candidates = [(p, p.host, p.last_line) for p in self.connections if p.reading()]
         gone = 0
-        for victim in choose_victims(candidates, now, count):
+        fair = reason == "too_many_connections"  # at the cap: a hog gives way too
+        for victim in choose_victims(candidates, now, count, fair=fair):
             if victim.transport is None:
                 continue
             self.unregister(victim)  # its slot is the newcomer's from now on

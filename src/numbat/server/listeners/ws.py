@@ -241,7 +241,8 @@ class WebSocketListener(Listener):
             for c in self.connections
             if c.transport.is_reading()
         ]
-        victims = choose_victims(candidates, now, count)
+        fair = reason == "too_many_connections"  # at the cap: a hog gives way too
+        victims = choose_victims(candidates, now, count, fair=fair)
         for victim in victims:
             self.connections.discard(victim)  # its slot is the newcomer's from now on
             self.evicting.add(victim)  # until its handler ends (the socket is closed)
