@@ -335,13 +335,17 @@ def choose_victim(connections: Iterable[tuple[T, str, float]], now: float) -> T 
 
 
 def choose_victims(
-    connections: Iterable[tuple[T, str, float]], now: float, count: int, *, fair: bool = False
+    connections: Iterable[tuple[T, str, float]],
+    now: float,
+    count: int,
+    *,
+    fair_to: str | None = None,
 ) -> list[T]:
     """Up to ``count`` connections to close, in the order :func:`choose_victim` gives
     (the addresses holding the most idle connections first, the longest idle first);
-    the idle counts are those before any goes. With none idle and ``fair`` (at the
-    connection cap), an address holding more than half of the connections, two or more,
-    gives up its least recently active ones.
+    the idle counts are those before any goes. With none idle and ``fair_to`` (at the
+    connection cap: the newcomer's address), another address holding more than half of
+    the connections, two or more, gives up its least recently active ones.
 
     >>> conns = [("a1", "a", 5.0), ("a2", "a", 8.0), ("b1", "b", 0.0), ("c1", "c", 9.5)]
     >>> choose_victims(conns, now=10.0, count=5)
@@ -350,7 +354,7 @@ def choose_victims(
     connections = list(connections)
     idle = [(conn, host, last) for conn, host, last in connections if last <= now - EVICT_AFTER]
     if not idle:
-        return _hog(connections, count) if fair else []
+        return [] if fair_to is None else _hog(connections, count, fair_to)
     per_peer = Counter(host for _, host, _ in idle)
 
     def key(c: tuple[T, str, float]) -> tuple[int, float]:
@@ -361,22 +365,22 @@ def choose_victims(
     return [c[0] for c in heapq.nsmallest(count, idle, key=key)]
 
 
-def _hog(connections: list[tuple[T, str, float]], count: int) -> list[T]:
+def _hog(connections: list[tuple[T, str, float]], count: int, newcomer: str) -> list[T]:
     """None idle: if one address holds more than half of the connections (a peer that
     reconnects as fast as it is evicted, so none of its connections ever ages), its
-    least recently active ones go, so a newcomer still gets in. Unix peers share the
-    address "": nothing to be fair about among them.
+    least recently active ones go, so a ``newcomer`` from another address still gets
+    in. Unix peers share the address "": nothing to be fair about among them.
 
-    >>> _hog([("a1", "a", 9.0), ("a2", "a", 9.5), ("b1", "b", 9.9)], count=1)
+    >>> _hog([("a1", "a", 9.0), ("a2", "a", 9.5), ("b1", "b", 9.9)], 1, newcomer="c")
     ['a1']
-    >>> _hog([("a1", "a", 9.0), ("b1", "b", 9.9)], count=1)
+    >>> _hog([("a1", "a", 9.0), ("a2", "a", 9.5), ("b1", "b", 9.9)], 1, newcomer="a")
     []
     """
     held = Counter(host for _, host, _ in connections if host)
     if not held:
         return []
     host, most = held.most_common(1)[0]
-    if most < 2 or most * 2 <= len(connections):
+    if most < 2 or most * 2 <= len(connections) or host == newcomer:
         return []
     theirs = [c for c in connections if c[1] == host]
     return [c[0] for c in heapq.nsmallest(count, theirs, key=lambda c: c[2])]

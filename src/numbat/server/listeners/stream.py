@@ -211,8 +211,9 @@ class StreamListener(Listener):
         # One not reading (paused: the outputs are behind) may hold unread lines: busy.
         candidates = [(p, p.host, p.last_line) for p in self.connections if p.reading()]
         gone = 0
-        fair = reason == "too_many_connections"  # at the cap: a hog gives way too
-        for victim in choose_victims(candidates, now, count, fair=fair):
+        # At the cap a hog gives way too, to a newcomer from another address.
+        fair_to = newcomer.rpartition(":")[0] if reason == "too_many_connections" else None
+        for victim in choose_victims(candidates, now, count, fair_to=fair_to):
             if victim.transport is None:
                 continue
             self.unregister(victim)  # its slot is the newcomer's from now on

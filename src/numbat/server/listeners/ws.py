@@ -241,8 +241,9 @@ class WebSocketListener(Listener):
             for c in self.connections
             if c.transport.is_reading()
         ]
-        fair = reason == "too_many_connections"  # at the cap: a hog gives way too
-        victims = choose_victims(candidates, now, count, fair=fair)
+        # At the cap a hog gives way too, to a newcomer from another address.
+        fair_to = newcomer.rpartition(":")[0] if reason == "too_many_connections" else None
+        victims = choose_victims(candidates, now, count, fair_to=fair_to)
         for victim in victims:
             self.connections.discard(victim)  # its slot is the newcomer's from now on
             self.evicting.add(victim)  # until its handler ends (the socket is closed)
