@@ -106,6 +106,19 @@ def _options(urls: list[str], spool: Path, **extra: Any) -> InfluxDBOutputConfig
     return output
 
 
+def _spool_before_start(
+    options: InfluxDBOutputConfig, url: str, root: Path, payloads: list[bytes], points: int = 4
+) -> Path:
+    """Spool ``payloads`` (``points`` each) where an output with ``options`` sending to
+    ``url`` finds them at start, as a previous run left them; the segment file."""
+    netloc = url.removeprefix("http://")
+    directory = root / options.label / "worker-0" / spool_name([netloc], options.database)
+    with Spool(directory) as spool:
+        for payload in payloads:
+            spool.append(payload, points)
+    return next(directory.glob("*.seg"))
+
+
 def _events(n: int, **fields: Any) -> list[Event]:
     # Ten events per millisecond of one series: the tie-breaker must keep them all.
     return [

@@ -22,7 +22,7 @@ from numbat.collector.daemon import STATS_PREFIX
 from numbat.collector.fanout import OutputQueue
 from numbat.collector.outputs import Batch
 from numbat.collector.outputs import influxdb as influxdb_module
-from numbat.collector.outputs.influxdb import InfluxDBOutput, spool_name
+from numbat.collector.outputs.influxdb import InfluxDBOutput
 from numbat.server.stats import Stats
 from numbat.store import spool as spool_module
 from numbat.store.spool import Spool
@@ -34,6 +34,7 @@ from tests.collector.outputs.test_influxdb import (
     _lines,
     _options,
     _send,
+    _spool_before_start,
     scripted_influx,
 )
 from tests.helpers import fill, tmpfs, wait_until
@@ -261,12 +262,7 @@ def test_damaged_spool_records_are_skipped_and_counted_as_spool_corrupt(
     async def main() -> None:
         async with scripted_influx() as server:
             options = _options([server.url], tmp_path, create_database=False)
-            netloc = server.url.removeprefix("http://")
-            directory = tmp_path / options.label / "worker-0" / spool_name([netloc], "numbat")
-            with Spool(directory) as spool:
-                for payload in batches:
-                    spool.append(payload, 4)
-            segment = next(directory.glob("*.seg"))
+            segment = _spool_before_start(options, server.url, tmp_path, batches)
             where = 20 + len(batches[0]) + 20 + 3  # inside the second record's payload
             data = bytearray(segment.read_bytes())
             data[where] ^= 0xFF

@@ -14,12 +14,17 @@ import pytest
 from numbat.collector.daemon import STATS_PREFIX
 from numbat.collector.fanout import OutputQueue
 from numbat.collector.outputs import Batch
-from numbat.collector.outputs.influxdb import InfluxDBOutput, spool_name
+from numbat.collector.outputs.influxdb import InfluxDBOutput
 from numbat.config import InfluxDBOutputConfig
 from numbat.event import Event
 from numbat.server.stats import Stats
 from numbat.store.spool import Spool
-from tests.collector.outputs.test_influxdb import T0, _options, scripted_influx
+from tests.collector.outputs.test_influxdb import (
+    T0,
+    _options,
+    _spool_before_start,
+    scripted_influx,
+)
 from tests.collector.outputs.test_influxdb_disk import _reported_drops
 from tests.helpers import wait_until
 from tests.store.conftest import (
@@ -176,12 +181,7 @@ def test_a_damaged_record_with_multi_line_texts_counts_its_points(tmp_path: Path
     async def main() -> None:
         async with scripted_influx() as server:
             options = _options([server.url], tmp_path, create_database=False)
-            netloc = server.url.removeprefix("http://")
-            directory = tmp_path / options.label / "worker-0" / spool_name([netloc], "numbat")
-            with Spool(directory) as spool:
-                for payload in batches:
-                    spool.append(payload, 4)
-            segment = next(directory.glob("*.seg"))
+            segment = _spool_before_start(options, server.url, tmp_path, batches)
             where = 20 + len(batches[0]) + 9  # the second record's point count
             data = bytearray(segment.read_bytes())
             data[where] ^= 0xFF

@@ -24,6 +24,7 @@ from tests.collector.outputs.conftest import LOOPBACK, free_port
 from tests.collector.outputs.test_influxdb import (  # noqa: F401
     RestartableInflux,
     _options,
+    _spool_before_start,
     restartable,
     scripted_influx,
 )
@@ -264,12 +265,7 @@ def test_what_a_sender_lost_before_a_reload_is_counted_once(tmp_path: Path) -> N
     async def main() -> None:
         async with scripted_influx() as server:
             options = _options([server.url], tmp_path, create_database=False)
-            netloc = server.url.removeprefix("http://")
-            directory = tmp_path / options.label / "worker-0" / spool_name([netloc], "numbat")
-            with Spool(directory) as spool:
-                for payload in batches:
-                    spool.append(payload, 4)
-            segment = next(directory.glob("*.seg"))
+            segment = _spool_before_start(options, server.url, tmp_path, batches)
             data = bytearray(segment.read_bytes())
             data[20 + 3] ^= 0xFF  # inside the first record's payload
             segment.write_bytes(bytes(data))
