@@ -107,6 +107,22 @@ class Sender:
             self.conn.close()
 
 
+def short_of_files(
+    kind: str, short_dir: Path, daemons: list[Daemon], spare: int
+) -> tuple[Daemon, Any, Path]:
+    """A collector subprocess with one ``kind`` listener and a logfile output, its
+    open-file limit lowered to what it holds plus ``spare``: the daemon, the listener's
+    address and the logfile."""
+    events = short_dir / "events.jsonl"
+    where: Path | int = short_dir / "c.sock" if kind == "unix" else free_port()
+    text = toml([uri(kind, where)], [{"type": "logfile", "path": str(events)}], stats_interval=0.2)
+    daemon = start(daemons, short_dir, text)
+    addr: Any = str(where) if kind == "unix" else (LOOPBACK, where)
+    in_use = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+    resource.prlimit(daemon.proc.pid, resource.RLIMIT_NOFILE, (in_use + spare, in_use + spare))
+    return daemon, addr, events
+
+
 async def arrived(collector: Any, count: int) -> None:
     """Wait until events 0 .. count-1 have arrived, in order."""
     want = list(range(count))
@@ -323,13 +339,7 @@ def test_out_of_file_descriptors_is_counted_logged_and_survived(
     (rate-limited); idle connections make room (evicted, emfile), so a sender waiting in
     the kernel's queue gets in and all its events arrive; once the idle peers leave,
     accepting goes on without a failure."""
-    events = short_dir / "events.jsonl"
-    where: Path | int = short_dir / "c.sock" if kind == "unix" else free_port()
-    text = toml([uri(kind, where)], [{"type": "logfile", "path": str(events)}], stats_interval=0.2)
-    daemon = start(daemons, short_dir, text)
-    addr: Any = str(where) if kind == "unix" else (LOOPBACK, where)
-    in_use = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
-    resource.prlimit(daemon.proc.pid, resource.RLIMIT_NOFILE, (in_use + 8, in_use + 8))
+    daemon, addr, events = short_of_files(kind, short_dir, daemons, spare=8)
 
     async def main() -> None:
         idle = [await idle_connection(kind, addr, LOOPBACK) for _ in range(8)]
@@ -458,13 +468,7 @@ def test_out_of_file_descriptors_a_queued_sender_gets_in_within_seconds(
     idle ones queued in the kernel ahead of a sender: several idle connections go per
     failed accept(), so the queue drains and the sender's events arrive within seconds
     (one eviction per 0.1 s retry took a minute)."""
-    events = short_dir / "events.jsonl"
-    where: Path | int = short_dir / "c.sock" if kind == "unix" else free_port()
-    text = toml([uri(kind, where)], [{"type": "logfile", "path": str(events)}], stats_interval=0.2)
-    daemon = start(daemons, short_dir, text)
-    addr: Any = str(where) if kind == "unix" else (LOOPBACK, where)
-    in_use = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
-    resource.prlimit(daemon.proc.pid, resource.RLIMIT_NOFILE, (in_use + 256, in_use + 256))
+    _, addr, events = short_of_files(kind, short_dir, daemons, spare=256)
 
     async def main() -> None:
         # 64 per source address: under max_connections_per_peer (unix: one peer)
@@ -521,13 +525,7 @@ def test_ws_out_of_file_descriptors_connections_never_upgraded_go_first(
     """A ws collector out of descriptors, most held by TCP connections that never send
     the upgrade request: those are evicted (not the open websockets), so a queued
     sender gets in within seconds, not after the 10 s opening timeout."""
-    events = short_dir / "events.jsonl"
-    port = free_port()
-    text = toml([uri("ws", port)], [{"type": "logfile", "path": str(events)}], stats_interval=0.2)
-    daemon = start(daemons, short_dir, text)
-    addr = (LOOPBACK, port)
-    in_use = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
-    resource.prlimit(daemon.proc.pid, resource.RLIMIT_NOFILE, (in_use + 32, in_use + 32))
+    _, addr, events = short_of_files("ws", short_dir, daemons, spare=32)
 
     async def main() -> None:
         opened = [await idle_connection("ws", addr, f"127.0.1.{n}") for n in range(8)]
