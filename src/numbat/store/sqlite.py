@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from numbat._ratelimit import RateLimitedLog
 from numbat.event import Event, now_ms
@@ -629,13 +629,18 @@ class SQLiteStore(Store):
 
     def _prune_texts(self, cutoff: int) -> int:
         """Delete up to about PRUNE_CHUNK texts older than ``cutoff``."""
+        return self._delete_chunk("texts", cutoff)
+
+    def _delete_chunk(self, table: Literal["texts", "inbox"], cutoff: int) -> int:
+        """Delete up to about PRUNE_CHUNK rows of ``table`` older than ``cutoff``: whole
+        milliseconds at a time, so the chunk may run over by the rows sharing one."""
         db = self._connect()
         row = db.execute(
-            "SELECT time FROM texts WHERE time < ? ORDER BY time LIMIT 1 OFFSET ?",
+            f"SELECT time FROM {table} WHERE time < ? ORDER BY time LIMIT 1 OFFSET ?",
             (cutoff, PRUNE_CHUNK),
         ).fetchone()
         bound = cutoff if row is None else row[0] + 1
-        return db.execute("DELETE FROM texts WHERE time < ?", (bound,)).rowcount
+        return int(db.execute(f"DELETE FROM {table} WHERE time < ?", (bound,)).rowcount)
 
     def _series_ids(self) -> list[int]:
         self._connect()
@@ -643,14 +648,7 @@ class SQLiteStore(Store):
 
     def _prune_inbox(self, cutoff: int) -> int:
         """Delete up to about PRUNE_CHUNK inbox points older than ``cutoff``."""
-        db = self._connect()
-        row = db.execute(
-            "SELECT time FROM inbox WHERE time < ? ORDER BY time LIMIT 1 OFFSET ?",
-            (cutoff, PRUNE_CHUNK),
-        ).fetchone()
-        # Whole milliseconds at a time: the chunk may run over by the points sharing one.
-        bound = cutoff if row is None else row[0] + 1
-        deleted = db.execute("DELETE FROM inbox WHERE time < ?", (bound,)).rowcount
+        deleted = self._delete_chunk("inbox", cutoff)
         self._inbox_rows -= deleted
         return deleted
 
