@@ -25,12 +25,13 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
 
 
 @contextlib.contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` (``"1m"``) mounted on ``path`` (made if missing), for tests of
-    a full disk; unmounted on the way out. Needs root (as CI has): a mount that fails
-    fails the test, saying why."""
+def tmpfs(path: Path, size: str, inodes: int | None = None) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``"1m"``) and at most ``inodes`` files and directories,
+    mounted on ``path`` (made if missing), for tests of a full disk; unmounted on the way
+    out. Needs root (as CI has): a mount that fails fails the test, saying why."""
     path.mkdir(parents=True, exist_ok=True)
-    mount = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)]
+    options = f"size={size},mode=0755" + (f",nr_inodes={inodes}" if inodes else "")
+    mount = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)]
     done = subprocess.run(mount, capture_output=True, text=True, check=False)
     if done.returncode:
         raise AssertionError(
@@ -67,6 +68,20 @@ def fill(directory: Path) -> Path:
         os.close(probe)
         os.unlink(directory / "probe")
     return path
+
+
+def use_up_inodes(directory: Path) -> list[Path]:
+    """Make empty files in ``directory`` until its file system has no inode left (then
+    no file or directory can be made there); the files (delete one to make room)."""
+    made: list[Path] = []
+    while True:
+        path = directory / f"inode-{len(made)}"
+        try:
+            path.touch()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+            return made
+        made.append(path)
 
 
 class Receiver:

@@ -37,7 +37,7 @@ from tests.collector.outputs.test_influxdb import (
     _spool_before_start,
     scripted_influx,
 )
-from tests.helpers import fill, tmpfs, wait_until
+from tests.helpers import fill, tmpfs, use_up_inodes, wait_until
 from tests.store.conftest import free_port, http
 
 DOWN = [503] * 1_000_000  # a scripted server's answers until the test clears them
@@ -451,3 +451,47 @@ def test_an_output_starts_on_a_full_disk(
     assert not (worker / "generation.tmp").exists()
     assert "cannot keep the generation count" in caplog.text
     assert "No space left on device" in caplog.text
+
+
+@pytest.mark.parametrize("out_of", ["inodes", "blocks and inodes"])
+def test_an_output_starts_when_its_spool_directory_cannot_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, out_of: str
+) -> None:
+    """A new output on a disk with no inode left (its spool directory cannot be made)
+    starts all the same, says so, sends from memory, holds queue_size points while the
+    server is down and counts the rest spool_full; once files can be made again the spool
+    is made by itself, takes the held batches, and they reach the server when it is back."""
+    monkeypatch.setattr(influxdb_module, "SPOOL_RETRY", 0.0, raising=False)
+    caplog.set_level(logging.INFO, logger=influxdb_module.__name__)
+    events = _events(300)
+
+    async def main(disk: Path) -> None:
+        async with scripted_influx() as server:
+            options = _options(
+                [server.url], disk / "spool", create_database=False, batch_size=10, queue_size=50
+            )
+            filler = fill(disk) if out_of != "inodes" else None
+            inodes = use_up_inodes(disk)
+            output = InfluxDBOutput(options, backoff=lambda attempt: 0.01)
+            await output.start()
+            sender = output.senders[0]
+            assert not (disk / "spool").exists()
+            await _send(output, events[:40], 40)  # from memory
+            server.statuses.extend(DOWN)
+            await output.write(Batch(events[40:]))
+            await output.flush()
+            await asyncio.to_thread(wait_until, lambda: sender.spool_full == 210, 10.0)
+            for path in [*inodes, *([filler] if filler else [])]:
+                path.unlink()
+            await asyncio.to_thread(wait_until, lambda: sender.spool.disk_bytes > 0, 10.0)
+            assert isinstance(sender.spool, Spool) and sender.spool.pending_points >= 40
+            server.statuses.clear()
+            await asyncio.to_thread(wait_until, lambda: sender.counters.written == 90, 10.0)
+            await output.close()
+            assert server.lines == _lines(events, output)[:90]
+            assert output.lost()[("spool_full", sender.name)] == 210
+
+    with tmpfs(tmp_path / "disk", "4m", inodes=64) as disk:
+        asyncio.run(main(disk))
+    assert "cannot make the spool" in caplog.text
+    assert "the spool takes batches again" in caplog.text

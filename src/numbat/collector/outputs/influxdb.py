@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import itertools
 import logging
@@ -85,11 +86,56 @@ Part = tuple[bytes, int]  # line protocol and its number of points (lines as inf
 RENDER_CHUNK = 500
 # Points held in memory while the spool refuses writes, unless the output has a queue_size.
 MEMORY_POINTS = 100_000
+# A disk that refuses these stops nothing: batches are held in memory meanwhile.
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 SPOOL_RETRY = 1.0  # seconds between attempts to write to a spool that refused a write
 _HELD = -1  # the segment of the RecordId of a batch held in memory (never a real segment)
 _PARTIAL = re.compile(r"partial write.*dropped=(\d+)", re.DOTALL)
 _UNPARSED = re.compile(r"unable to parse '(.*?)': ", re.DOTALL)
 _LINE_END = re.compile(rb" -?\d+\n\Z")  # the end of a line of ours: its timestamp
+
+
+class SpoolToBe:
+    """Stands in for a spool whose directory could not be made (the disk is full, out of
+    inodes, failing): it holds nothing and refuses every append with the error that
+    stopped it, so the sender keeps batches in memory; :meth:`SpoolSender` tries
+    :meth:`open` again whenever it would append, and from then on uses the real spool.
+
+    ``open``: makes the real one (the same arguments as :class:`Spool`); raises
+    ``OSError`` while the disk still refuses.
+    """
+
+    pending_points = dropped_points = corrupt_points = disk_bytes = 0
+
+    def __init__(self, directory: Path, error: OSError, open_spool: Callable[[], Spool]) -> None:
+        self.directory = directory
+        self.error = error
+        self.max_bytes, self.fsync_interval = 0, 0.0  # a reload's, for the real one
+        self._open = open_spool
+
+    def open(self) -> Spool:
+        spool = self._open()
+        if self.max_bytes:
+            spool.max_bytes, spool.fsync_interval = self.max_bytes, self.fsync_interval
+        return spool
+
+    def __len__(self) -> int:
+        return 0
+
+    def append(self, payload: bytes, points: int) -> None:
+        raise self.error
+
+    def peek(self) -> Record | None:
+        return None
+
+    def ack(self, record_id: RecordId) -> None:
+        raise ValueError(f"nothing was spooled: {record_id}")
+
+    def sync_if_due(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass
@@ -123,7 +169,9 @@ class SpoolSender:
     A spool that cannot be written (ENOSPC, EDQUOT, EIO, ...) stops nothing: batches it
     refuses are held in memory, sent from there first, up to ``memory_points`` points (past
     that they are dropped and counted in ``spool_full``); the spool is tried again every
-    ``SPOOL_RETRY`` seconds, and once it takes batches the held ones move into it.
+    ``SPOOL_RETRY`` seconds, and once it takes batches the held ones move into it. A
+    :class:`SpoolToBe` (the spool's directory could not even be made) is treated the same
+    way: it refuses everything until the real spool can be opened.
 
     ``name`` is the server's ``host:port`` (``a:8086+b:8086`` for a failover group);
     :meth:`figures` are its counts, in points.
@@ -141,7 +189,7 @@ class SpoolSender:
     def __init__(
         self,
         clients: Sequence[InfluxClient],
-        spool: Spool,
+        spool: Spool | SpoolToBe,
         *,
         create_database: bool = True,
         backoff: Backoff = full_jitter,
@@ -292,6 +340,9 @@ class SpoolSender:
         if self._refused_at is not None and self._clock() - self._refused_at < SPOOL_RETRY:
             return False
         try:
+            if isinstance(self.spool, SpoolToBe):
+                self.spool = self.spool.open()
+                log.info("influxdb %s: the spool %s is made", self.name, self.spool.directory)
             self.spool.append(*part)
         except OSError as exc:
             self._refused_at = self._clock()
@@ -959,19 +1010,36 @@ class InfluxDBOutput(Output):
         worker and server: two processes never share a spool directory."""
         return (self._worker_dir() / spool_name(addresses, self.options.database)).resolve()
 
-    def _open_spool(self, index: int, url: str, addresses: list[str]) -> Spool:
+    def _open_spool(self, index: int, url: str, addresses: list[str]) -> Spool | SpoolToBe:
+        """The server's spool; a stand-in if the disk is too full (or failing) to make
+        its directory, so the output starts and sends from memory meanwhile."""
         directory = self._spool_path(addresses)
         root = directory.parent
         # Spools used to be named by position and address, once with the URL's
         # user:password@ too: such a spool is renamed, its batches kept.
         for old in (urlsplit(url).netloc, addresses[0]):
             _move(root / f"{index}-{old.replace(':', '_')}", directory)
-        return Spool(
+        open_spool = partial(
+            Spool,
             directory,
             max_bytes=self.options.spool_max_bytes,
             fsync_interval=self.options.fsync_interval,
             count_points=_count_points,
         )
+        try:
+            return open_spool()
+        except OSError as exc:
+            if exc.errno not in DISK_ERRORS:
+                raise
+            log.warning(
+                "%s: cannot make the spool %s (%s): batches go to the server from memory, "
+                "up to %d points, until it can be made",
+                self.options.label,
+                directory,
+                exc.strerror or exc,
+                self._memory_points(),
+            )
+            return SpoolToBe(directory, exc, open_spool)
 
     async def _spool_pending(self) -> None:
         if self._pending:
