@@ -1,76 +1,28 @@
-"""``numbat.toml`` -> one validated :class:`Config` object; every error names the key path.
-
-Each part of numbat owns one section (``[emitter]`` now; ``[collector]``, ``[analyzer]``
-and ``[dashboard]`` as those parts land). An unknown key, a wrong type or a value out of
-range raises :class:`~numbat.errors.ConfigError` whose message starts with the dotted
-path of the key, e.g. ``emitter.max_retries: expected an integer, got a string``.
-
->>> cfg = loads('[emitter]\\nuri = "udp://127.0.0.1:3333"\\napp = "web"\\n')
->>> cfg.emitter.uri, cfg.emitter.max_retries
-('udp://127.0.0.1:3333', 100)
-"""
+"""``[collector]``: listeners (:data:`LISTENERS`), outputs (:data:`OUTPUTS`) and the
+collector daemon's limits."""
 
 from __future__ import annotations
 
 import ipaddress
-import math
-import re
-import tomllib
-import typing
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar, cast, get_args, get_origin
+from typing import Any, ClassVar, Literal
 from urllib.parse import SplitResult, urlsplit
 
 import msgspec
 
-from numbat._importer import ImportFromStringError, import_from_string
-from numbat._redact import redact_url, scrub, unsplittable
-from numbat.emitter import DEFAULT_MAX_BACKLOG_BYTES, SCHEMES
-from numbat.errors import ConfigError
-
-MAX_SECONDS = 30 * 86_400
-"""The longest interval or timeout a config takes, in seconds (30 days)."""
-MAX_WORKERS = 256
-"""The most collector worker processes (``workers``)."""
-MAX_UDP_BUFFER_BYTES = 2**31 - 1
-"""The largest ``udp_buffer_bytes``: SO_RCVBUF is a C int."""
-
-
-class Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Base of every config section: unknown keys are errors."""
-
-
-class EmitterConfig(Section):
-    """``[emitter]``: where ``numbat emit`` (and numbat's own daemons) send events."""
-
-    uri: str = "tcp://127.0.0.1:3333"
-    app: str = "numbat"
-    node: str | None = None
-    max_backlog: int | None = None
-    max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES
-    max_retries: int = 100
-
-    def __post_init__(self) -> None:
-        # Parse the scheme exactly as the emitter's make_transport does, so that a uri
-        # `numbat check` accepts (e.g. not a bare "tcp") is one the emitter can use.
-        if problem := unsplittable(self.uri):
-            raise ValueError(f"uri: {redact_url(self.uri)!r}: {problem}")
-        try:
-            scheme = urlsplit(self.uri).scheme.lower()
-        except ValueError as exc:
-            raise ValueError(
-                f"uri: {redact_url(self.uri)!r}: {scrub(str(exc), self.uri)}"
-            ) from None
-        if scheme not in SCHEMES:
-            allowed = ", ".join(f"{s}:" for s in SCHEMES)
-            shown = redact_url(self.uri)
-            raise ValueError(f"uri: unsupported scheme {scheme!r} in {shown!r}; allowed: {allowed}")
-        if not self.app:
-            raise ValueError("app: must not be empty")
-        _positive(self, "max_backlog", "max_backlog_bytes")
-        if self.max_retries < 0:
-            raise ValueError("max_retries: must be 0 or more")
+from numbat._redact import redact_url, scrub
+from numbat.config._base import (
+    MAX_UDP_BUFFER_BYTES,
+    MAX_WORKERS,
+    Plugin,
+    Section,
+    _convert,
+    _not_negative,
+    _noun,
+    _options,
+    _positive,
+    _seconds,
+    _split_uri,
+)
 
 
 class ListenerConfig(Section):
@@ -311,16 +263,6 @@ class NullOutputConfig(OutputConfig):
     """``type = "null"``: discards events (benchmarks, and a collector with no outputs)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Plugin:
-    """One registry entry: the plug-in's class as ``"module:Class"`` and the options it
-    takes (a :class:`Section` subclass), so the config is validated without importing
-    the plug-in and the class is imported only when a daemon builds it."""
-
-    path: str
-    options: type[Section]
-
-
 LISTENERS: dict[str, Plugin] = {
     "tcp": Plugin("numbat.server.listeners.tcp:TCPListener", ListenerConfig),
     "udp": Plugin("numbat.server.listeners.udp:UDPListener", ListenerConfig),
@@ -409,7 +351,7 @@ def _listener(raw: Any, index: int) -> ListenerConfig:
             f"{where}.uri: unsupported listener {redact_url(raw['uri'])!r}; allowed: {allowed}"
         )
     cls = _options(LISTENERS, kind, ListenerConfig, f"{where}.type")
-    return _convert(raw, cls, where, "listeners")
+    return _convert(raw, cls, where, LISTENERS, "listeners")
 
 
 def _scheme(uri: str, where: str) -> str:
@@ -430,213 +372,4 @@ def _output(raw: Any, index: int) -> OutputConfig:
             f"{where}.type: got {kind!r}; allowed: {allowed}, or an import path module:Class"
         )
     cls = _options(OUTPUTS, kind, OutputConfig, f"{where}.type")
-    return _convert(raw, cls, where, "outputs")
-
-
-S = TypeVar("S", bound=Section)
-
-
-def _options(registry: dict[str, Plugin], kind: str, base: type[S], where: str) -> type[S]:
-    """The options class of a registered plug-in, or of a third-party one's ``Options``
-    (``base`` itself if it declares none)."""
-    if kind in registry:
-        return cast(type[S], registry[kind].options)
-    try:
-        cls = import_from_string(kind)
-    except ImportFromStringError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    except Exception as exc:  # the plug-in's own module failed: its error, not a traceback
-        raise ValueError(f"{where}: importing {kind!r} failed: {_described(exc)}") from None
-    if not isinstance(cls, type):
-        raise ValueError(f"{where}: {kind!r} is not a class")
-    options = getattr(cls, "Options", None) or base
-    if not (isinstance(options, type) and issubclass(options, base)):
-        raise ValueError(f"{where}: {kind}.Options must subclass numbat.config.{base.__name__}")
-    return options
-
-
-def _convert(raw: dict[str, Any], cls: type[S], where: str, kind: str) -> S:
-    """Validate a plug-in's table; ``kind`` is "listeners" or "outputs"."""
-    try:
-        return msgspec.convert(raw, cls, strict=True)
-    except msgspec.ValidationError as exc:
-        message = _explain(str(exc), cls, top="")
-        if unknown := _UNKNOWN.fullmatch(str(exc)):
-            # A key this plug-in does not take but others do: say which, not "unknown".
-            key = unknown["key"]
-            if takers := _takers(key, kind):
-                message = f"{key}: only {', '.join(takers)} {kind} take a {key}"
-        joined = f"{where}{message}" if message.startswith(":") else f"{where}.{message}"
-        raise ValueError(joined) from None
-    except Exception as exc:  # a plug-in's own __post_init__ raised something else
-        raise ValueError(f"{where}: {_described(exc)}") from None
-
-
-def _described(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _takers(key: str, kind: str) -> list[str]:
-    """The built-in listeners (as ``scheme://``) or outputs whose options have ``key``."""
-    if kind == "listeners":
-        return [f"{n}://" for n, p in LISTENERS.items() if key in p.options.__struct_fields__]
-    return [n for n, p in OUTPUTS.items() if key in p.options.__struct_fields__]
-
-
-def _split_uri(key: str, uri: str) -> SplitResult:
-    """``uri`` split, or a ValueError naming ``key`` that quotes no secret of it."""
-    problem = unsplittable(uri)
-    if problem:
-        raise ValueError(f"{key}: {redact_url(uri)!r}: {problem}")
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        raise ValueError(f"{key}: {redact_url(uri)!r}: {scrub(str(exc), uri)}") from None
-    return parts
-
-
-class Config(Section):
-    """The whole ``numbat.toml``."""
-
-    emitter: EmitterConfig = msgspec.field(default_factory=EmitterConfig)
-    collector: CollectorConfig = msgspec.field(default_factory=CollectorConfig)
-
-
-def load(path: str | Path) -> Config:
-    """Read and validate a TOML config file."""
-    return from_dict(read(path), source=str(path))
-
-
-def read(path: str | Path) -> dict[str, Any]:
-    """A TOML file as a mapping, not validated yet (``numbat up -c`` adds to it first).
-
-    Raises :class:`ConfigError` when it cannot be read or is not TOML."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    return _parse(text, str(path))
-
-
-def loads(text: str, *, source: str = "<config>") -> Config:
-    """Validate TOML text; ``source`` prefixes error messages."""
-    return from_dict(_parse(text, source), source=source)
-
-
-def _parse(text: str, source: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-
-
-def from_dict(raw: dict[str, Any], *, source: str = "<config>") -> Config:
-    """Validate an already-parsed mapping."""
-    try:
-        return msgspec.convert(raw, Config, strict=True)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {_explain(str(exc))}") from None
-
-
-def _positive(section: Section, *names: str) -> None:
-    for name in names:
-        val = getattr(section, name)
-        if val is not None and not 0 < val < math.inf:  # NaN fails both comparisons
-            raise ValueError(f"{name}: must be positive, got {val}")
-
-
-def _not_negative(section: Section, *names: str) -> None:
-    for name in names:
-        val = getattr(section, name)
-        if not 0 <= val <= MAX_SECONDS:  # NaN fails both comparisons
-            raise ValueError(
-                f"{name}: must be 0 or more seconds, at most {MAX_SECONDS:,} (30 days), got {val}"
-            )
-
-
-def _seconds(section: Section, *names: str) -> None:
-    """Positive durations, at most MAX_SECONDS: a longer one overflows the timers and
-    the 64-bit millisecond ttl of the events that carry it."""
-    for name in names:
-        val = getattr(section, name)
-        if not 0 < val <= MAX_SECONDS:
-            raise ValueError(
-                f"{name}: must be positive, at most {MAX_SECONDS:,} seconds (30 days), got {val}"
-            )
-
-
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-_UNKNOWN = re.compile(r"Object contains unknown field `(?P<key>[^`]*)`")
-_ENUM = re.compile(r"Invalid enum value (?P<got>.*)")
-_TYPE = re.compile(r"Expected `(?P<want>[^`]*)`, got `(?P<got>[^`]*)`")
-_MISSING = re.compile(r"Object missing required field `(?P<key>[^`]*)`")
-_OWN = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_.\[\]]*): (?P<msg>.*)$", re.S)
-
-
-def _explain(error: str, root: Any = None, top: str = "(top level)") -> str:
-    """Turn a msgspec message into ``key.path: what is wrong; what is allowed``."""
-    root = Config if root is None else root
-    match = _AT.match(error)
-    assert match is not None  # the pattern matches any string
-    msg, path = match["msg"], (match["path"] or "").lstrip(".")
-    if m := _UNKNOWN.match(msg):
-        allowed = ", ".join(_fields_at(root, path)) or "none"
-        return f"{_join(path, m['key'])}: unknown key; allowed keys: {allowed}"
-    if m := _MISSING.match(msg):
-        return f"{_join(path, m['key'])}: required"
-    if m := _ENUM.match(msg):
-        choices = ", ".join(repr(c) for c in _choices_at(root, path))
-        return f"{path}: got {m['got']}; allowed values: {choices}"
-    if m := _TYPE.match(msg):
-        return f"{path}: expected {_noun(m['want'])}, got {_noun(m['got'])}"
-    if m := _OWN.match(msg):
-        return f"{_join(path, m['key'])}: {m['msg']}"
-    return f"{path or top}: {msg}"
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _noun(kind: str) -> str:
-    nouns = {
-        "int": "an integer",
-        "str": "a string",
-        "float": "a number",
-        "bool": "a boolean",
-        "object": "a table",
-        "array": "an array",
-        "null": "nothing",
-    }
-    parts = [nouns.get(k.strip(), k.strip()) for k in kind.split("|")]
-    return " or ".join(parts)
-
-
-def _type_at(root: Any, path: str) -> Any:
-    kind: Any = root
-    for part in re.findall(r"[^.\[\]]+", path):
-        kind = _unwrap(kind)
-        kind = get_args(kind)[0] if part.isdigit() else typing.get_type_hints(kind)[part]
-    return _unwrap(kind)
-
-
-def _unwrap(kind: Any) -> Any:
-    """``X | None`` -> ``X``."""
-    args = [a for a in get_args(kind) if a is not type(None)]
-    if get_origin(kind) in (typing.Union, type(int | None)) and len(args) == 1:
-        return args[0]
-    return kind
-
-
-def _fields_at(root: Any, path: str) -> tuple[str, ...]:
-    kind = _type_at(root, path)
-    return tuple(getattr(kind, "__struct_fields__", ()))
-
-
-def _choices_at(root: Any, path: str) -> tuple[Any, ...]:
-    kind = _type_at(root, path)
-    return get_args(kind) if get_origin(kind) is Literal else ()
+    return _convert(raw, cls, where, OUTPUTS, "outputs")
