@@ -26,6 +26,7 @@ from numbat.config._base import (
     Section,
     _explain,
 )
+from numbat.config.analyzer import AnalyzerConfig
 from numbat.config.collector import (
     LISTENERS,
     OUTPUTS,
@@ -51,6 +52,7 @@ __all__ = [
     "MAX_UDP_BUFFER_BYTES",
     "MAX_WORKERS",
     "OUTPUTS",
+    "AnalyzerConfig",
     "AnalyzerOutputConfig",
     "CollectorConfig",
     "Config",
@@ -79,6 +81,7 @@ class Config(Section):
 
     emitter: EmitterConfig = msgspec.field(default_factory=EmitterConfig)
     collector: CollectorConfig = msgspec.field(default_factory=CollectorConfig)
+    analyzer: AnalyzerConfig = msgspec.field(default_factory=AnalyzerConfig)
 
 
 def load(path: str | Path) -> Config:

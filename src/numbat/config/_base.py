@@ -87,7 +87,9 @@ def _described(exc: Exception) -> str:
 def _takers(key: str, registry: dict[str, Plugin], kind: str) -> list[str]:
     """The built-ins of ``registry`` whose options have ``key`` (listeners as ``scheme://``)."""
     shown = "{}://" if kind == "listeners" else "{}"
-    return [shown.format(n) for n, p in registry.items() if key in p.options.__struct_fields__]
+    return [
+        shown.format(n) for n, p in registry.items() if key in p.options.__struct_encode_fields__
+    ]
 
 
 def _split_uri(key: str, uri: str) -> SplitResult:
@@ -195,7 +197,7 @@ def _unwrap(kind: Any) -> Any:
 
 def _fields_at(root: Any, path: str) -> tuple[str, ...]:
     kind = _type_at(root, path)
-    return tuple(getattr(kind, "__struct_fields__", ()))
+    return tuple(getattr(kind, "__struct_encode_fields__", ()))
 
 
 def _choices_at(root: Any, path: str) -> tuple[Any, ...]:
