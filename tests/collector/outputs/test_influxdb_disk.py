@@ -495,3 +495,37 @@ def test_an_output_starts_when_its_spool_directory_cannot_be_made(
         asyncio.run(main(disk))
     assert "cannot make the spool" in caplog.text
     assert "the spool takes batches again" in caplog.text
+
+
+def test_a_spool_directory_another_collector_took_meanwhile_is_refused_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Started with no spool (no inode left), then another process opens that spool
+    directory: batches stay in memory (the rest counted spool_full), a line says why,
+    and the output still closes cleanly."""
+    monkeypatch.setattr(influxdb_module, "SPOOL_RETRY", 0.0, raising=False)
+    events = _events(100)
+
+    async def main(disk: Path) -> None:
+        async with scripted_influx(*DOWN) as server:
+            options = _options(
+                [server.url], disk / "spool", create_database=False, batch_size=10, queue_size=30
+            )
+            inodes = use_up_inodes(disk)
+            output = InfluxDBOutput(options, backoff=lambda attempt: 0.01)
+            await output.start()
+            sender = output.senders[0]
+            for path in inodes:
+                path.unlink()
+            with Spool(sender.spool.directory):  # the other collector
+                await output.write(Batch(events))
+                await output.flush()
+                await asyncio.to_thread(wait_until, lambda: sender.spool_full == 70, 10.0)
+                assert sender.held_points == 30
+                server.statuses.clear()
+                await asyncio.to_thread(wait_until, lambda: sender.counters.written == 30, 10.0)
+                await output.close()
+
+    with tmpfs(tmp_path / "disk", "4m", inodes=64) as disk:
+        asyncio.run(main(disk))
+    assert "is open elsewhere (two collectors with one spool_dir?)" in caplog.text

@@ -75,7 +75,7 @@ from numbat.server import ProcessContext
 from numbat.store.cardinality import DemotionFile, Refusal, TagDemotions, parse_refusal, resolve
 from numbat.store.influx import InfluxClient, Reply, StoreError
 from numbat.store.lineprotocol import LineRenderer, PointEnds, count_lines, split_lines
-from numbat.store.spool import Record, RecordId, Spool
+from numbat.store.spool import Record, RecordId, Spool, SpoolError
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +344,17 @@ class SpoolSender:
                 self.spool = self.spool.open()
                 log.info("influxdb %s: the spool %s is made", self.name, self.spool.directory)
             self.spool.append(*part)
+        except SpoolError as exc:  # another collector took the directory meanwhile
+            self._refused_at = self._clock()
+            self._io_warn.warning(
+                "taken",
+                "influxdb %s: %s (two collectors with one spool_dir?): batches go to the "
+                "server from memory, up to %d points",
+                self.name,
+                exc,
+                self.memory_points,
+            )
+            return False
         except OSError as exc:
             self._refused_at = self._clock()
             self._io_warn.warning(
