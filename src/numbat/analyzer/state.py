@@ -42,8 +42,6 @@ KEEP_DONE_NOTIFICATIONS = 10_000
 pruned so the table stays bounded."""
 PRUNE_EVERY = 500
 """Rows marked done between two prunings of the notification log."""
-KEEP_HISTORY = 1_000
-"""History rows kept per incident (the newest)."""
 KEEP_SILENCES_MS = 30 * 86_400_000
 """A silence ended longer ago than this (ms) is deleted when the store opens."""
 MAX_OUTBOX = 1_000_000
