@@ -374,7 +374,7 @@ class IncidentManager:
             created_at=now,
         )
         self._add_silence(silence)
-        self._silence_changes[silence.id] = silence
+        self._silence_changes[silence.id] = _copy(silence)
         return silence
 
     def expire_silence(self, silence_id: str) -> Silence:
