@@ -3,9 +3,12 @@ retention and restore, all on an injected clock."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from numbat.analyzer.model import SEVERITY
+from numbat.analyzer.state import StateStore
 from numbat.event import normalize
 
 from .incidents_helpers import T0, Clock, alert, manager, step, told
@@ -281,3 +284,31 @@ def test_restore_neither_repeats_what_was_told_nor_forgets_what_was_not() -> Non
     assert [c.kind for c in step(fresh, clock).history] == ["expired"]
     clock.advance(30)
     assert told(step(fresh, clock)) == [("resolved", "h1.told", "ok")]
+
+
+def test_a_restart_through_the_state_store_does_not_page_twice(tmp_path: Path) -> None:
+    """Effects committed to the store and restored after a 'crash': the told critical is
+    not told again; its resolve, while down, is told exactly once."""
+    clock = Clock()
+    store = StateStore(tmp_path / "analyzer.db")
+    m = manager(clock)
+    effects = step(m, clock, alert("web.heartbeat", "critical", ttl=10_000.0))
+    rows = store.commit(effects, [("hook", n) for n in effects.notifications])
+    store.notification_done(rows[0], "sent")
+    del m  # killed: nothing else was written
+    store.close()
+    clock.advance(600)
+    store = StateStore(tmp_path / "analyzer.db")
+    incidents, silences = store.load()
+    fresh = manager(clock)
+    fresh.restore(incidents, silences, clock.now)
+    sent = []
+    for _ in range(25):
+        effects = step(fresh, clock, alert("web.heartbeat", "ok"))
+        store.commit(effects, [("hook", n) for n in effects.notifications])
+        sent += told(effects)
+        clock.advance(1)
+    assert sent == [("resolved", "h1.web.heartbeat", "ok")]
+    assert [c.kind for c in store.history("h1.web.heartbeat")] == ["opened", "resolved"]
+    assert len(store.pending_notifications("hook")) == 1
+    store.close()
