@@ -70,6 +70,22 @@ def test_upsert_replaces_and_forgotten_deletes_incident_and_history(store: State
     assert store.history("a") == []
 
 
+def test_history_keeps_the_newest_rows_per_incident(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past KEEP_HISTORY an incident's oldest changes are deleted; other incidents keep theirs."""
+    monkeypatch.setattr(state_module, "KEEP_HISTORY", 3)
+    other = Change(incident="b", time=T0, kind="opened", status="warning")
+    store.commit(Effects(history=[other]), [])
+    changes = [
+        Change(incident="a", time=T0 + i, kind="raised", status="critical") for i in range(5)
+    ]
+    store.commit(Effects(history=changes[:2]), [])
+    store.commit(Effects(history=changes[2:]), [])
+    assert store.history("a") == changes[2:]
+    assert store.history("b") == [other]
+
+
 def test_notification_log_rows_pending_per_notifier_until_done(store: StateStore) -> None:
     """commit() returns row ids in order; each notifier sees its unsent rows oldest first."""
     n1, n2 = _notification("n1", _incident()), _notification("n2")

@@ -40,6 +40,9 @@ BUSY_TIMEOUT_S = 10.0
 KEEP_DONE_NOTIFICATIONS = 10_000
 """Notification-log rows kept once done (sent or dropped), newest first; older ones are
 pruned so the table stays bounded."""
+KEEP_HISTORY = 1_000
+"""History rows kept per incident (the newest): a long-open incident that flaps for
+days does not grow its history without end."""
 PRUNE_EVERY = 500
 """Rows marked done between two prunings of the notification log."""
 KEEP_SILENCES_MS = 30 * 86_400_000
@@ -186,6 +189,12 @@ class StateStore:
                 "INSERT INTO history (incident, body) VALUES (?, ?)",
                 [(c.incident, _encode(c)) for c in effects.history],
             )
+            for incident_id in {c.incident for c in effects.history}:
+                db.execute(
+                    "DELETE FROM history WHERE incident = ?1 AND row <= (SELECT row FROM history"
+                    " WHERE incident = ?1 ORDER BY row DESC LIMIT 1 OFFSET ?2)",
+                    (incident_id, KEEP_HISTORY),
+                )
         if effects.silences:
             db.executemany(
                 "INSERT OR REPLACE INTO silences (id, ends_at, body) VALUES (?, ?, ?)",
