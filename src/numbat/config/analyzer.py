@@ -32,6 +32,7 @@ class GroupingConfig(Section):
     def __post_init__(self) -> None:
         _not_negative(self, "group_wait", "repeat_interval")
         _seconds(self, "group_interval")
+        _labels_list("group_by", self.group_by)
 
 
 class FlappingConfig(Section):
@@ -58,6 +59,18 @@ class InhibitConfig(Section):
     target: MatchConfig = msgspec.field(default_factory=MatchConfig)
     equal: list[str] = msgspec.field(default_factory=lambda: ["host"])
     source_status: Literal["warning", "critical"] = "critical"
+
+    def __post_init__(self) -> None:
+        _labels_list("equal", self.equal)
+
+
+def _labels_list(key: str, labels: list[str]) -> None:
+    """Label names (``name``, ``host``, ``rule``, ``status`` or a tag): non-empty, once each."""
+    for label in labels:
+        if not label:
+            raise ValueError(f"{key}: a label name must not be empty")
+        if labels.count(label) > 1:
+            raise ValueError(f"{key}: {label!r} is given twice")
 
 
 def _default_inhibit() -> list[InhibitConfig]:
