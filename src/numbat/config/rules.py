@@ -241,6 +241,11 @@ class OutlierRuleConfig(RuleConfig):
             raise ValueError(f"alpha: between 0 and 1 (exclusive), got {self.alpha}")
         if self.min_points < 2:
             raise ValueError(f"min_points: must be 2 or more, got {self.min_points}")
+        if self.method == "mad" and self.min_points > self.window:
+            raise ValueError(
+                f"min_points: {self.min_points} is more than window ({self.window}): "
+                "nothing would ever be judged"
+            )
 
 
 class ReachabilityRuleConfig(RuleConfig):
