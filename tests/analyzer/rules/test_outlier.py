@@ -4,6 +4,7 @@ points, direction, restarts."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from numbat.analyzer.rules.outlier import robust_z
@@ -25,7 +26,7 @@ def _ev(value: float, host: str = "web-1", **extra: Any) -> Event:
     return {"name": "web.latency", "host": host, "value": value, "time": T0, **extra}
 
 
-def _feed(rule: Any, values: list[float], **kw: Any) -> list[Any]:
+def _feed(rule: Any, values: Sequence[float], **kw: Any) -> list[Any]:
     out: list[Any] = []
     for value in values:
         out.extend(rule(_ev(value, **kw)) or [])
