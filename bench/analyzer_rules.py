@@ -64,7 +64,7 @@ def stream(events: int, hosts: int) -> list[Event]:
     out: list[Event] = []
     while len(out) < events:
         host = f"host-{rnd.randrange(hosts)}"
-        base = {"host": host, "time": T0 + len(out)}
+        base: Event = {"host": host, "time": T0 + len(out)}
         out += [
             {"name": "web.heartbeat", "ttl": 16_000, "value": 1, **base},
             {"name": "memory", "value": rnd.uniform(0.2, 0.7), **base},
