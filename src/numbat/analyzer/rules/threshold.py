@@ -66,28 +66,24 @@ class ThresholdRule:
         value = number(event, self.field)
         if value is None:
             return None
-        name = str(event["name"])
-        raw_host = event.get("host", "")
-        host = raw_host if isinstance(raw_host, str) else str(raw_host)
-        key = f"{host}.{name}"
-        tags: dict[str, str] = {}
-        if self.group_by:
-            values = group_values(event, self.group_by)
-            key = ".".join((key, *values))
-            tags = dict(zip(self.group_by, values, strict=True))
         time = event.get("time", 0)
         time = time if isinstance(time, int) else 0
-        judged = value
         if self.on_rate:
-            judged_rate = self._rate(key, time, value)
-            if judged_rate is None:
+            name, host, key, tags = self._series(event)
+            judged = self._rate(key, time, value)
+            if judged is None:
                 return None
-            judged = judged_rate
+        else:
+            judged = value
         factor = 1.0
         if self.scale:
             found = number(event, self.scale)
             factor = found if found is not None and found > 0 else 1.0
         status, level = _level_status(judged, self.warn, self.critical, self.below, factor)
+        if status == "ok" and not self.raised.status:
+            return None  # the common case, kept cheap: fine, and nothing to resolve
+        if not self.on_rate:
+            name, host, key, tags = self._series(event)
         if not self.raised.update(key, status):
             return None
         ttl = event.get("ttl")
@@ -104,6 +100,18 @@ class ThresholdRule:
                 tags=tags,
             )
         ]
+
+    def _series(self, event: Event) -> tuple[str, str, str, dict[str, str]]:
+        """(name, host, series key, tags) of an event."""
+        name = str(event["name"])
+        raw_host = event.get("host", "")
+        host = raw_host if isinstance(raw_host, str) else str(raw_host)
+        key = f"{host}.{name}"
+        if not self.group_by:
+            return name, host, key, {}
+        values = group_values(event, self.group_by)
+        key = ".".join((key, *values))
+        return name, host, key, dict(zip(self.group_by, values, strict=True))
 
     def _rate(self, key: str, time: int, value: float) -> float | None:
         previous = self.last.get(key)
@@ -185,6 +193,8 @@ class LoadAverageRule:
         nprocs = number(event, self.nprocs_field)
         nprocs = nprocs if nprocs is not None and nprocs > 0 else 1.0
         status, _ = _level_status(value, warn, critical, False, nprocs)
+        if status == "ok" and not self.raised.status:
+            return None
         raw_host = event.get("host", "")
         host = raw_host if isinstance(raw_host, str) else str(raw_host)
         if not self.raised.update(f"{host}.{name}", status):
