@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from numbat.config.rules import default_rules
 from numbat.event import Event
 
 from ._helpers import T0, Clock, build, config_error
@@ -174,18 +173,6 @@ def test_restart_keeps_what_was_raised() -> None:
     again.restore(saved, T0)
     assert again(_ev("web.latency", 1))[0].status == "ok"
     assert again.save() == {"h1.web.latency": None}
-
-
-def test_default_rules_build() -> None:
-    """Every rule of default_rules() builds and has its own match."""
-    from numbat.analyzer.rules import build_rule
-
-    names = {}
-    for name, options in default_rules().items():
-        _, match = build_rule(name, options, Clock())
-        names[name] = match.names
-    assert names["memory"] == ("memory",)
-    assert names["collector-heartbeat"] == ("numbat.collector.heartbeat",)
 
 
 def test_bad_options_name_the_key() -> None:
