@@ -25,8 +25,7 @@ def _rule(clock: Clock, toml: str = RULE) -> Any:
 
 
 def test_a_host_seen_before_and_now_missing_is_critical_until_seen_again() -> None:
-    """Silent for `every` seconds: critical naming the host; repeated every `every`;
-    the next event resolves it."""
+    """A silent host is critical every `every` seconds until its next event resolves it."""
     clock = Clock()
     rule = _rule(clock)
     assert rule(_ev()) is None
@@ -54,8 +53,7 @@ def test_each_host_is_judged_on_its_own() -> None:
 
 
 def test_nothing_at_all_since_start_is_one_critical_for_the_rule() -> None:
-    """No matching event for `every` seconds after start: one critical with the rule's
-    name as id, repeated while it lasts; the first event resolves it."""
+    """Nothing at all for `every` after start: one critical (id: the rule), ended by an event."""
     clock = Clock()
     rule = _rule(clock)
     assert rule.tick(clock.advance(59)) == []
@@ -102,8 +100,7 @@ def test_groups_silent_for_forget_after_are_forgotten() -> None:
 
 
 def test_restart_restarts_deadlines_and_keeps_what_was_missing() -> None:
-    """Saved groups come back due `every` after the restart; one missing before it is
-    critical again if still silent, and its next event resolves it."""
+    """After a restart groups are due `every` from it, and a missing one is resolved when seen."""
     clock = Clock()
     rule = _rule(clock)
     rule(_ev("gone"))
@@ -122,8 +119,7 @@ def test_restart_restarts_deadlines_and_keeps_what_was_missing() -> None:
 
 
 def test_restart_keeps_a_nothing_at_all_alert() -> None:
-    """A "nothing at all" alert raised before a restart is resolved by the first event
-    after it."""
+    """A 'nothing at all' alert raised before a restart is resolved by the first event after."""
     clock = Clock()
     rule = _rule(clock)
     rule.tick(clock.advance(60))

@@ -38,8 +38,7 @@ def test_a_missed_beat_is_critical_naming_the_key_and_the_beats_missed() -> None
 
 
 def test_silence_repeats_the_critical_every_ttl_with_the_count() -> None:
-    """Each further ttl of silence repeats the critical (refreshing the incident) with
-    one more beat missed; nothing in between."""
+    """Each further ttl of silence repeats the critical with one more beat missed."""
     clock = Clock()
     rule = _rule(clock)
     rule(_beat())
@@ -157,8 +156,7 @@ def test_expiry_work_is_proportional_to_what_is_due() -> None:
 
 
 def test_restart_keeps_keys_and_restarts_deadlines_from_now() -> None:
-    """Saved keys come back due one ttl after the restart (downtime is not silence); a
-    key critical before the restart is critical again, and its beat resolves it."""
+    """Restored keys are due one ttl after the restart; a missing one is resolved by its beat."""
     clock = Clock()
     rule = _rule(clock)
     rule(_beat(host="quiet"))
@@ -181,8 +179,7 @@ def test_restart_keeps_keys_and_restarts_deadlines_from_now() -> None:
 
 
 def test_after_a_restart_the_first_beat_resolves_whatever_may_have_been_raised() -> None:
-    """A key saved healthy may have gone critical after the last save: its first beat
-    after a restart returns an ok (ignored if nothing is open), then beats are quiet."""
+    """After a restart a key's first beat returns an ok (it may have been raised), then quiet."""
     clock = Clock()
     again = _rule(clock)
     again.restore({"h.web": ["h", "web", 16_000, T0, 0]}, clock.now)

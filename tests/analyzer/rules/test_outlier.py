@@ -34,8 +34,7 @@ def _feed(rule: Any, values: Sequence[float], **kw: Any) -> list[Any]:
 
 
 def test_robust_z_is_the_scaled_distance_from_the_median() -> None:
-    """0.6745 (x - median) / MAD; the mean absolute deviation when MAD is 0; infinite
-    from a constant history."""
+    """robust_z: 0.6745 (x - median) / MAD, mean-AD fallback, infinite off a constant history."""
     z, median = robust_z(14, [10, 11, 9, 10, 12])
     assert median == 10 and math.isclose(z, 0.6745 * 4)
     z, _ = robust_z(20, [10, 10, 10, 10, 20])  # MAD 0, mean AD 2

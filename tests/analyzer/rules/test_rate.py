@@ -24,8 +24,7 @@ def _feed(rule: Any, codes: list[Any], **kw: Any) -> list[Any]:
 
 
 def test_non_2xx_share_over_rate_allowed_is_critical_then_ok() -> None:
-    """Defaults: *.response, statusCode outside 200-299, over 0.1 is critical; back
-    under, one ok."""
+    """Defaults: a non-2xx share of *.response over 0.1 is critical; back under, one ok."""
     clock = Clock()
     rule, match = build(RULE, clock)
     assert match.name_matches("web.response")
@@ -95,8 +94,7 @@ def test_group_by_name_alone_judges_the_fleet() -> None:
 
 
 def test_conditions_inside_and_equals() -> None:
-    """inside = [500, 599] counts 5xx only; equals counts listed values (text or
-    number); events without the field are not counted."""
+    """inside and equals conditions count their events; events without the field do not count."""
     rule, _ = build(RULE + "inside = [500, 599]\n", Clock())
     assert _feed(rule, [404] * 10) == []
     rule, _ = build(

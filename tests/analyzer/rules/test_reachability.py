@@ -23,8 +23,7 @@ def _ev(value: float, target: str = "db", host: str = "web-1", **extra: Any) -> 
 
 
 def test_value_zero_is_critical_per_host_and_target_then_ok() -> None:
-    """0: critical "<host> cannot reach <target>", one incident per pair; a non-zero
-    value resolves that pair only, once."""
+    """Value 0 is critical per host and target; a non-zero value resolves that pair once."""
     rule, match = build(RULE, Clock())
     assert match.name_matches("reachability") and match.name_matches("probe.reachability")
     [alert] = rule(_ev(0))

@@ -35,8 +35,7 @@ critical = 500
 
 
 def test_levels_above_give_warning_critical_and_ok_only_after_a_raise() -> None:
-    """Over warn is warning, over critical is critical, each breach repeats; a good
-    value says ok once after a raise and nothing otherwise."""
+    """Over warn: warning, over critical: critical, each breach repeats; ok once after a raise."""
     rule = _rule(LATENCY)
     values = [100, 250, 600, 600, 100, 100]
     assert _statuses(rule, [_ev("web.latency", v) for v in values]) == [
@@ -85,8 +84,7 @@ def test_another_field_and_group_by_make_separate_series() -> None:
 
 
 def test_rate_of_change_per_second_between_consecutive_points() -> None:
-    """on = "rate" judges (v2 - v1) / (t2 - t1) per second; the first point and a
-    point not newer than the last are not judged."""
+    """on = rate judges (v2 - v1) / (t2 - t1) per second; first and stale points are skipped."""
     rule = _rule(
         '[analyzer.rules.growth]\ntype = "threshold"\nmatch = {name = "db.size"}\n'
         'on = "rate"\nwarn = 100\ncritical = 1000\n'
@@ -100,8 +98,7 @@ def test_rate_of_change_per_second_between_consecutive_points() -> None:
 
 
 def test_a_counter_reset_counts_from_zero() -> None:
-    """counter = true: a decrease is a reset, the new value counted from 0 (not a
-    huge negative rate); without it a decrease is a negative rate."""
+    """counter = true reads a decrease as a reset from 0; without it, a negative rate."""
     toml = (
         '[analyzer.rules.errors]\ntype = "threshold"\nmatch = {name = "errors"}\n'
         'on = "rate"\ncritical = 5\nbelow = false\n'
