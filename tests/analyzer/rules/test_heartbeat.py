@@ -143,6 +143,15 @@ def test_forget_decommissions_a_key() -> None:
     assert rule.tick(clock.advance(100)) == []
 
 
+def test_forget_takes_the_incident_id_too() -> None:
+    """forget("<host>.<prefix>.heartbeat"), the id the API lists, forgets that key."""
+    clock = Clock()
+    rule = _rule(clock)
+    rule(_beat())
+    assert rule.forget("web-1.web.heartbeat") is True
+    assert rule.keys == {}
+
+
 def test_expiry_work_is_proportional_to_what_is_due() -> None:
     """A tick pops only due heap entries: 10,000 healthy keys are not visited."""
     clock = Clock()

@@ -141,8 +141,11 @@ class HeartbeatRule:
         return out
 
     def forget(self, key: str) -> bool:
-        """Stop tracking ``key`` (``<host>.<prefix>``), e.g. a decommissioned host; False
-        when it was not tracked. Its open incident, if any, then expires."""
+        """Stop tracking ``key``, e.g. a decommissioned host: ``<host>.<prefix>``, or the
+        incident id ``<host>.<prefix>.heartbeat`` as the API lists it. False when it was
+        not tracked. Its open incident, if any, then expires."""
+        if key not in self.keys and key.endswith(_BEAT):
+            key = key[: -len(_BEAT)]
         if self.keys.pop(key, None) is None:
             return False
         self._dirty.add(key)
