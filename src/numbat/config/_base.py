@@ -137,7 +137,7 @@ _UNKNOWN = re.compile(r"Object contains unknown field `(?P<key>[^`]*)`")
 _ENUM = re.compile(r"Invalid enum value (?P<got>.*)")
 _TYPE = re.compile(r"Expected `(?P<want>[^`]*)`, got `(?P<got>[^`]*)`")
 _MISSING = re.compile(r"Object missing required field `(?P<key>[^`]*)`")
-_OWN = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_.\[\]]*): (?P<msg>.*)$", re.S)
+_OWN = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_.\[\]-]*): (?P<msg>.*)$", re.S)
 
 
 def _explain(error: str, root: Any, top: str = "(top level)") -> str:
