@@ -187,6 +187,7 @@ NOTIFIERS: dict[str, Plugin] = {
     "log": Plugin("numbat.analyzer.notifiers.log:LogNotifier", LogNotifierConfig),
     "console": Plugin("numbat.analyzer.notifiers.log:LogNotifier", LogNotifierConfig),
     "webhook": Plugin("numbat.analyzer.notifiers.webhook:WebhookNotifier", WebhookNotifierConfig),
+    "slack": Plugin("numbat.analyzer.notifiers.slack:SlackNotifier", SlackNotifierConfig),
 }
 """Notifier type -> plug-in; a notifier's ``type`` may also be an import path."""
 
