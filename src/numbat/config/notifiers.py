@@ -188,6 +188,9 @@ NOTIFIERS: dict[str, Plugin] = {
     "console": Plugin("numbat.analyzer.notifiers.log:LogNotifier", LogNotifierConfig),
     "webhook": Plugin("numbat.analyzer.notifiers.webhook:WebhookNotifier", WebhookNotifierConfig),
     "slack": Plugin("numbat.analyzer.notifiers.slack:SlackNotifier", SlackNotifierConfig),
+    "pagerduty": Plugin(
+        "numbat.analyzer.notifiers.pagerduty:PagerDutyNotifier", PagerDutyNotifierConfig
+    ),
 }
 """Notifier type -> plug-in; a notifier's ``type`` may also be an import path."""
 
