@@ -191,6 +191,7 @@ NOTIFIERS: dict[str, Plugin] = {
     "pagerduty": Plugin(
         "numbat.analyzer.notifiers.pagerduty:PagerDutyNotifier", PagerDutyNotifierConfig
     ),
+    "email": Plugin("numbat.analyzer.notifiers.email:EmailNotifier", EmailNotifierConfig),
 }
 """Notifier type -> plug-in; a notifier's ``type`` may also be an import path."""
 

@@ -79,7 +79,8 @@ def notification(**kinds: Any) -> Notification:
     """A notification with the given lists (``new=[...]``, ``resolved=[...]``...)."""
     kinds.setdefault("time", T0 + 2000)
     kinds.setdefault("group", {"name": "web.heartbeat"})
-    return Notification(id=f"n{next(_ids)}", **kinds)
+    kinds.setdefault("id", f"n{next(_ids)}")
+    return Notification(**kinds)
 
 
 def options(**table: Any) -> NotifierConfig:
