@@ -121,6 +121,13 @@ def with_starttls(certificate: tuple[Path, Path]) -> Iterator[Server]:
     )
 
 
+@pytest.fixture
+def smtps(certificate: tuple[Path, Path]) -> Iterator[Server]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(certificate[1]), str(certificate[0]))
+    yield from smtp_server(ssl_context=context)
+
+
 def send(**table: Any) -> None:
     notifier = EmailNotifier(options(type="email", host="127.0.0.1", timeout=5, **table))
     n = notification(
@@ -182,6 +189,12 @@ def test_starttls_upgrades_before_auth(
         password=PASSWORD,
     )
     assert len(with_starttls.inbox.mails) == 1
+
+
+def test_ssl_speaks_tls_from_the_start(smtps: Server, certificate: tuple[Path, Path]) -> None:
+    """ssl = true (SMTPS) with the server's certificate trusted: the mail is taken."""
+    send(port=smtps.port, to=["ops@example.com"], ssl=True, ca_file=str(certificate[1]))
+    assert len(smtps.inbox.mails) == 1
 
 
 def test_starttls_with_an_untrusted_certificate_is_refused(with_starttls: Server) -> None:
