@@ -6,6 +6,7 @@ Every notifier has a bounded queue of its own and retries with backoff and jitte
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -99,6 +100,8 @@ class SlackNotifierConfig(NotifierConfig, kw_only=True):
         _positive(self, "max_attachments")
 
 
+_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 
 
@@ -181,6 +184,11 @@ class AlertmanagerNotifierConfig(NotifierConfig, kw_only=True):
         super().__post_init__()
         _http_url("url", self.url, secret_path=False)
         _seconds(self, "firing_ttl")
+        for name in self.labels:
+            if not _LABEL.fullmatch(name):
+                raise ValueError(
+                    f"labels: {name!r} is not a label name (letters, digits, _; not first a digit)"
+                )
 
 
 NOTIFIERS: dict[str, Plugin] = {
@@ -192,6 +200,9 @@ NOTIFIERS: dict[str, Plugin] = {
         "numbat.analyzer.notifiers.pagerduty:PagerDutyNotifier", PagerDutyNotifierConfig
     ),
     "email": Plugin("numbat.analyzer.notifiers.email:EmailNotifier", EmailNotifierConfig),
+    "alertmanager": Plugin(
+        "numbat.analyzer.notifiers.alertmanager:AlertmanagerNotifier", AlertmanagerNotifierConfig
+    ),
 }
 """Notifier type -> plug-in; a notifier's ``type`` may also be an import path."""
 
