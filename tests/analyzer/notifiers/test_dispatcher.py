@@ -439,3 +439,38 @@ def test_every_registered_kind_is_a_notifier_taking_its_registered_options() -> 
     for kind, plugin in NOTIFIERS.items():
         cls = notifier_class(kind)
         assert cls.Options is plugin.options, kind
+
+
+class SlowLog(FakeLog):
+    """A log whose pending_notifications waits for ``release`` (a slow state thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def pending_notifications(self, notifier: str) -> list[tuple[int, Notification]]:
+        self.reading.set()
+        await self.release.wait()
+        return await super().pending_notifications(notifier)
+
+
+def test_a_row_enqueued_while_start_reads_the_log_is_sent_once() -> None:
+    """A row both pending in the log and enqueued during start() is sent once, in order."""
+
+    async def main() -> None:
+        log = SlowLog()
+        old = log.add("a", notification(new=[incident()]))
+        dispatcher = Dispatcher([scripted("a")], log, stats())
+        starting = asyncio.create_task(dispatcher.start())
+        await log.reading.wait()
+        new = notification(new=[incident()])
+        row = log.add("a", new)  # committed, then handed over, while start() reads
+        dispatcher.enqueue([(row, "a", new)])
+        log.release.set()
+        await starting
+        await log.wait_done([old, row])
+        await dispatcher.close(1.0)
+        assert [n.id for n in fakes.SENT["a"]] == [log.rows[old][1].id, new.id]
+
+    asyncio.run(main())

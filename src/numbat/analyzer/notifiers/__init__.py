@@ -256,8 +256,12 @@ class Dispatcher:
         worker = _Worker(options.label, options, notifier)
         self._workers[worker.label] = worker
         self._stats.gauge("notifier.queued", lambda: len(worker.queue), notifier=worker.label)
-        for row in await self._log.pending_notifications(worker.label):
-            self._put(worker, row)
+        pending = await self._log.pending_notifications(worker.label)
+        # Rows enqueued while the log was read are in both: queue each once, the
+        # pending ones (older) first.
+        queued = {row for row, _ in worker.queue}
+        worker.queue.extendleft(reversed([r for r in pending if r[0] not in queued]))
+        self._trim(worker)
         self._run(worker)
 
     def _run(self, worker: _Worker) -> None:
@@ -275,7 +279,13 @@ class Dispatcher:
                 self._put(worker, (row, notification))
 
     def _put(self, worker: _Worker, row: Row) -> None:
-        if len(worker.queue) >= worker.options.queue_size:
+        worker.queue.append(row)
+        self._trim(worker)
+        worker.wake.set()
+
+    def _trim(self, worker: _Worker) -> None:
+        """Drop the oldest waiting notifications past ``queue_size``."""
+        while len(worker.queue) > worker.options.queue_size:
             oldest, _ = worker.queue.popleft()
             self._drop(worker.label, oldest, "queue_full", "queue full")
             self._warn.warning(
@@ -284,8 +294,6 @@ class Dispatcher:
                 worker.label,
                 worker.options.queue_size,
             )
-        worker.queue.append(row)
-        worker.wake.set()
 
     def _drop(self, label: str, row: int, reason: str, detail: str) -> None:
         self._stats.count("dropped", notifier=label, reason=reason)
@@ -366,7 +374,11 @@ class Dispatcher:
                 await worker.wake.wait()
                 continue
             worker.current = worker.queue.popleft()
-            await self._deliver(worker, *worker.current)
+            try:
+                await self._deliver(worker, *worker.current)
+            except Exception as exc:  # a bug here must not end this notifier's worker
+                self._stats.count("notifier_errors", notifier=worker.label)
+                logger.exception("notifier %s: %s", worker.label, _described(worker, exc))
             worker.current = None
 
     async def _deliver(self, worker: _Worker, row: int, notification: Notification) -> None:
