@@ -171,3 +171,35 @@ def test_config_errors_name_the_key_and_hide_the_token() -> None:
             loads(text)
         assert f"analyzer.notifiers[0].{expected}" in str(caught.value)
         assert TOKEN not in str(caught.value)
+
+
+def test_a_retry_after_answer_is_honoured_up_to_max_backoff() -> None:
+    """429 with Retry-After: the next attempt waits that long, capped at max_backoff."""
+    delays: list[float] = []
+
+    async def record(delay: float) -> None:
+        delays.append(delay)
+
+    def limited(after: str) -> web.Response:
+        return web.Response(status=429, headers={"Retry-After": after}, text="slow down")
+
+    async def main() -> None:
+        answers = [limited("7"), limited("999"), limited("soon")]
+
+        def reply(_: Received) -> web.Response:
+            return answers.pop(0) if answers else web.Response(status=200)
+
+        async with recorder(reply=reply) as server:
+            log = FakeLog()
+            config = options(type="webhook", url=server.url + "/h", max_backoff=60)
+            dispatcher = Dispatcher([config], log, Stats("h", "p"), backoff=lambda _: 0.5,
+                                    sleep=record)  # fmt: skip
+            await dispatcher.start()
+            n = notification(new=[incident()])
+            row = log.add("webhook", n)
+            dispatcher.enqueue([(row, "webhook", n)])
+            await log.wait_done([row])
+            await dispatcher.close(1.0)
+
+    asyncio.run(main())
+    assert delays == [7.0, 60.0, 0.5]

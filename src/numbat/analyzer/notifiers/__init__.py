@@ -53,12 +53,17 @@ Sleep = Callable[[float], Awaitable[Any]]
 
 class NotifyError(NumbatError):
     """One attempt to notify failed. ``retryable``: whether another attempt may succeed
-    (False for an answer such as HTTP 400 or 403: the same request fails again). The
-    message never holds a credential (a routing key, a URL's token, a password)."""
+    (False for an answer such as HTTP 400 or 403: the same request fails again);
+    ``retry_after``: seconds the server asked to wait (HTTP ``Retry-After``), honoured
+    up to the notifier's ``max_backoff``. The message never holds a credential (a
+    routing key, a URL's token, a password)."""
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool = True, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 def retryable_status(status: int) -> bool:
@@ -408,12 +413,16 @@ class Dispatcher:
             self._warn.warning(
                 f"retry:{label}", "notifier %s: attempt %d failed: %s", label, attempt, error
             )
-            await self._sleep(self._delay(attempt, options))
+            await self._sleep(self._delay(attempt, options, error.retry_after))
 
-    def _delay(self, attempt: int, options: NotifierConfig) -> float:
+    def _delay(self, attempt: int, options: NotifierConfig, asked: float | None) -> float:
+        """Seconds before the next attempt: the backoff, or longer if the server asked
+        (``Retry-After``), at most ``max_backoff``."""
         if self._backoff is full_jitter:
-            return full_jitter(attempt, cap=options.max_backoff)
-        return min(self._backoff(attempt), options.max_backoff)
+            delay = full_jitter(attempt, cap=options.max_backoff)
+        else:
+            delay = self._backoff(attempt)
+        return min(max(delay, asked or 0.0), options.max_backoff)
 
     async def _attempt(self, worker: _Worker, notification: Notification) -> NotifyError | None:
         """One send within the timeout; the error, or None when it went."""
@@ -422,7 +431,8 @@ class Dispatcher:
             async with asyncio.timeout(worker.options.timeout):
                 await worker.notifier.send(notification)
         except NotifyError as exc:
-            return NotifyError(worker.notifier.redact(str(exc)), retryable=exc.retryable)
+            shown = worker.notifier.redact(str(exc))
+            return NotifyError(shown, retryable=exc.retryable, retry_after=exc.retry_after)
         except TimeoutError:
             return NotifyError(f"no answer within {worker.options.timeout:g} s")
         except Exception as exc:  # a notifier's bug must not kill its worker

@@ -4,6 +4,7 @@ server by its origin only (a webhook URL's path or query often is the credential
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -70,7 +71,8 @@ class HttpNotifier(Notifier):
         headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
         """POST ``body`` as JSON; the status and body of an ``ok`` answer, else
-        :class:`NotifyError` (retryable for no answer, 408, 429, 5xx)."""
+        :class:`NotifyError` (retryable for no answer, 408, 429, 5xx; with the answer's
+        ``Retry-After`` seconds)."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
         data = msgspec.json.encode(body)
@@ -79,6 +81,7 @@ class HttpNotifier(Notifier):
             async with self._session.post(self.url, data=data, headers=sent_headers) as reply:
                 answer = await reply.read()
                 status = reply.status
+                retry_after = _seconds(reply.headers.get("Retry-After"))
         except (aiohttp.ClientError, OSError) as exc:
             raise NotifyError(self.redact(f"{self.where}: {type(exc).__name__}: {exc}")) from None
         if status not in ok:
@@ -86,6 +89,7 @@ class HttpNotifier(Notifier):
             raise NotifyError(
                 self.redact(f"{self.where} answered {status}: {shown}"),
                 retryable=retryable_status(status),
+                retry_after=retry_after,
             )
         return status, answer
 
@@ -93,3 +97,16 @@ class HttpNotifier(Notifier):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _seconds(header: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (the HTTP-date form is not worth the parsing here).
+
+    >>> _seconds("30"), _seconds(None), _seconds("Wed, 21 Oct 2015 07:28:00 GMT")
+    (30.0, None, None)
+    """
+    try:
+        seconds = float(header) if header is not None else math.nan
+    except ValueError:
+        return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
