@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +19,30 @@ from tests.helpers import wait_until
 
 
 def test_config_uses_the_embedded_store_by_default(tmp_path: Path) -> None:
-    """Without --influx the only output is SQLite in the data dir; listeners on 3333."""
+    """Without --influx storage is SQLite in the data dir; listeners on 3333; the
+    analyzer on 3337 (fed by an analyzer output, writing back to 3333), API on 3338."""
     cfg = UpSettings(data_dir=tmp_path).config()
     assert [lc.uri for lc in cfg.collector.listeners] == [
         "tcp://127.0.0.1:3333",
         "udp://127.0.0.1:3333",
         f"unix://{tmp_path.absolute() / 'collector.sock'}",
     ]
-    (output,) = cfg.collector.outputs
+    output, feed = cfg.collector.outputs
     assert (output.type, output.path) == ("sqlite", str(tmp_path / "numbat.db"))
+    assert (feed.type, feed.uri) == ("analyzer", "tcp://127.0.0.1:3337")
+    analyzer = cfg.analyzer
+    assert [lc.uri for lc in analyzer.listeners] == ["tcp://127.0.0.1:3337"]
+    assert (analyzer.http, analyzer.data_dir, analyzer.writeback.uri) == (
+        "http://127.0.0.1:3338",
+        str(tmp_path),
+        "tcp://127.0.0.1:3333",
+    )
 
 
 def test_config_with_influx_spools_in_the_data_dir(tmp_path: Path) -> None:
     """--influx switches storage to InfluxDB, spooling under the data dir."""
     cfg = UpSettings(data_dir=tmp_path, influx="http://127.0.0.1:8086", database="ops").config()
-    (output,) = cfg.collector.outputs
+    output, _ = cfg.collector.outputs
     assert output.type == "influxdb"
     assert (output.urls, output.database) == (["http://127.0.0.1:8086"], "ops")
     assert output.spool_dir == str(tmp_path / "spool")
@@ -45,8 +55,10 @@ def _free_port() -> int:
 
 
 def test_up_receives_and_stores_events(tmp_path: Path) -> None:
-    """numbat up prints where to send, stores what arrives, and stops cleanly on SIGINT."""
-    port = _free_port()
+    """numbat up prints where to send, stores what arrives, runs the analyzer (a critical
+    event is an incident its API lists, written back to the store as numbat.alert), and
+    stops cleanly on SIGINT."""
+    port, analyzer, api = _free_port(), _free_port(), _free_port()
     out = tmp_path / "stdout.txt"
     with out.open("w") as stdout:
         proc = subprocess.Popen(
@@ -59,6 +71,10 @@ def test_up_receives_and_stores_events(tmp_path: Path) -> None:
                 str(tmp_path / "data"),
                 "--port",
                 str(port),
+                "--analyzer-port",
+                str(analyzer),
+                "--api-port",
+                str(api),
             ],
             stdout=stdout,
             stderr=subprocess.STDOUT,
@@ -68,10 +84,15 @@ def test_up_receives_and_stores_events(tmp_path: Path) -> None:
             lambda: "numbat is up." in out.read_text() or proc.poll() is not None, what="the banner"
         )
         assert f"tcp://127.0.0.1:{port}" in out.read_text(), out.read_text()
+        assert f"http://127.0.0.1:{api}/api/v1/incidents" in out.read_text()
         with socket.create_connection(("127.0.0.1", port)) as sock:
             for i in range(10):
                 event = {"name": "web.requests", "value": i, "host": "h1", "route": "/a"}
                 sock.sendall(json.dumps(event).encode() + b"\n")
+            alert = {"name": "backup", "host": "h1", "status": "critical", "description": "no"}
+            sock.sendall(json.dumps(alert).encode() + b"\n")
+        wait_until(lambda: _incidents(api) == ["h1.backup"], 20.0, "the incident in the API")
+        wait_until(lambda: _alerts_stored(tmp_path / "data"), 30.0, "numbat.alert stored")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0, out.read_text()
     finally:
@@ -126,6 +147,7 @@ def test_a_config_file_adds_to_up_and_keeps_its_own_settings(tmp_path: Path) -> 
     assert [(o.type, getattr(o, "retention_days", None)) for o in cfg.collector.outputs] == [
         ("logfile", None),
         ("sqlite", 30.0),
+        ("analyzer", None),
     ]
     assert cfg.collector.outputs[1].path == str(tmp_path / "numbat.db")  # up's, under --data-dir
     assert len(cfg.collector.listeners) == 3 and cfg.collector.stats_interval == 2.0
@@ -151,7 +173,7 @@ def test_options_given_on_the_command_line_override_the_file(tmp_path: Path) -> 
         "udp://127.0.0.1:4000",
         "unix:///tmp/a.sock",
     ]
-    (output,) = cfg.collector.outputs
+    output, _ = cfg.collector.outputs
     assert (output.urls, output.batch_size) == (["http://new:8086"], 100)
     assert output.spool_dir == str(tmp_path / "spool")
     without = settings.config(file)  # nothing given: the file wins
@@ -194,6 +216,25 @@ def test_the_banner_tells_what_a_config_file_made_of_it(tmp_path: Path) -> None:
     assert "3333" not in banner and "socket:" not in banner
     assert f"the embedded store {tmp_path / 'numbat.db'} (30 days kept)" in banner
     assert "logfile (logfile)" in banner
+
+
+def _incidents(port: int) -> list[str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/incidents", timeout=5) as r:
+            return [i["id"] for i in json.loads(r.read())["incidents"]]
+    except OSError:
+        return []
+
+
+def _alerts_stored(data: Path) -> bool:
+    async def read() -> bool:
+        store = SQLiteStore(data / "numbat.db")
+        try:
+            return bool(await store.series("numbat.alert"))
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
 
 
 def test_up_takes_the_influx_url_from_numbat_influx(tmp_path: Path) -> None:

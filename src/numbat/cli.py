@@ -51,6 +51,10 @@ def check(config: Path) -> None:
     if "collector" in raw:  # a file for the collector: what it checks before starting
         check_plugins(checked, str(config))
         check_paths(checked, str(config))
+    if "analyzer" in raw:  # its rules built, its notifiers found, as at start
+        from numbat.analyzer.daemon import check_analyzer
+
+        check_analyzer(checked, str(config))
     click.echo(f"{config}: ok")
 
 
@@ -217,6 +221,77 @@ def collector(config_path: Path, log_level: str) -> None:
     exit_now_if_stuck(0)
 
 
+_LOG_LEVEL = click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+
+
+@cli.group(invoke_without_command=True)
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The numbat.toml to run (its [analyzer] section).",
+)
+@_LOG_LEVEL
+@click.pass_context
+def analyzer(ctx: click.Context, config_path: Path | None, log_level: str) -> None:
+    """Run the analyzer daemon: rules, incidents, notifications, alerts written back.
+
+    SIGTERM/SIGINT commit state and exit 0; SIGHUP reloads rules and notifiers from
+    CONFIG (a config that fails validation keeps the running one). Subcommands act on
+    a running analyzer or its rules.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if config_path is None:
+        raise click.UsageError("give the config to run: numbat analyzer -c numbat.toml")
+    from numbat._loop import exit_now_if_stuck, run
+    from numbat.analyzer.daemon import Analyzer, check_analyzer
+    from numbat.analyzer.state import StateError
+    from numbat.config import load
+
+    config = load(config_path)
+    check_analyzer(config, str(config_path))
+    _setup_logging(log_level)
+    try:
+        drained = run(Analyzer(config).run(reload=lambda: load(config_path)))
+    except StateError as exc:  # the data_dir the file names cannot hold the state
+        raise ConfigError(f"{config_path}: analyzer.data_dir: {exc}") from None
+    if not drained:
+        click.echo(
+            "numbat analyzer: stopped with notifications or alert events unsent "
+            "(kept in its state database for the next start)",
+            err=True,
+        )
+    exit_now_if_stuck(0)
+
+
+@analyzer.command()
+@click.argument("key")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The analyzer's numbat.toml (for its API address and token).",
+)
+@click.option("--url", help="The analyzer's API [default: [analyzer] http].")
+def forget(key: str, config_path: Path | None, url: str | None) -> None:
+    """Decommission a heartbeat KEY (host.prefix, e.g. web-1.web): stop tracking it and
+    resolve its open incident, on the running analyzer."""
+    from numbat.analyzer.client import forget_key
+    from numbat.config import Config, load
+
+    config = load(config_path) if config_path else Config()
+    found = forget_key(url or config.analyzer.http, key, token=config.analyzer.token)
+    click.echo(f"{key}: {'forgotten' if found else 'not tracked (nothing to forget)'}")
+
+
 @cli.command()
 @click.option(
     "--data-dir",
@@ -235,6 +310,8 @@ def collector(config_path: Path, log_level: str) -> None:
 @click.option("--database", default="numbat", show_default=True, help="InfluxDB database.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=3333, show_default=True, help="tcp and udp port.")
+@click.option("--analyzer-port", default=3337, show_default=True, help="The analyzer's event port.")
+@click.option("--api-port", default=3338, show_default=True, help="The analyzer's HTTP API port.")
 @click.option(
     "-c",
     "--config",
@@ -257,19 +334,33 @@ def up(
     database: str,
     host: str,
     port: int,
+    analyzer_port: int,
+    api_port: int,
     config_path: Path | None,
     log_level: str,
 ) -> None:
-    """Run numbat on this machine: collector, storage and self-monitoring, no setup."""
+    """Run numbat on this machine: collector, storage, analyzer (default rules, alerts
+    API) and self-monitoring, no setup."""
     from numbat._loop import exit_now_if_stuck, run
+    from numbat.analyzer.daemon import Analyzer, check_analyzer
     from numbat.collector.daemon import Collector, OutputError, check_plugins
     from numbat.config import read
+    from numbat.server.lifecycle import Together, serve
     from numbat.up import UpSettings
 
-    settings = UpSettings(data_dir=data_dir, host=host, port=port, influx=influx, database=database)
+    settings = UpSettings(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        influx=influx,
+        database=database,
+        analyzer_port=analyzer_port,
+        api_port=api_port,
+    )
+    options = ("data_dir", "influx", "database", "host", "port", "analyzer_port", "api_port")
     given = [
         name
-        for name in ("data_dir", "influx", "database", "host", "port")
+        for name in options
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
     ]
     if config_path is None:
@@ -277,13 +368,17 @@ def up(
     else:
         config = settings.config(read(config_path), source=str(config_path), given=given)
         check_plugins(config, str(config_path))
+    check_analyzer(config, str(config_path or "numbat up"))
     data_dir.mkdir(parents=True, exist_ok=True)
     _setup_logging(log_level)
     _raise_fd_limit(config)
     command = os.environ.get("NUMBAT_COMMAND", "numbat")
     banner = settings.banner(command, config)
+    # The analyzer first: the collector's analyzer output feeds it, and at shutdown the
+    # collector drains into it before it stops.
+    both = Together([Analyzer(config), Collector(config)])
     try:
-        drained = run(Collector(config).run(ready=lambda: click.echo(banner)))
+        drained = run(serve(both, ready=lambda: click.echo(banner)))
     except OutputError as exc:  # the file's settings, or numbat up's own: say which
         raise ConfigError(f"{config_path or 'numbat up'}: {exc}") from None
     if not drained:

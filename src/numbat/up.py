@@ -27,7 +27,7 @@ class UpSettings:
     >>> [l.uri for l in cfg.collector.listeners]
     ['tcp://127.0.0.1:3333', 'udp://127.0.0.1:3333', 'unix:///tmp/n/collector.sock']
     >>> [o.type for o in cfg.collector.outputs]
-    ['sqlite']
+    ['sqlite', 'analyzer']
     """
 
     data_dir: Path = Path("numbat-data")
@@ -35,6 +35,8 @@ class UpSettings:
     port: int = 3333
     influx: str | None = None
     database: str = "numbat"
+    analyzer_port: int = 3337
+    api_port: int = 3338
 
     @property
     def socket_path(self) -> Path:
@@ -59,8 +61,8 @@ class UpSettings:
 
         >>> file = {"collector": {"outputs": [{"type": "sqlite", "retention_days": 30}]}}
         >>> cfg = UpSettings(data_dir=Path("/tmp/n")).config(file)
-        >>> [(o.type, o.retention_days) for o in cfg.collector.outputs]
-        [('sqlite', 30.0)]
+        >>> [(o.type, getattr(o, "retention_days", None)) for o in cfg.collector.outputs]
+        [('sqlite', 30.0), ('analyzer', None)]
         """
         raw = copy.deepcopy(file) if file else {}
         collector = raw.setdefault("collector", {})
@@ -70,7 +72,34 @@ class UpSettings:
         collector.setdefault("stats_interval", 10.0)
         self._listen(collector, replace_inet=bool(given & {"host", "port"}))
         self._outputs(collector, given)
+        analyzer = raw.setdefault("analyzer", {})
+        if isinstance(analyzer, dict):
+            self._analyzer(analyzer, collector, given)
         return from_dict(raw, source=source)
+
+    def _analyzer(
+        self, analyzer: dict[str, Any], collector: dict[str, Any], given: set[str]
+    ) -> None:
+        """The analyzer beside the collector: fed by an ``analyzer`` output, writing its
+        alerts back to the collector's tcp listener, its state in the data directory."""
+        listen = f"tcp://{self.host}:{self.analyzer_port}"
+        if "listen" not in analyzer or "analyzer_port" in given or "host" in given:
+            analyzer["listen"] = [listen]
+        if "http" not in analyzer or "api_port" in given or "host" in given:
+            analyzer["http"] = f"http://{self.host}:{self.api_port}"
+        if "data_dir" not in analyzer or "data_dir" in given:
+            analyzer["data_dir"] = str(self.data_dir)
+        writeback = analyzer.setdefault("writeback", {})
+        if isinstance(writeback, dict) and ("uri" not in writeback or given & {"host", "port"}):
+            writeback["uri"] = f"tcp://{_reachable(self.host)}:{self.port}"
+        outputs = collector.get("outputs")
+        if isinstance(outputs, list):
+            feeds = [o for o in outputs if isinstance(o, dict) and o.get("type") == "analyzer"]
+            uri = f"tcp://{_reachable(self.host)}:{self.analyzer_port}"
+            if not feeds:
+                outputs.append({"type": "analyzer", "uri": uri})
+            elif given & {"host", "analyzer_port"}:
+                feeds[0]["uri"] = uri
 
     def _listen(self, collector: dict[str, Any], *, replace_inet: bool) -> None:
         ours = [f"tcp://{self.host}:{self.port}", f"udp://{self.host}:{self.port}"]
@@ -122,9 +151,22 @@ class UpSettings:
         sockets = [f"socket:{urlsplit(u).path}" for u in uris if u.startswith("unix:")]
         lines = ["numbat is up.", f"  send metrics to  {inet or '(no network listener)'}"]
         lines += [f"                   {path}" for path in sockets]
-        lines += [f"  storing them in  {_where(output)}" for output in collector.outputs]
+        lines += [
+            f"  storing them in  {_where(output)}"
+            for output in collector.outputs
+            if output.type != "analyzer"
+        ]
+        analyzer = (config or self.config()).analyzer
+        lines += [
+            f"  alerts API at    {analyzer.http}/api/v1/incidents",
+        ]
         lines += [f"  e.g.  {command} emit deploy.done --app web", "  stop with Ctrl-C"]
         return "\n".join(lines)
+
+
+def _reachable(host: str) -> str:
+    """Where to connect to a listener bound on ``host`` (a wildcard: this machine)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
 
 
 def _scheme(entry: Any) -> str:

@@ -5,6 +5,7 @@ gives up blocking after ``block_timeout``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -279,7 +280,12 @@ class _Blackhole:
             self.conns.append(conn)
 
     def close(self) -> None:
+        # Wake the accept() first and wait for the thread: a connection it took after
+        # the list was walked would be left open (a ResourceWarning in a later test).
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
         self.server.close()
+        self.thread.join(5)
         for conn in self.conns:
             conn.close()
 

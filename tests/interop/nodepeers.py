@@ -149,7 +149,9 @@ def _config(kind: Listener, workdir: Path, port: int) -> tuple[str, dict[str, An
     raise ValueError(f"unknown listener kind {kind!r}; use tcp, udp or unix")
 
 
-def _start(kind: Listener, workdir: Path, attempt: int) -> NodeCollector:
+def _start(
+    kind: Listener, workdir: Path, attempt: int, outputs: list[dict[str, Any]]
+) -> NodeCollector:
     port = free_port(socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
     uri, listen = _config(kind, workdir, port)
     log_path = workdir / f"events-{attempt}.log"
@@ -157,7 +159,7 @@ def _start(kind: Listener, workdir: Path, attempt: int) -> NodeCollector:
     config = {
         "logging": {"name": "interop", "silent": True},
         "listen": listen,
-        "outputs": [{"type": "log", "name": "interop", "path": str(log_path)}],
+        "outputs": [{"type": "log", "name": "interop", "path": str(log_path)}, *outputs],
     }
     config_path = workdir / f"collector-{attempt}.js"
     # JSON is valid JavaScript: the config module is a JSON literal.
@@ -175,8 +177,13 @@ def _start(kind: Listener, workdir: Path, attempt: int) -> NodeCollector:
 
 
 @contextmanager
-def node_collector(kind: Listener = "tcp") -> Iterator[NodeCollector]:
+def node_collector(
+    kind: Listener = "tcp", outputs: list[dict[str, Any]] | None = None
+) -> Iterator[NodeCollector]:
     """Start the Node collector listening on ``kind``; yield it once it is listening.
+
+    ``outputs``: more outputs beside its log, as its config takes them (e.g.
+    ``{"type": "analyzer", "host": "127.0.0.1", "port": 3337}``).
 
     The port is a free loopback port (retried if another process takes it first); the
     unix socket, config and log live in a fresh temporary directory. The process is
@@ -189,7 +196,7 @@ def node_collector(kind: Listener = "tcp") -> Iterator[NodeCollector]:
         collector: NodeCollector | None = None
         try:
             for attempt in range(START_ATTEMPTS):
-                collector = _start(kind, workdir, attempt)
+                collector = _start(kind, workdir, attempt, outputs or [])
                 if collector.wait_listening():
                     break
                 # Exited before listening: most likely the port was taken meanwhile.

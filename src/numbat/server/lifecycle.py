@@ -51,6 +51,43 @@ class Daemon(ABC):
         return await self.stop()
 
 
+class Together(Daemon):
+    """Several daemons in one process (``numbat up``): started in order, stopped in
+    reverse order (so the first ones, the downstream ones, still take what the later
+    ones drain into them); SIGHUP goes to each. A start that fails stops those already
+    started.
+
+    >>> Together([]).daemons
+    []
+    """
+
+    def __init__(self, daemons: list[Daemon]) -> None:
+        self.daemons = daemons
+
+    async def start(self) -> None:
+        started: list[Daemon] = []
+        try:
+            for daemon in self.daemons:
+                await daemon.start()
+                started.append(daemon)
+        except BaseException:
+            for daemon in reversed(started):
+                await daemon.stop(0.0)
+            raise
+
+    async def stop(self, drain_timeout: float | None = None) -> bool:
+        results = [await daemon.stop(drain_timeout) for daemon in reversed(self.daemons)]
+        return all(results)
+
+    async def hangup(self) -> None:
+        for daemon in self.daemons:
+            await daemon.hangup()
+
+    async def shutdown(self) -> bool:
+        results = [await daemon.shutdown() for daemon in reversed(self.daemons)]
+        return all(results)
+
+
 async def serve(daemon: Daemon, ready: Callable[[], None] | None = None) -> bool:
     """Run ``daemon`` until SIGTERM or SIGINT; the result of its ``shutdown``.
 

@@ -1,0 +1,299 @@
+"""The analyzer daemon in-process: events in over TCP, the HTTP API (reads, silences,
+acknowledgements, forget, auth, bad input), its own alert events ignored, write-back to a
+collector that comes and goes, and reload keeping incidents."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from numbat.analyzer.daemon import Analyzer
+from numbat.config import Config, from_dict
+from numbat.errors import ConfigError
+from tests.collector.conftest import until
+
+
+def _config(tmp_path: Path, **analyzer: Any) -> Config:
+    section: dict[str, Any] = {
+        "listen": ["tcp://127.0.0.1:0"],
+        "http": "http://127.0.0.1:0",
+        "data_dir": str(tmp_path / "state"),
+        "tick_interval": 0.05,
+        "writeback": {"uri": ""},
+        **analyzer,
+    }
+    return from_dict({"analyzer": section})
+
+
+@asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Analyzer]:
+    analyzer = Analyzer(config, hostname="test-host")
+    await analyzer.start()
+    try:
+        yield analyzer
+    finally:
+        await analyzer.stop(drain_timeout=1.0)
+
+
+def _port(analyzer: Analyzer) -> int:
+    (listener,) = analyzer.listeners.values()
+    server = listener.server  # type: ignore[attr-defined]
+    port: int = server.sockets[0].getsockname()[1]
+    return port
+
+
+async def _send(analyzer: Analyzer, *events: dict[str, Any]) -> None:
+    _, writer = await asyncio.open_connection("127.0.0.1", _port(analyzer))
+    writer.write(b"".join(json.dumps(e).encode() + b"\n" for e in events))
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+
+class Api:
+    def __init__(self, analyzer: Analyzer, session: aiohttp.ClientSession) -> None:
+        self.base = f"http://127.0.0.1:{analyzer.api.port}/api/v1"
+        self.session = session
+
+    async def __call__(
+        self, method: str, path: str, body: Any = None, token: str | None = None
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.session.request(
+            method, self.base + path, json=body, headers=headers
+        ) as answer:
+            return answer.status, await answer.json()
+
+
+@asynccontextmanager
+async def api(analyzer: Analyzer) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as session:
+        yield Api(analyzer, session)
+
+
+def _critical(name: str = "backup", host: str = "db-1", **fields: Any) -> dict[str, Any]:
+    return {"name": name, "host": host, "status": "critical", "description": "full", **fields}
+
+
+def test_events_over_tcp_open_incidents_the_api_lists(tmp_path: Path) -> None:
+    """A critical status event sent over TCP is an open incident in GET /incidents, with
+    its history in GET /incidents/{id}; health counts it."""
+
+    async def main() -> None:
+        async with running(_config(tmp_path)) as analyzer, api(analyzer) as call:
+            await _send(analyzer, _critical(), {"name": "cpu", "host": "db-1", "value": 3})
+            await until(lambda: bool(analyzer.manager.incidents()), what="the incident")
+            status, body = await call("GET", "/incidents")
+            assert status == 200
+            assert [(i["id"], i["status"], i["muted_by"]) for i in body["incidents"]] == [
+                ("db-1.backup", "critical", None)
+            ]
+            await until(lambda: analyzer.manager.dirty is False)
+            status, body = await call("GET", "/incidents/db-1.backup")
+            assert status == 200 and body["incident"]["message"] == "full"
+            await until(lambda: analyzer.state is not None)
+            status, health = await call("GET", "/health")
+            assert (status, health["open_incidents"]) == (200, 1)
+            assert "status" in health["rules"]
+
+    asyncio.run(main())
+
+
+def test_silences_and_acks_through_the_api(tmp_path: Path) -> None:
+    """POST /silences mutes a matching incident (muted_by says which), DELETE expires
+    it; POST /acks records who acknowledged."""
+
+    async def main() -> None:
+        async with running(_config(tmp_path)) as analyzer, api(analyzer) as call:
+            status, silence = await call(
+                "POST",
+                "/silences",
+                {"host": "db-*", "duration": 600, "author": "ana", "comment": "maintenance"},
+            )
+            assert status == 201 and silence["author"] == "ana"
+            await _send(analyzer, _critical())
+            await until(lambda: bool(analyzer.manager.incidents()), what="the incident")
+            _, body = await call("GET", "/incidents")
+            assert body["incidents"][0]["muted_by"] == f"silence:{silence['id']}"
+            status, _ = await call("DELETE", f"/silences/{silence['id']}")
+            assert status == 200
+            _, body = await call("GET", "/silences")
+            assert body["silences"] == []
+            status, acked = await call(
+                "POST", "/acks", {"incident": "db-1.backup", "author": "bo", "comment": "on it"}
+            )
+            assert (status, acked["acked_by"], acked["ack_comment"]) == (200, "bo", "on it")
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "error"),
+    [
+        ("GET", "/incidents?state=maybe", None, 400, "state: got 'maybe'"),
+        ("GET", "/incidents/nope", None, 404, "no incident 'nope'"),
+        ("POST", "/acks", {"incident": "nope", "author": "a"}, 404, "no open incident"),
+        ("POST", "/acks", {"incident": "x"}, 400, "author: required"),
+        ("POST", "/silences", {"author": "a"}, 400, "give ends_at"),
+        ("POST", "/silences", {"author": "a", "duration": "1h"}, 400, "duration: expected"),
+        ("POST", "/silences", {"author": "a", "duration": 5, "tags": [1]}, 400, "tags:"),
+        ("POST", "/silences", [1, 2], 400, "must be a JSON object"),
+        ("DELETE", "/silences/nope", None, 404, "no silence 'nope'"),
+        ("POST", "/heartbeats/forget", {}, 400, "key: required"),
+    ],
+)
+def test_bad_api_calls_get_a_4xx_naming_what_is_wrong(
+    tmp_path: Path, method: str, path: str, body: Any, status: int, error: str
+) -> None:
+    """Each bad call gets its status and a JSON error naming the problem."""
+
+    async def main() -> None:
+        async with running(_config(tmp_path)) as analyzer, api(analyzer) as call:
+            got, answer = await call(method, path, body)
+            assert got == status and error in answer["error"], answer
+
+    asyncio.run(main())
+
+
+def test_mutations_need_the_token_when_one_is_set(tmp_path: Path) -> None:
+    """With a token, POST/DELETE without it (or with another) are 401; reads are open."""
+
+    async def main() -> None:
+        config = _config(tmp_path, token="s3cret")
+        async with running(config) as analyzer, api(analyzer) as call:
+            silence = {"duration": 60, "author": "a"}
+            assert (await call("POST", "/silences", silence))[0] == 401
+            status, answer = await call("POST", "/silences", silence, token="wrong")
+            assert status == 401 and "s3cret" not in json.dumps(answer)
+            assert (await call("POST", "/silences", silence, token="s3cret"))[0] == 201
+            assert (await call("GET", "/silences"))[0] == 200
+
+    asyncio.run(main())
+
+
+def test_forget_stops_tracking_a_heartbeat_and_resolves_its_incident(tmp_path: Path) -> None:
+    """POST /heartbeats/forget: the key is no longer tracked and its open incident
+    resolves; an unknown key answers forgotten=false."""
+    clock = [1_700_000_000_000]
+
+    async def main() -> None:
+        analyzer = Analyzer(_config(tmp_path), hostname="t", clock=lambda: clock[0])
+        await analyzer.start()
+        try:
+            async with api(analyzer) as call:
+                await _send(analyzer, {"name": "web.heartbeat", "host": "web-1", "ttl": 1000})
+                await until(lambda: analyzer.stats.get("alerts") == 0 and _tracked(analyzer))
+                clock[0] += 5_000
+                analyzer.tick()
+                await until(lambda: bool(analyzer.manager.incidents()), what="the miss")
+                _, answer = await call("POST", "/heartbeats/forget", {"key": "web-1.web"})
+                assert answer == {"key": "web-1.web", "forgotten": True}
+                assert _heartbeats(analyzer) == []
+                clock[0] += 60_000
+                analyzer.tick()
+                assert _heartbeats(analyzer) == []
+                _, answer = await call("POST", "/heartbeats/forget", {"key": "web-1.web"})
+                assert answer["forgotten"] is False
+        finally:
+            await analyzer.stop(drain_timeout=1.0)
+
+    asyncio.run(main())
+
+
+def _heartbeats(analyzer: Analyzer) -> list[str]:
+    return [i.id for i in analyzer.manager.incidents() if i.rule == "heartbeat"]
+
+
+def _tracked(analyzer: Analyzer) -> bool:
+    return analyzer.stats.get("received", listener=next(iter(analyzer.listeners))) >= 1
+
+
+def test_its_own_alert_events_are_dropped_at_the_input_and_counted(tmp_path: Path) -> None:
+    """numbat.alert / numbat.alerts events (its write-back coming round again) feed no
+    rule: counted skipped, reason=own_alert."""
+
+    async def main() -> None:
+        async with running(_config(tmp_path)) as analyzer:
+            own = {"name": "numbat.alert", "host": "h", "status": "critical", "alert": "x"}
+            await _send(analyzer, own, {**own, "name": "numbat.alerts"}, _critical())
+            await until(lambda: analyzer.stats.get("skipped", reason="own_alert") == 2)
+            assert [i.id for i in analyzer.manager.incidents()] == ["db-1.backup"]
+
+    asyncio.run(main())
+
+
+def test_alert_events_wait_for_the_collector_and_reach_it(tmp_path: Path) -> None:
+    """With the collector down, write-back events wait in the state database; once it
+    listens they arrive, each once, as numbat.alert and numbat.alerts events."""
+    received: list[dict[str, Any]] = []
+
+    async def collector(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.extend(json.loads(line) for line in (await reader.read()).splitlines())
+        writer.close()
+
+    async def main() -> None:
+        probe = await asyncio.start_server(collector, "127.0.0.1", 0)
+        port = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+        config = _config(tmp_path, writeback={"uri": f"tcp://127.0.0.1:{port}"})
+        async with running(config) as analyzer:
+            await _send(analyzer, _critical())
+            await until(lambda: analyzer.stats.get("writeback_failed") >= 1, 10.0)
+            server = await asyncio.start_server(collector, "127.0.0.1", port)
+            try:
+                await until(
+                    lambda: {e["name"] for e in received} >= {"numbat.alert", "numbat.alerts"},
+                    15.0,
+                    "the write-back",
+                )
+            finally:
+                server.close()
+        alerts = [e for e in received if e["name"] == "numbat.alert"]
+        assert [(e["incident"], e["status"], e["kind"]) for e in alerts] == [
+            ("db-1.backup", "critical", "opened")
+        ]
+
+    asyncio.run(main())
+
+
+def test_a_reload_keeps_incidents_and_a_bad_rule_keeps_the_running_config(
+    tmp_path: Path,
+) -> None:
+    """reload() with a new rule keeps the open incident; a config whose rule cannot be
+    built raises and leaves rules and incidents as they were."""
+
+    async def main() -> None:
+        async with running(_config(tmp_path)) as analyzer:
+            await _send(analyzer, _critical())
+            await until(lambda: bool(analyzer.manager.incidents()), what="the incident")
+            before = [b.name for b in analyzer.engine.rules]
+            extra = {"rules": {"big": {"type": "threshold", "match": {"name": "x"}, "warn": 1}}}
+            await analyzer.reload(_config(tmp_path, **extra))
+            assert [b.name for b in analyzer.engine.rules] == [*before, "big"]
+            assert [i.id for i in analyzer.manager.incidents()] == ["db-1.backup"]
+            bad = {"rules": {"mine": {"type": "tests.analyzer.test_daemon:Refuses"}}}
+            with pytest.raises(ConfigError, match=r"analyzer\.rules\.mine: refuses"):
+                await analyzer.reload(from_dict({"analyzer": {**_raw(tmp_path), **bad}}))
+            assert [b.name for b in analyzer.engine.rules] == [*before, "big"]
+            assert [i.id for i in analyzer.manager.incidents()] == ["db-1.backup"]
+
+    asyncio.run(main())
+
+
+class Refuses:
+    """A custom rule whose options pass validation but which refuses to be built."""
+
+    def __init__(self, options: Any, *, name: str, clock: Any) -> None:
+        raise ValueError("refuses")
+
+
+def _raw(tmp_path: Path) -> dict[str, Any]:
+    return {"http": "http://127.0.0.1:0", "data_dir": str(tmp_path / "state")}
