@@ -12,6 +12,7 @@ import pytest
 
 from numbat import Emitter
 from tests.analyzer.harness import Process, WebhookReceiver, analyzer_toml, api
+from tests.helpers import wait_until
 from tests.interop.nodepeers import free_port, node_collector
 
 TTL = 1_000  # ms: the heartbeats' ttl in these tests
@@ -75,7 +76,7 @@ INCIDENT = "web-1.web.heartbeat"
 
 def _silence_then_resume(webhook: WebhookReceiver, uri: str) -> None:
     """Beat, fall silent until the critical arrives (within ttl + 1 s of the last beat),
-    beat again until the resolve arrives; exactly one message of each."""
+    beat again until the resolve arrives, shut down; exactly one message of each."""
     emitter = Emitter(uri, app="web", host="web-1")
     try:
         _beat(emitter, 3)
@@ -87,8 +88,9 @@ def _silence_then_resume(webhook: WebhookReceiver, uri: str) -> None:
         assert critical["status"] == "critical" and "heartbeat not heard" in critical["message"]
         _beat(emitter)
         webhook.wait(lambda: bool(webhook.changes("resolved", INCIDENT)), 10.0, "the resolve")
-        _beat(emitter)
-        time.sleep(1.0)  # nothing more may come: the next message would be a second page
+        emitter.metric("shutdown")  # a clean stop: tracking ends without an alert
+        assert emitter.flush(5.0)
+        time.sleep(2 * TTL / 1000)  # nothing more may come: it would be a second page
         assert len(webhook.changes("new", INCIDENT)) == 1
         assert len(webhook.changes("resolved", INCIDENT)) == 1
     finally:
@@ -118,6 +120,15 @@ def test_the_original_node_collector_feeds_the_analyzer(
         _silence_then_resume(webhook, node.uri)
 
 
+def _sent(port: int) -> int:
+    counters = api(port, "/stats")["counters"]
+    return sum(
+        c["value"]
+        for c in counters
+        if c["metric"] == "notifications" and c["tags"].get("outcome") == "sent"
+    )
+
+
 def test_a_restart_by_sigkill_neither_pages_twice_nor_loses_the_resolve(
     tmp_path: Path, processes: list[Process], webhook: WebhookReceiver
 ) -> None:
@@ -132,6 +143,8 @@ def test_a_restart_by_sigkill_neither_pages_twice_nor_loses_the_resolve(
         assert emitter.flush(5.0)
         incident = "db-1.db.disk"
         webhook.wait(lambda: bool(webhook.changes("new", incident)), 10.0, "the critical")
+        # Notified, as the analyzer knows it: the sent notification is on its disk.
+        wait_until(lambda: _sent(http) == 1, 10.0, "the notification recorded as sent")
         analyzer.kill()
         emitter.metric("disk", value=0.42, status="ok", description="cleaned up")
         assert emitter.flush(5.0)

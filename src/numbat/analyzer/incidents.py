@@ -430,6 +430,7 @@ class IncidentManager:
                 # Its resolve was never told: the receiver still has it open, so this
                 # is a change of that one (or nothing), not news.
                 incident.notified, incident.notified_at = old.notified, old.notified_at
+                incident.peak = old.peak
         self._incidents[key] = incident
         self._schedule_expiry(incident)
         self._changed(incident, "opened", None, at, now)
@@ -822,6 +823,10 @@ class IncidentManager:
             return
         incident.notified = incident.status
         incident.notified_at = now
+        if incident.status != "ok" and (
+            incident.peak is None or SEVERITY[incident.status] > SEVERITY[incident.peak]
+        ):
+            incident.peak = incident.status
         self._dirty[incident.id] = incident
         if incident.status == "critical" and self._repeat:
             heapq.heappush(self._repeats, (now + self._repeat, incident.id))

@@ -84,7 +84,9 @@ class Incident(msgspec.Struct, kw_only=True):
     ``updated_at``: the last alert; ``expires_at``: the keep-alive deadline (resolved
     then if no alert refreshed it). ``acked_*``: an acknowledgement (stops repeats; the
     incident stays open). ``flapping``: too many changes in the flapping window
-    (notified once, then quiet until stable). ``notified``: the status last notified.
+    (notified once, then quiet until stable). ``notified``: the status last notified;
+    ``peak``: the most severe status notified since it opened, so a notifier told of it
+    (a critical-only pager) also hears it lowered and resolved.
     """
 
     id: str
@@ -107,6 +109,7 @@ class Incident(msgspec.Struct, kw_only=True):
     flapping: bool = False
     notified: Status | None = None
     notified_at: int | None = None
+    peak: Status | None = None
 
     @property
     def open(self) -> bool:

@@ -474,3 +474,27 @@ def test_a_row_enqueued_while_start_reads_the_log_is_sent_once() -> None:
         assert [n.id for n in fakes.SENT["a"]] == [log.rows[old][1].id, new.id]
 
     asyncio.run(main())
+
+
+def test_a_notifier_told_of_a_critical_hears_it_lowered_and_resolved() -> None:
+    """Through the real incident manager: a critical-only pager gets the critical, the
+    lowering to warning and the resolve; an incident that only ever was a warning never
+    reaches it."""
+    from tests.analyzer.incidents_helpers import Clock, alert, manager, step
+
+    clock = Clock()
+    m = manager(clock, group_interval=1.0)
+    dispatcher = Dispatcher([scripted("pager", min_status="critical")], FakeLog(), stats())
+    heard: list[tuple[str, str, str]] = []
+    for status in ("critical", "warning", "ok"):
+        effects = step(
+            m, clock, alert("disk", status), alert("load", status.replace("critical", "warning"))
+        )
+        for _, sent in (r for n in effects.notifications for r in dispatcher.route(n)):
+            heard += [(kind, i.id, i.status) for kind, i in sent.changes()]
+        clock.advance(2)
+    assert heard == [
+        ("new", "h1.disk", "critical"),
+        ("changed", "h1.disk", "warning"),
+        ("resolved", "h1.disk", "ok"),
+    ]

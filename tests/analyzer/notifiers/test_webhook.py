@@ -73,6 +73,7 @@ def test_the_body_is_the_notification_with_version_and_summary() -> None:
         "flapping": False,
         "notified": "critical",
         "notified_at": T0 + 1000,
+        "peak": None,
     }
     assert body["resolved"][0]["resolved_at"] == T0 + 1500
 

@@ -163,6 +163,11 @@ class Route:
     def takes(self, incident: Incident, resolved: bool = False) -> bool:
         # A resolve goes where its problem went: by the status last notified.
         status = incident.notified if resolved else incident.status
+        peak = incident.peak
+        if peak is not None and (status is None or SEVERITY[peak] > SEVERITY[status]):
+            # Told of it at its peak, a notifier hears the rest of its story: lowered
+            # below its min_status, and resolved.
+            status = peak
         if status is None or SEVERITY[status] < self.least:
             return False
         return self.match.name_matches(incident.name) and self.match.fields_match(_fields(incident))
@@ -391,8 +396,11 @@ class Dispatcher:
         for attempt in range(1, options.max_attempts + 1):
             error = await self._attempt(worker, notification)
             if error is None:
+                # Recorded before counted: a "sent" in the stats is one a restart will
+                # not send again (only a crash in the few ms between the receiver's
+                # answer and this commit resends it once).
+                await self._record(row, "sent", "")
                 self._stats.count("notifications", notifier=label, outcome="sent")
-                self._mark(row, "sent")
                 return
             if worker.stopping:
                 return  # stays pending: tried again after the restart
