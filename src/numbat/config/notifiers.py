@@ -29,16 +29,20 @@ class NotifierConfig(Section):
     log (default: its type); ``match``: only incidents it matches are sent to it;
     ``min_status``: the least severe status it is told about (``"warning"``: not
     ``unknown``); ``queue_size``: notifications waiting (when full the oldest is dropped
-    and counted, ``reason=queue_full``); ``max_attempts`` and ``max_backoff`` (seconds):
-    retries of one notification before it is dropped and counted (``reason=failed``);
-    ``timeout``: seconds one attempt may take."""
+    and counted, ``reason=queue_full``); ``give_up_after`` (seconds): how long one
+    notification is retried (from its first attempt; then it is dropped and counted,
+    ``reason=failed``), so a receiver down for minutes or hours still gets the page when
+    it is back; ``max_attempts``: also give up after this many attempts (0: no limit);
+    ``max_backoff`` (seconds): the longest wait between attempts; ``timeout``: seconds
+    one attempt may take."""
 
     type: str
     name: str | None = None
     match: MatchConfig | None = None
     min_status: str = "warning"
     queue_size: int = 1_000
-    max_attempts: int = 10
+    give_up_after: float = 86_400.0
+    max_attempts: int = 0
     max_backoff: float = 300.0
     timeout: float = 10.0
 
@@ -47,8 +51,10 @@ class NotifierConfig(Section):
             raise ValueError(
                 f"min_status: got {self.min_status!r}; allowed: 'unknown', 'warning', 'critical'"
             )
-        _positive(self, "queue_size", "max_attempts")
-        _seconds(self, "max_backoff", "timeout")
+        _positive(self, "queue_size")
+        if self.max_attempts < 0:
+            raise ValueError(f"max_attempts: must be 0 (no limit) or more, got {self.max_attempts}")
+        _seconds(self, "max_backoff", "timeout", "give_up_after")
 
     @property
     def label(self) -> str:

@@ -498,3 +498,39 @@ def test_a_notifier_told_of_a_critical_hears_it_lowered_and_resolved() -> None:
         ("changed", "h1.disk", "warning"),
         ("resolved", "h1.disk", "ok"),
     ]
+
+
+def test_a_receiver_down_for_long_still_gets_the_page_until_give_up_after() -> None:
+    """With the defaults a notification is retried far past ten attempts (a receiver
+    down for an hour still gets it); only give_up_after (from the first attempt) ends it,
+    counted reason=failed."""
+    counts = stats()
+    now = [1_700_000_000_000]
+
+    class Clocked(Sleeps):
+        async def __call__(self, delay: float) -> None:
+            now[0] += int(delay * 1000)
+            await super().__call__(delay)
+
+    async def run(script: list[str], give_up_after: float) -> str:
+        fakes.SCRIPTS["a"] = script
+        log = FakeLog()
+        dispatcher = Dispatcher(
+            [scripted("a", give_up_after=give_up_after)],
+            log,
+            counts,
+            sleep=Clocked(),
+            clock=lambda: now[0],
+        )
+        await dispatcher.start()
+        rows = run_rows(dispatcher, log, "a")
+        await log.wait_done(rows)
+        await dispatcher.close(1.0)
+        return log.done[rows[0]][0]
+
+    # Down for 40 attempts (about an hour of backoff capped at 300 s): then it goes.
+    assert asyncio.run(run(["fail"] * 40 + ["ok"], 86_400)) == "sent"
+    assert fakes.ATTEMPTS["a"] == 41
+    fakes.reset()
+    assert asyncio.run(run(["fail"], 3_600)) == "dropped"
+    assert counts.get("dropped", notifier="a", reason="failed") == 1

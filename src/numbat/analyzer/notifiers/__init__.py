@@ -40,10 +40,11 @@ import msgspec
 from numbat._backoff import Backoff, full_jitter
 from numbat._importer import import_from_string
 from numbat._ratelimit import RateLimitedLog
-from numbat.analyzer.model import SEVERITY, Incident, Notification
+from numbat.analyzer.model import SEVERITY, Clock, Incident, Notification
 from numbat.analyzer.rules import ALL, Match
 from numbat.config.notifiers import NOTIFIERS, NotifierConfig
 from numbat.errors import NumbatError
+from numbat.event import now_ms
 from numbat.server.stats import Stats
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,8 @@ class Dispatcher:
     ``configs``: the ``[[analyzer.notifiers]]`` tables; ``log``: the notification log;
     ``stats``: where outcomes are counted; ``backoff``: seconds before retry ``attempt``
     (1, 2, ...), capped at each notifier's ``max_backoff`` (the default, full jitter, is
-    given that cap); ``sleep``: injected by tests.
+    given that cap); ``sleep`` and ``clock`` (ms, for ``give_up_after``): injected by
+    tests.
 
     Call order: :meth:`start`, then :meth:`enqueue` (after each commit of the log rows)
     and :meth:`reload` as needed, and :meth:`close` once."""
@@ -222,8 +224,10 @@ class Dispatcher:
         *,
         backoff: Backoff = full_jitter,
         sleep: Sleep = asyncio.sleep,
+        clock: Clock = now_ms,
     ) -> None:
         self._configs = list(configs)
+        self._clock = clock
         self._routes = {c.label: Route(c) for c in self._configs}
         self._log = log
         self._stats = stats
@@ -393,7 +397,12 @@ class Dispatcher:
 
     async def _deliver(self, worker: _Worker, row: int, notification: Notification) -> None:
         options, label = worker.options, worker.label
-        for attempt in range(1, options.max_attempts + 1):
+        # From the first attempt in this run: a row pending across a restart gets its
+        # whole window again (the receiver may be back by now).
+        give_up_at = self._clock() + options.give_up_after * 1000
+        attempt = 0
+        while True:
+            attempt += 1
             error = await self._attempt(worker, notification)
             if error is None:
                 # Recorded before counted: a "sent" in the stats is one a restart will
@@ -404,7 +413,11 @@ class Dispatcher:
                 return
             if worker.stopping:
                 return  # stays pending: tried again after the restart
-            if not error.retryable or attempt == options.max_attempts:
+            if (
+                not error.retryable
+                or attempt == options.max_attempts
+                or self._clock() >= give_up_at
+            ):
                 reason = "rejected" if not error.retryable else "failed"
                 self._stats.count("notifications", notifier=label, outcome="failed")
                 self._drop(label, row, reason, str(error))
