@@ -228,3 +228,16 @@ def test_a_closed_store_raises_state_error(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(StateError, match="closed"):
         store.load()
+
+
+def test_a_second_store_on_the_same_database_is_refused_until_the_first_closes(
+    tmp_path: Path,
+) -> None:
+    """Two analyzers on one data_dir would page from state neither owns: the second
+    open raises StateError naming the path and the holder's pid; after close it opens."""
+    path = tmp_path / "analyzer.db"
+    first = StateStore(path)
+    with pytest.raises(StateError, match=rf"in use by another analyzer \(pid {os.getpid()}\)"):
+        StateStore(path)
+    first.close()
+    StateStore(path).close()

@@ -18,6 +18,8 @@ Every failure is a :class:`StateError` naming the file (never a traceback at the
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -99,7 +101,34 @@ class StateStore:
         """Write-back events dropped because the outbox was full (:data:`MAX_OUTBOX`)."""
         self._done_since_prune = 0
         self._db: sqlite3.Connection | None = None
-        self._db = self._guard("open", self._open)
+        self._lock_fd = self._guard("lock", self._lock)
+        try:
+            self._db = self._guard("open", self._open)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def _lock(self) -> int:
+        """``flock`` a lock file beside the database: a second analyzer on the same
+        data_dir would judge and page from state it does not own."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise StateError(
+                f"{self.path}: in use by another analyzer (pid {holder or '?'}); "
+                "give each analyzer its own data_dir"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
 
     # -- lifecycle --
 
@@ -136,7 +165,10 @@ class StateStore:
         """Close the database; closing twice is fine."""
         if self._db is not None:
             db, self._db = self._db, None
-            self._guard("close", db.close)
+            try:
+                self._guard("close", db.close)
+            finally:
+                os.close(self._lock_fd)  # the lock goes with it
 
     # -- incidents and silences --
 
