@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from numbat.analyzer.daemon import Analyzer
+from numbat.analyzer.state import StateError
 from numbat.config import Config, from_dict
 from numbat.errors import ConfigError
 from tests.collector.conftest import until
@@ -145,6 +146,17 @@ def test_silences_and_acks_through_the_api(tmp_path: Path) -> None:
         ("POST", "/silences", {"author": "a", "duration": "1h"}, 400, "duration: expected"),
         ("POST", "/silences", {"author": "a", "duration": 5, "tags": [1]}, 400, "tags:"),
         ("POST", "/silences", [1, 2], 400, "must be a JSON object"),
+        ("POST", "/silences", {"author": "a", "duration": 5, "hots": "w"}, 400, "hots: unknown"),
+        ("POST", "/silences", {"author": "a", "ends_at": 1e23}, 400, "ends_at: must be from"),
+        ("POST", "/silences", {"author": "a", "duration": 1e308}, 400, "duration: must be"),
+        (
+            "POST",
+            "/silences",
+            {"author": "a", "duration": 5, "starts_at": -1},
+            400,
+            "starts_at: must be from 0",
+        ),
+        ("POST", "/acks", {"incident": "x", "author": "a", "by": "b"}, 400, "by: unknown key"),
         ("DELETE", "/silences/nope", None, 404, "no silence 'nope'"),
         ("POST", "/heartbeats/forget", {}, 400, "key: required"),
     ],
@@ -173,6 +185,9 @@ def test_mutations_need_the_token_when_one_is_set(tmp_path: Path) -> None:
             status, answer = await call("POST", "/silences", silence, token="wrong")
             assert status == 401 and "s3cret" not in json.dumps(answer)
             assert (await call("POST", "/silences", silence, token="s3cret"))[0] == 201
+            lower = {"Authorization": "bearer s3cret"}  # the scheme is case-insensitive
+            async with call.session.post(call.base + "/silences", json=silence, headers=lower) as r:
+                assert r.status == 201
             assert (await call("GET", "/silences"))[0] == 200
 
     asyncio.run(main())
@@ -297,3 +312,29 @@ class Refuses:
 
 def _raw(tmp_path: Path) -> dict[str, Any]:
     return {"http": "http://127.0.0.1:0", "data_dir": str(tmp_path / "state")}
+
+
+def test_a_failed_commit_is_retried_and_its_changes_are_not_lost(tmp_path: Path) -> None:
+    """The state commit fails once (a full disk): counted state_errors; the next attempt
+    commits the same changes, so the incident's history is on disk."""
+
+    async def main() -> None:
+        async with running(_config(tmp_path)) as analyzer, api(analyzer) as call:
+            assert analyzer.state is not None
+            store = analyzer.state.store
+            real = store.commit
+            failures = [StateError(f"{store.path}: commit: disk I/O error")]
+
+            def commit(*args: Any) -> list[int]:
+                if failures:
+                    raise failures.pop()
+                return real(*args)
+
+            store.commit = commit  # type: ignore[method-assign]
+            await _send(analyzer, _critical())
+            await until(lambda: analyzer.stats.get("state_errors") == 1, what="the failure")
+            await until(lambda: analyzer._unsaved is None, 10.0, "the retry")
+            _, body = await call("GET", "/incidents/db-1.backup")
+            assert [h["kind"] for h in body["history"]] == ["opened"]
+
+    asyncio.run(main())

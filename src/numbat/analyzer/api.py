@@ -32,6 +32,7 @@ from aiohttp import web
 
 from numbat.analyzer.daemon import notifier_configs
 from numbat.analyzer.model import Incident
+from numbat.event import MAX_TIME_MS
 
 if TYPE_CHECKING:
     from numbat.analyzer.daemon import Analyzer
@@ -106,8 +107,13 @@ class ApiServer:
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         token = self.analyzer.config.token
         if token and request.method not in ("GET", "HEAD", "OPTIONS"):
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            # The scheme is case-insensitive (RFC 9110 11.1); the token is compared in
+            # constant time.
+            good = scheme.lower() == "bearer" and hmac.compare_digest(
+                given.strip().encode(), token.encode()
+            )
+            if not good:
                 raise ApiError(401, "this needs Authorization: Bearer <the analyzer's token>")
         return await handler(request)
 
@@ -170,7 +176,7 @@ class ApiServer:
     # -- mutations ------------------------------------------------------------------------
 
     async def ack(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await _body(request, ("incident", "author", "comment"))
         incident_id = _text(body, "incident", required=True)
         try:
             incident = self.analyzer.manager.acknowledge(
@@ -186,16 +192,16 @@ class ApiServer:
         return _json(self._shown(incident))
 
     async def add_silence(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await _body(request, SILENCE_KEYS)
         now = self.analyzer.clock()
-        ends_at = body.get("ends_at")
-        duration = body.get("duration")
-        if (ends_at is None) == (duration is None):
+        if ("ends_at" in body) == ("duration" in body):
             raise ApiError(400, "give ends_at (ms since the epoch) or duration (seconds), one")
-        if duration is not None:
-            ends_at = now + round(_number(body, "duration") * 1000)
+        if "duration" in body:
+            ends_at = now + round(_number(body, "duration", 0.0, MAX_TIME_MS / 1000) * 1000)
         else:
-            ends_at = round(_number(body, "ends_at"))
+            ends_at = round(_number(body, "ends_at", 0.0, MAX_TIME_MS))
+        if ends_at > MAX_TIME_MS:
+            raise ApiError(400, f"ends_at: at most {MAX_TIME_MS} ms since the epoch")
         starts_at = body.get("starts_at")
         tags = body.get("tags") or {}
         if not isinstance(tags, dict) or not all(
@@ -205,7 +211,9 @@ class ApiServer:
         try:
             silence = self.analyzer.manager.silence(
                 ends_at=ends_at,
-                starts_at=None if starts_at is None else round(_number(body, "starts_at")),
+                starts_at=None
+                if starts_at is None
+                else round(_number(body, "starts_at", 0.0, MAX_TIME_MS)),
                 name=_text(body, "name"),
                 host=_text(body, "host"),
                 tags=tags,
@@ -227,12 +235,17 @@ class ApiServer:
         return _json(silence)
 
     async def forget(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await _body(request, ("key",))
         key = _text(body, "key", required=True)
         return _json({"key": key, "forgotten": self.analyzer.forget(key)})
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+SILENCE_KEYS = ("name", "host", "tags", "ends_at", "duration", "starts_at", "author", "comment")
+
+
+async def _body(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON object of the request, with only ``allowed`` keys (a typo such as
+    ``hots`` would otherwise silence everything)."""
     try:
         body = msgspec.json.decode(await request.read())
     except web.HTTPRequestEntityTooLarge:
@@ -241,6 +254,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise ApiError(400, f"the body is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ApiError(400, f"{unknown[0]}: unknown key; allowed keys: {', '.join(allowed)}")
     return body
 
 
@@ -257,8 +273,11 @@ def _text(body: dict[str, Any], key: str, *, required: bool = False) -> str:
     return value
 
 
-def _number(body: dict[str, Any], key: str) -> float:
+def _number(body: dict[str, Any], key: str, low: float, high: float) -> float:
+    """A number in ``[low, high]``, else a 400 naming ``key``."""
     value = body.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ApiError(400, f"{key}: expected a number")
+    if not low <= value <= high:
+        raise ApiError(400, f"{key}: must be from {low:g} to {high:g}, got {value:g}")
     return float(value)

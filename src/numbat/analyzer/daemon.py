@@ -146,6 +146,9 @@ class Analyzer(Daemon):
         self.api: Any = None  # numbat.analyzer.api.ApiServer once started
         self._tasks: list[asyncio.Task[None]] = []
         self._commit_wanted = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        # Taken from the manager but not committed yet (the commit failed): first next time.
+        self._unsaved: tuple[Effects, list[tuple[str, Notification]]] | None = None
         self._committed = asyncio.Event()
         self._writeback_wanted = asyncio.Event()
         self._load: Callable[[], Config] | None = None
@@ -333,15 +336,26 @@ class Analyzer(Daemon):
                 self._commit_wanted.set()
 
     async def _commit(self) -> None:
-        """Persist what changed (one transaction), then queue its notifications."""
-        if not self.manager.dirty or self.state is None or self.dispatcher is None:
+        """Persist what changed (one transaction), then queue its notifications. What a
+        failed commit held (a full disk) is committed first the next time, never lost."""
+        if self.state is None or self.dispatcher is None:
             return
-        effects = self.manager.take()
-        await self._persist(effects)
+        async with self._commit_lock:
+            if self._unsaved is None:
+                if not self.manager.dirty:
+                    return
+                effects = self.manager.take()
+                routed = [p for n in effects.notifications for p in self.dispatcher.route(n)]
+                self._unsaved = (effects, routed)
+            await self._persist(*self._unsaved)
+            self._unsaved = None
 
-    async def _persist(self, effects: Effects) -> None:
+    async def _persist(
+        self, effects: Effects, routed: list[tuple[str, Notification]] | None = None
+    ) -> None:
         assert self.state is not None and self.dispatcher is not None
-        routed = [pair for n in effects.notifications for pair in self.dispatcher.route(n)]
+        if routed is None:
+            routed = [p for n in effects.notifications for p in self.dispatcher.route(n)]
         rows = await self.state.call(self.state.store.commit, effects, routed)
         self.dispatcher.enqueue(
             [(row, label, n) for row, (label, n) in zip(rows, routed, strict=True)]
@@ -379,9 +393,15 @@ class Analyzer(Daemon):
             await self.write_back(self.stats.report(interval))
 
     async def write_back(self, events: list[Event]) -> None:
-        """Queue events (the analyzer's own stats) for the collector, durably."""
-        if self.config.writeback.uri and events:
+        """Queue events (the analyzer's own stats) for the collector, durably (a failed
+        commit loses this report only: logged and counted)."""
+        if not (self.config.writeback.uri and events):
+            return
+        try:
             await self._persist(Effects(events=events))
+        except Exception as exc:
+            self.stats.count("state_errors")
+            self._warn.warning("report", "cannot queue its own stats: %s", exc)
 
     # -- write-back -----------------------------------------------------------------------
 
