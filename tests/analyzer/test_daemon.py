@@ -330,7 +330,7 @@ def test_a_failed_commit_is_retried_and_its_changes_are_not_lost(tmp_path: Path)
                     raise failures.pop()
                 return real(*args)
 
-            store.commit = commit  # type: ignore[method-assign]
+            store.commit = commit  # type: ignore[method-assign,assignment]
             await _send(analyzer, _critical())
             await until(lambda: analyzer.stats.get("state_errors") == 1, what="the failure")
             await until(lambda: analyzer._unsaved is None, 10.0, "the retry")

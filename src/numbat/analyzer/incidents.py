@@ -771,6 +771,7 @@ class IncidentManager:
         group.news.clear()
         repeat, group.repeat = group.repeat, False
         still: list[Incident] = []
+        still_count = 0  # listed in full only in a reminder: a storm's group is large
         for incident_id in list(group.members):
             incident = self._incidents.get(incident_id)
             if incident is None or incident_id in told:
@@ -781,6 +782,7 @@ class IncidentManager:
                 continue
             if incident.notified != incident.status or incident_id in self._muted:
                 continue
+            still_count += 1
             if repeat:
                 if (
                     incident.status != "critical"
@@ -791,7 +793,7 @@ class IncidentManager:
                 incident.notified_at = now
                 self._dirty[incident_id] = incident
                 heapq.heappush(self._repeats, (now + self._repeat, incident_id))
-            still.append(_copy(incident))
+                still.append(_copy(incident))
         if not any(lists.values()) and not (repeat and still):
             return
         self._notifications.append(
@@ -800,6 +802,7 @@ class IncidentManager:
                 time=now,
                 group=dict(group.labels),
                 still_firing=still,
+                still_firing_count=still_count,
                 repeat=repeat and bool(still),
                 **lists,
             )

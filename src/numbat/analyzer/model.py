@@ -158,9 +158,11 @@ class Notification(msgspec.Struct, kw_only=True):
 
     ``group``: the group's labels (the ``group_by`` values); ``time`` ms. ``new``: opened
     since the last message; ``changed``: status changed (raised or lowered);
-    ``resolved``; ``flapping``: started flapping (said once); ``still_firing``: open and
-    unchanged, listed by count in summaries and in full when ``repeat`` (a reminder of a
-    long-open critical). ``id``: unique, for the notification log and idempotent retries.
+    ``resolved``; ``flapping``: started flapping (said once); ``still_firing_count``:
+    the group's incidents open and unchanged; ``still_firing``: those listed in full,
+    only in a reminder (``repeat``: the unacknowledged criticals still open), so a storm's
+    messages stay the size of their news. ``id``: unique, for the notification log and
+    idempotent retries.
     """
 
     id: str
@@ -171,6 +173,7 @@ class Notification(msgspec.Struct, kw_only=True):
     resolved: list[Incident] = msgspec.field(default_factory=list)
     flapping: list[Incident] = msgspec.field(default_factory=list)
     still_firing: list[Incident] = msgspec.field(default_factory=list)
+    still_firing_count: int = 0
     repeat: bool = False
 
     def changes(self) -> list[tuple[NotificationKind, Incident]]:
@@ -183,10 +186,8 @@ class Notification(msgspec.Struct, kw_only=True):
 
     def summary(self) -> str:
         """One line: ``"2 new, 1 resolved, 5 still firing: web.heartbeat"``."""
-        counts = [
-            f"{len(getattr(self, kind))} {kind.replace('_', ' ')}"
-            for kind in ("new", "changed", "flapping", "resolved", "still_firing")
-            if getattr(self, kind)
-        ]
+        sizes = {k: len(getattr(self, k)) for k in ("new", "changed", "flapping", "resolved")}
+        sizes["still_firing"] = max(len(self.still_firing), self.still_firing_count)
+        counts = [f"{n} {kind.replace('_', ' ')}" for kind, n in sizes.items() if n]
         what = ", ".join(f"{k}={v}" for k, v in self.group.items())
         return f"{', '.join(counts) or 'nothing'}" + (f": {what}" if what else "")

@@ -78,14 +78,20 @@ def _http_url(key: str, url: str, *, secret_path: bool) -> None:
 class WebhookNotifierConfig(NotifierConfig, kw_only=True):
     """``type = "webhook"``: each notification POSTed as JSON to ``url`` (2xx: sent).
     ``headers``: added to every request (e.g. ``Authorization``; their values are never
-    logged). The URL's path and query are never shown in logs or errors."""
+    logged). The URL's path and query are never shown in logs or errors.
+    ``max_incidents``: the most incidents of each list in one body (0: all)."""
 
     url: str
     headers: dict[str, str] = msgspec.field(default_factory=dict)
+    max_incidents: int = 1_000
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _http_url("url", self.url, secret_path=True)
+        if self.max_incidents < 0:
+            raise ValueError(
+                f"max_incidents: must be 0 (no limit) or more, got {self.max_incidents}"
+            )
 
 
 class SlackNotifierConfig(NotifierConfig, kw_only=True):

@@ -204,3 +204,16 @@ def test_a_retry_after_answer_is_honoured_up_to_max_backoff() -> None:
 
     asyncio.run(main())
     assert delays == [7.0, 60.0, 0.5]
+
+
+def test_a_storm_message_is_cut_to_max_incidents_and_says_how_many_were_left_out() -> None:
+    """1,500 new incidents: the body lists 1,000 (the default max_incidents) and says
+    truncated={"new": 500}; the summary still counts them all; 0 means no limit."""
+    from numbat.analyzer.notifiers.webhook import payload
+
+    storm = notification(new=[incident(f"h{i}.disk") for i in range(1_500)])
+    limit = options(type="webhook", url="http://127.0.0.1:1/hook").max_incidents  # type: ignore[attr-defined]
+    body = payload(storm, limit)
+    assert (len(body["new"]), body["truncated"]) == (1_000, {"new": 500})
+    assert body["summary"].startswith("1500 new")
+    assert "truncated" not in payload(storm, 0) and len(payload(storm, 0)["new"]) == 1_500

@@ -8,6 +8,9 @@ incompatibly) and ``"summary"`` (one line, :meth:`Notification.summary`)::
      "group": {"name": "web.heartbeat"}, "new": [{"id": "web-1.web.heartbeat", ...}],
      "changed": [], "resolved": [], "flapping": [], "still_firing": [], "repeat": false}
 
+Each list holds at most ``max_incidents`` incidents (1,000 by default, about 0.5 MB);
+``"truncated"`` says how many were left out of each (the HTTP API lists them all).
+
 Any 2xx answer is success; 408, 429, 5xx and no answer are retried; other 4xx are not.
 The notification's ``id`` is the same on every retry (for the receiver to deduplicate).
 """
@@ -26,10 +29,22 @@ from numbat.config.notifiers import NotifierConfig, WebhookNotifierConfig
 PAYLOAD_VERSION = 1
 
 
-def payload(notification: Notification) -> dict[str, Any]:
-    """The JSON body for ``notification``."""
+KINDS = ("new", "changed", "resolved", "flapping", "still_firing")
+
+
+def payload(notification: Notification, max_incidents: int = 0) -> dict[str, Any]:
+    """The JSON body for ``notification``; each list cut to ``max_incidents`` (0: no
+    limit), with ``"truncated": {kind: incidents left out}`` when any were (as
+    Alertmanager's webhook ``max_alerts`` and ``truncatedAlerts``), so a storm's message
+    stays under a receiver's body limit (nginx: 1 MiB; a 413 is not retried)."""
     body: dict[str, Any] = {"version": PAYLOAD_VERSION, "summary": notification.summary()}
     body.update(msgspec.to_builtins(notification))
+    if max_incidents:
+        truncated = {k: len(body[k]) - max_incidents for k in KINDS if len(body[k]) > max_incidents}
+        for kind in truncated:
+            body[kind] = body[kind][:max_incidents]
+        if truncated:
+            body["truncated"] = truncated
     return body
 
 
@@ -42,6 +57,7 @@ class WebhookNotifier(HttpNotifier):
         own = expect(options, WebhookNotifierConfig)
         super().__init__(own, own.url, secrets=tuple(own.headers.values()))
         self.headers = dict(own.headers)
+        self.max_incidents = own.max_incidents
 
     async def send(self, notification: Notification) -> None:
-        await self.post(payload(notification), headers=self.headers)
+        await self.post(payload(notification, self.max_incidents), headers=self.headers)
