@@ -43,6 +43,11 @@ class Refuses:
             "analyzer.rules.mine: needs a warn level",
         ),
         ('[analyzer]\nhttp = "http://0.0.0.0:3338"\n', "analyzer.token: required"),
+        (
+            '[analyzer]\nlisten = ["tcp://127.0.0.1:9", "tcp://127.0.0.1:9"]\n',
+            "analyzer.listen[1]: 'tcp://127.0.0.1:9' is listed twice",
+        ),
+        ('[analyzer]\ndata_dir = "/dev/null/x"\n', "analyzer.data_dir: /dev/null/x: /dev/null is"),
     ],
 )
 @pytest.mark.parametrize("command", ["check", "analyzer"])

@@ -579,6 +579,14 @@ def check_analyzer(config: Config, source: str) -> None:
         bind_rules(configured_rules(config.analyzer), now_ms)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    data_dir = Path(config.analyzer.data_dir)
+    for part in (data_dir, *data_dir.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ConfigError(
+                    f"{source}: analyzer.data_dir: {data_dir}: {part} is not a directory"
+                )
+            break
     for index, notifier in enumerate(config.analyzer.notifier_configs):
         try:
             notifier_class(notifier.type)

@@ -121,6 +121,10 @@ class AnalyzerConfig(Section):
 
     def __post_init__(self) -> None:
         self.listen = [_listener(entry, i) for i, entry in enumerate(self.listen)]
+        uris = [entry.uri for entry in self.listen]
+        for i, uri in enumerate(uris):
+            if uri in uris[:i]:
+                raise ValueError(f"listen[{i}]: {redact_url(uri)!r} is listed twice")
         self.rules = {name: rule_config(name, raw) for name, raw in self.rules.items()}
         self.notifiers = [notifier_config(raw, i) for i, raw in enumerate(self.notifiers)]
         parts = _split_uri("http", self.http)
