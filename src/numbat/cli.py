@@ -259,7 +259,7 @@ def analyzer(ctx: click.Context, config_path: Path | None, log_level: str) -> No
     check_analyzer(config, str(config_path))
     _setup_logging(log_level)
     try:
-        drained = run(Analyzer(config).run(reload=lambda: load(config_path)))
+        drained = run(Analyzer(config).run(reload=lambda: load(config_path), watch=config_path))
     except StateError as exc:  # the data_dir the file names cannot hold the state
         raise ConfigError(f"{config_path}: analyzer.data_dir: {exc}") from None
     if not drained:

@@ -338,3 +338,39 @@ def test_a_failed_commit_is_retried_and_its_changes_are_not_lost(tmp_path: Path)
             assert [h["kind"] for h in body["history"]] == ["opened"]
 
     asyncio.run(main())
+
+
+def test_a_changed_config_file_is_reloaded_and_a_broken_one_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Watching its config file: a new rule written to it runs without a SIGHUP; a file
+    broken next keeps the running rules (reload_failed counted)."""
+    from numbat.analyzer import daemon as daemon_module
+    from numbat.config import load
+
+    monkeypatch.setattr(daemon_module, "WATCH_INTERVAL", 0.05)
+    path = tmp_path / "numbat.toml"
+    base = (
+        '[analyzer]\nlisten = ["tcp://127.0.0.1:0"]\nhttp = "http://127.0.0.1:0"\n'
+        f'data_dir = "{tmp_path / "state"}"\n[analyzer.writeback]\nuri = ""\n'
+    )
+    path.write_text(base)
+
+    async def main() -> None:
+        analyzer = Analyzer(load(path), hostname="t")
+        analyzer._load, analyzer._watched = (lambda: load(path)), path
+        await analyzer.start()
+        try:
+            names = lambda: [b.name for b in analyzer.engine.rules]  # noqa: E731
+            assert "big" not in names()
+            path.write_text(
+                base + '[analyzer.rules.big]\ntype = "threshold"\nmatch = {name = "x"}\nwarn = 1\n'
+            )
+            await until(lambda: "big" in names(), 10.0, "the reload")
+            path.write_text(base + "[analyzer.rules.big\n")
+            await until(lambda: analyzer.stats.get("reload_failed") == 1, 10.0, "the refusal")
+            assert "big" in names()
+        finally:
+            await analyzer.stop(drain_timeout=1.0)
+
+    asyncio.run(main())

@@ -51,6 +51,7 @@ OWN_EVENTS = ("numbat.alert", "numbat.alerts")
 """What the analyzer writes back: dropped at its input, so alerts never feed rules."""
 WRITEBACK_BATCH = 1_000  # outbox rows sent per trip to the collector
 WRITEBACK_RETRY_CAP = 30.0  # seconds: the longest wait between write-back attempts
+WATCH_INTERVAL = 2.0  # seconds between checks of the config file for a change
 
 
 class ListenError(NumbatError):
@@ -152,6 +153,8 @@ class Analyzer(Daemon):
         self._committed = asyncio.Event()
         self._writeback_wanted = asyncio.Event()
         self._load: Callable[[], Config] | None = None
+        self._watched: Path | None = None
+        self._reload_lock = asyncio.Lock()
         self._warn = RateLimitedLog(log)
         self._started_at = 0
         self._stats_keys()
@@ -197,6 +200,13 @@ class Analyzer(Daemon):
             asyncio.create_task(self._writeback_loop(), name="analyzer-writeback"),
             asyncio.create_task(self._report_loop(), name="analyzer-stats"),
         ]
+        if self._watched is not None:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._watch_loop(self._watched, _signature(self._watched)),
+                    name="analyzer-watch",
+                )
+            )
         if not self.config.notifier_configs:
             log.warning("no notifiers configured: incidents are told in this log only")
         log.info(
@@ -297,11 +307,31 @@ class Analyzer(Daemon):
         return await self.stop()
 
     async def run(
-        self, reload: Callable[[], Config] | None = None, ready: Callable[[], None] | None = None
+        self,
+        reload: Callable[[], Config] | None = None,
+        ready: Callable[[], None] | None = None,
+        *,
+        watch: Path | None = None,
     ) -> bool:
-        """Run until SIGTERM/SIGINT; SIGHUP reloads rules and notifiers with ``reload``."""
+        """Run until SIGTERM/SIGINT; SIGHUP reloads rules and notifiers with ``reload``,
+        and so does a change of the file ``watch`` (the config file), checked every
+        :data:`WATCH_INTERVAL` seconds."""
         self._load = reload
+        if watch is not None and reload is not None:
+            self._watched = watch
         return await serve(self, ready)
+
+    async def _watch_loop(self, path: Path, seen: tuple[int, int, int] | None) -> None:
+        """Reload when the config file changes from ``seen`` (its mtime, size or inode:
+        an editor's rename-into-place too). A file that vanishes for a moment is not a
+        change."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            now = _signature(path)
+            if now is not None and now != seen:
+                seen = now
+                log.info("%s changed: reloading", path)
+                await self.hangup()
 
     # -- the hot path ---------------------------------------------------------------------
 
@@ -459,6 +489,11 @@ class Analyzer(Daemon):
         """SIGHUP: reload rules and notifiers; a config that fails keeps the running one."""
         if self._load is None:
             return
+        async with self._reload_lock:  # a SIGHUP and a file change may come together
+            await self._reload_from_file()
+
+    async def _reload_from_file(self) -> None:
+        assert self._load is not None
         try:
             config = self._load()
             await self.reload(config)
@@ -544,6 +579,15 @@ class Analyzer(Daemon):
     def uptime(self) -> int:
         """ms since start."""
         return self.clock() - self._started_at
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    """What tells a changed file: (mtime ns, size, inode); None if it cannot be read."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
 async def _send_ndjson(uri: str, events: Iterable[Event]) -> None:
