@@ -361,7 +361,10 @@ def test_a_changed_config_file_is_reloaded_and_a_broken_one_is_not(
         analyzer._load, analyzer._watched = (lambda: load(path)), path
         await analyzer.start()
         try:
-            names = lambda: [b.name for b in analyzer.engine.rules]  # noqa: E731
+
+            def names() -> list[str]:
+                return [b.name for b in analyzer.engine.rules]
+
             assert "big" not in names()
             path.write_text(
                 base + '[analyzer.rules.big]\ntype = "threshold"\nmatch = {name = "x"}\nwarn = 1\n'
