@@ -158,3 +158,27 @@ def test_events_rejects_bad_page(tmp_path: Path) -> None:
                 await collect(store, start=T0, end=T0 + 1, page=0)
 
     run(test)
+
+
+def test_number_fields_come_back_from_influx_only(
+    influx_db: InfluxDatabase, tmp_path: Path
+) -> None:
+    """influxd keeps a ttl and gives it back (whole: an int), heartbeats too when the
+    output stored them (write_heartbeats); SQLite keeps neither."""
+    events = [ev("web.heartbeat", 1, T0, host="a", ttl=15_000), ev("m", 1, T0, ttl=2.5)]
+
+    async def test() -> None:
+        async with sqlite(tmp_path) as lite, influx(influx_db) as flux:
+            await lite.write(events)
+            await flux.write(events)
+            # as the influxdb output writes it with write_heartbeats = true
+            influx_db.write(f"web.heartbeat,host=a ttl=15000,value=1 {(T0 + 1) * 10**6}\n".encode())
+            got = await collect(flux, start=T0, end=T0 + HOUR)
+            assert got == [
+                ev("m", 1.0, T0, ttl=2.5),
+                ev("web.heartbeat", 1.0, T0 + 1, host="a", ttl=15_000),
+            ]
+            assert isinstance(got[1]["ttl"], int)
+            assert await collect(lite, start=T0, end=T0 + HOUR) == [ev("m", 1.0, T0)]
+
+    run(test)

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Literal, NamedTuple
 
-from numbat.event import Event
+from numbat.event import Event, Scalar
 
 Aggregate = Literal["mean", "min", "max", "count", "last"]
 AGGREGATES: tuple[Aggregate, ...] = ("mean", "min", "max", "count", "last")
@@ -117,7 +117,7 @@ def point_event(
     tags: Iterable[tuple[str, str]],
     time: int,
     value: float,
-    texts: Mapping[str, str] | None = None,
+    texts: Mapping[str, Scalar] | None = None,
 ) -> Event:
     """A stored point as an event (see :meth:`Store.events`).
 
@@ -244,9 +244,10 @@ class Store(ABC):
         ``pattern``, back as events, in time order (ties by measurement, then tags,
         then the order they were written): ``{"name": measurement, "value": float,
         "time": ms, **tags, **text fields}``. Tag values come back as the text they
-        were stored as (``"4"``, ``"true"``); number fields (``ttl``) are not returned
-        (SQLite does not keep them). Reads ``page`` points at a time (more only when
-        one millisecond holds more), so memory stays bounded however long the range.
+        were stored as (``"4"``, ``"true"``); number fields (``ttl``) come back where
+        the backend keeps them (InfluxDB; SQLite does not). Reads ``page`` points at a
+        time (more only when one millisecond holds more), so memory stays bounded
+        however long the range.
         ValueError for a ``page`` below 1."""
 
     async def close(self) -> None:

@@ -52,7 +52,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import aiohttp
 
 from numbat.errors import NumbatError
-from numbat.event import Event
+from numbat.event import Event, Scalar
 from numbat.store import (
     ANNOTATIONS_LIMIT,
     EVENTS_PAGE,
@@ -511,10 +511,12 @@ class InfluxStore(Store):
         """See :meth:`numbat.store.Store.events`. Each read is one ``SELECT *`` of a
         time window, ``GROUP BY *`` (the tags) with ``LIMIT`` per series, so a read
         holds at most ``page`` points per series (and far fewer once the window has
-        adapted to the data). Fields other than ``value`` and the number fields (the
-        text fields, a tag the cardinality guard demoted to a field) come back as text."""
+        adapted to the data). Unlike SQLite, InfluxDB keeps the number fields: ``ttl``
+        comes back (an int when whole). Other fields (the text fields, a tag the
+        cardinality guard demoted to a field) come back as text."""
         regex = glob_regex(stored_text(pattern, "measurement"))
-        skip = {"time", "value", *self.renderer.mapper.number_fields}
+        numbers = set(self.renderer.mapper.number_fields)
+        skip = {"time", "value", *numbers}
 
         async def fetch(low: int, high: int, limit: int | None) -> Page:
             query = (
@@ -530,9 +532,15 @@ class InfluxStore(Store):
                 tags = tuple(sorted((k, v) for k, v in series.get("tags", {}).items() if v))
                 columns, rows = series["columns"], series.get("values", [])
                 fields = [(i, c) for i, c in enumerate(columns) if c not in skip]
+                number_at = [(i, c) for i, c in enumerate(columns) if c in numbers]
                 value_at = columns.index("value") if "value" in columns else -1
                 for row in rows:
-                    texts = {c: scalar_text(row[i]) for i, c in fields if row[i] is not None}
+                    texts: dict[str, Scalar] = {
+                        c: scalar_text(row[i]) for i, c in fields if row[i] is not None
+                    }
+                    for i, c in number_at:
+                        if isinstance(row[i], int | float):
+                            texts[c] = _number(row[i])
                     value = row[value_at] if value_at >= 0 else None
                     if value is None:
                         continue  # not a point numbat wrote
@@ -603,6 +611,11 @@ class InfluxStore(Store):
         """The rows of every series in the statement's result; none if no database yet."""
         result = await self.client.statement(query, missing_ok=True)
         return [row for series in result.get("series", []) for row in series.get("values", [])]
+
+
+def _number(value: float) -> int | float:
+    """A number field as it was most likely sent: whole numbers as int (a ttl)."""
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def _tag_filter(tags: Mapping[str, str]) -> str:
