@@ -132,9 +132,13 @@ def restore_numbers(event: Event) -> Event:
 @dataclass(frozen=True, slots=True)
 class Reported:
     """One status change of an incident: the manager's :class:`Change` with who it is
-    about (``name``, ``host``, ``rule``) and, when it opened, the first breach."""
+    about (``name``, ``host``, ``rule``), ``now``: the simulated time (ms) the analyzer
+    would have made it at, and, when it opened, the first breach. ``now`` can be later
+    than ``change.time``, the time of the alert it came from: a ``for`` delay fires the
+    last problem alert it held once the delay has passed."""
 
     change: Change
+    now: int
     name: str
     host: str
     rule: str
@@ -144,20 +148,22 @@ class Reported:
         """One line a person reads: time, kind, status, incident, rule, message."""
         change = self.change
         status = change.status + (f" (was {change.previous})" if change.previous else "")
-        text = f"{format_time(change.time)}  {change.kind:<8} {status:<22} {change.incident}"
+        text = f"{format_time(self.now)}  {change.kind:<8} {status:<22} {change.incident}"
         text += f"  rule={self.rule}" if self.rule else ""
         if change.value is not None:
             text += f" value={change.value:g}"
-        if self.breached_at is not None and self.breached_at != change.time:
+        if self.breached_at is not None and self.breached_at != self.now:
             text += f" breached={format_time(self.breached_at)}"
         return text + (f"  {change.message}" if change.message else "")
 
     def json(self) -> dict[str, object]:
-        """The change as a JSON object (times in ms, and as ISO 8601 in ``at``)."""
+        """The change as a JSON object: ``time`` (ms, and as ISO 8601 in ``at``) when
+        the analyzer would have made it, ``alert_time`` the time of its alert."""
         change = self.change
         found: dict[str, object] = {
-            "time": change.time,
-            "at": format_time(change.time),
+            "time": self.now,
+            "at": format_time(self.now),
+            "alert_time": change.time,
             "kind": change.kind,
             "incident": change.incident,
             "status": change.status,
@@ -177,7 +183,7 @@ class Simulation:
     """The configured rules and a real incident manager on an event-time clock.
 
     ``config``: the ``[analyzer]`` section (grouping, flapping, inhibition, the
-    ``tick_interval`` in seconds); ``rules``: the rules to run (as
+    ``tick_interval`` in seconds, unless ``tick_ms`` is given); ``rules``: the rules to run (as
     :func:`~numbat.analyzer.daemon.configured_rules` gives them); ``start``: ms, the
     clock's first reading. Feed events in time order with :meth:`feed` (an event older
     than the clock is judged at the clock's time, as a late event would be), let time
@@ -191,9 +197,16 @@ class Simulation:
     ['opened']
     """
 
-    def __init__(self, config: AnalyzerConfig, rules: dict[str, RuleConfig], *, start: int):
+    def __init__(
+        self,
+        config: AnalyzerConfig,
+        rules: dict[str, RuleConfig],
+        *,
+        start: int,
+        tick_ms: int | None = None,
+    ) -> None:
         self.now = start
-        self.tick_ms = max(1, int(config.tick_interval * 1000))
+        self.tick_ms = tick_ms or max(1, int(config.tick_interval * 1000))
         self._next_tick = start + self.tick_ms
         self.engine = Engine(bind_rules(rules, self.clock), self.clock)
         self.manager = IncidentManager(
@@ -258,7 +271,7 @@ class Simulation:
             host = incident.host if incident else ""
             rule = incident.rule if incident else ""
             breached = incident.breached_at if incident and change.kind == "opened" else None
-            found.append(Reported(change, name, host, rule, breached))
+            found.append(Reported(change, self.now, name, host, rule, breached))
         return found
 
 

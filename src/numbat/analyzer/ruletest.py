@@ -20,8 +20,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from numbat.analyzer.model import Incident
 from numbat.analyzer.replay import Simulation, format_time, parse_duration, parse_time
 from numbat.config import AnalyzerConfig
@@ -199,9 +197,7 @@ def _expect(test: RuleTest, obj: dict[str, Any], line: int, where: str) -> None:
 def run_tests(test: RuleTest, config: AnalyzerConfig, rules: dict[str, Any]) -> list[Failure]:
     """Run the events through a :class:`Simulation` and check every expectation; the
     ones that failed (none: all held)."""
-    if test.tick_ms is not None:
-        config = msgspec.structs.replace(config, tick_interval=test.tick_ms / 1000)
-    sim = Simulation(config, rules, start=test.start)
+    sim = Simulation(config, rules, start=test.start, tick_ms=test.tick_ms)
     steps: list[tuple[int, int, int, Event | Expectation]] = [
         (time, 0, line, event) for time, line, event in test.events
     ]
