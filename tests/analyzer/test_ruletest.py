@@ -157,3 +157,13 @@ def test_repeated_events_need_a_positive_count() -> None:
     """times must be a positive integer: TestFileError naming the line and key."""
     with pytest.raises(TestFileError, match=r"t.jsonl:1: times: expected a positive integer"):
         load_tests('{"event": {"name": "x", "time": 1}, "every": "1s", "times": 0}', "t.jsonl")
+
+
+@pytest.mark.parametrize(
+    "example",
+    [p for e in EXAMPLES for p in (e, e.with_suffix(".toml"))],
+    ids=lambda path: path.name,
+)
+def test_rules_md_shows_the_examples_as_they_are(example: Path) -> None:
+    """docs/rules.md quotes each example file whole, so the page shows what is tested."""
+    assert example.read_text() in (ROOT / "docs" / "rules.md").read_text()
