@@ -322,6 +322,8 @@ def replay(
 ) -> None:
     """Run the configured rules over stored events from --from to --to and print the
     incidents they would have raised, and when. Nothing is notified or saved."""
+    import sqlite3
+
     from numbat._loop import run
     from numbat.analyzer.daemon import check_analyzer, configured_rules
     from numbat.analyzer.replay import Simulation, parse_time, replay, restore_numbers
@@ -347,6 +349,8 @@ def replay(
             async for found in replay(simulation, events, high):
                 count += 1
                 click.echo(json.dumps(found.json()) if as_json else found.line())
+        except sqlite3.Error as exc:  # not a numbat store, or a damaged one
+            raise NumbatError(f"cannot read the store: {exc}") from None
         finally:
             await store.close()
         return count

@@ -263,3 +263,17 @@ def test_replay_without_a_store_exits_2(tmp_path: Path) -> None:
     result = _numbat("analyzer", "replay", "-c", str(_config(tmp_path, "")), "--from", "-1h")
     assert result.returncode == 2
     assert "no store to read" in result.stderr
+
+
+def test_replay_of_a_file_that_is_no_store_exits_1(tmp_path: Path) -> None:
+    """A --store file that is not a SQLite database: exit 1 saying the store cannot be
+    read, no traceback."""
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"not a database at all" * 100)
+    config = _config(tmp_path, "")
+    result = _numbat(
+        "analyzer", "replay", "-c", str(config), "--store", f"sqlite:{bad}", "--from", "-1h"
+    )
+    assert result.returncode == 1, result.stderr
+    assert "cannot read the store: file is not a database" in result.stderr
+    assert "Traceback" not in result.stderr
