@@ -401,7 +401,7 @@ def _replay_store(config: Config, uri: str | None, database: str | None) -> Any:
 @analyzer.command("test")
 @click.argument("rules_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("tests_path", type=click.Path(dir_okay=False, path_type=Path))
-def test_rules(rules_path: Path, tests_path: Path) -> None:
+def run_rule_tests(rules_path: Path, tests_path: Path) -> None:
     """Unit-test rules: run the events of TESTS (JSON lines) through the rules of RULES
     (a numbat.toml) and check the incidents expected open at given times. Exit 0 when
     all hold, 1 with a diff when some do not, 2 for a malformed file."""
