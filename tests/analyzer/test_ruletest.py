@@ -99,7 +99,8 @@ def test_failures_exit_1_with_a_diff(tmp_path: Path) -> None:
         ),
         ('{"start": "x"}\n{"expect": {"at": 1, "incidents": []}}', "tests.jsonl:1: start:"),
         ('{"event": {"name": "x", "time": 1}}', "no expectations"),
-        ('{"what": 1}', "tests.jsonl:1: what: unknown key (expected ['start', 'tick'])"),
+        ('{"what": 1}', 'tests.jsonl:1: expected an "event" or an "expect" object, or a header'),
+        ('{"start": 0, "x": 1}', "tests.jsonl:1: x: unknown key (expected ['start', 'tick'])"),
         ('{"start": 0}\n{"what": 2}', 'tests.jsonl:2: expected an "event" or an "expect"'),
     ],
 )

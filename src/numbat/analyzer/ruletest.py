@@ -116,6 +116,10 @@ def _unknown(obj: dict[str, Any], allowed: set[str], where: str) -> None:
 
 
 def _header(test: RuleTest, header: dict[str, Any], where: str) -> None:
+    if not _HEADER_KEYS & header.keys():
+        raise TestFileError(
+            f'{where}: expected an "event" or an "expect" object, or a header of start, tick'
+        )
     _unknown(header, _HEADER_KEYS, where)
     if "start" in header:
         test.start = _time(header["start"], 0, f"{where}: start")
