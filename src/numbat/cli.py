@@ -26,6 +26,8 @@ import click  # noqa: E402
 from numbat.errors import ConfigError, EventError, NumbatError, URIError  # noqa: E402
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from numbat.config import Config
 
 EXIT_UNDELIVERED = 1
@@ -290,6 +292,148 @@ def forget(key: str, config_path: Path | None, url: str | None) -> None:
     config = load(config_path) if config_path else Config()
     found = forget_key(url or config.analyzer.http, key, token=config.analyzer.token)
     click.echo(f"{key}: {'forgotten' if found else 'not tracked (nothing to forget)'}")
+
+
+@analyzer.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The numbat.toml whose rules to replay (and whose store to read).",
+)
+@click.option("--from", "start", required=True, help="ISO 8601, ms, or relative: -1h, -30m.")
+@click.option("--to", "end", default="now", show_default=True, help="As --from.")
+@click.option(
+    "--store",
+    "store_uri",
+    help="sqlite:PATH or http://host:8086 [default: the config's sqlite or influxdb output].",
+)
+@click.option("--database", help="The InfluxDB database [default: the output's, or numbat].")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+def replay(
+    config_path: Path,
+    start: str,
+    end: str,
+    store_uri: str | None,
+    database: str | None,
+    as_json: bool,
+) -> None:
+    """Run the configured rules over stored events from --from to --to and print the
+    incidents they would have raised, and when. Nothing is notified or saved."""
+    import sqlite3
+
+    from numbat._loop import run
+    from numbat.analyzer.daemon import check_analyzer, configured_rules
+    from numbat.analyzer.replay import Simulation, parse_time, replay, restore_numbers
+    from numbat.config import load
+    from numbat.event import now_ms
+
+    config = load(config_path)
+    check_analyzer(config, str(config_path))
+    now = now_ms()
+    try:
+        low, high = parse_time(start, now), parse_time(end, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if high <= low:
+        raise click.BadParameter("--to must be after --from")
+    store = _replay_store(config, store_uri, database)
+    simulation = Simulation(config.analyzer, configured_rules(config.analyzer), start=low)
+
+    async def go() -> int:
+        count = 0
+        try:
+            events = (restore_numbers(e) async for e in store.events(start=low, end=high))
+            async for found in replay(simulation, events, high):
+                count += 1
+                click.echo(json.dumps(found.json()) if as_json else found.line())
+        except sqlite3.Error as exc:  # not a numbat store, or a damaged one
+            raise NumbatError(f"cannot read the store: {exc}") from None
+        finally:
+            await store.close()
+        return count
+
+    changes = run(go())
+    still = len(simulation.open_incidents())
+    click.echo(
+        f"{simulation.events} events, {changes} incident changes, {still} open at the end",
+        err=True,
+    )
+
+
+def _replay_store(config: Config, uri: str | None, database: str | None) -> Any:
+    """The Store that --store names, else the config's first sqlite or influxdb output."""
+    from numbat.config import InfluxDBOutputConfig, SQLiteOutputConfig
+    from numbat.store.influx import InfluxStore
+    from numbat.store.sqlite import SQLiteStore
+
+    def sqlite(path: str, text_fields: Iterable[str] = ("description", "message")) -> Any:
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: no such store file")
+        return SQLiteStore(path, text_fields=text_fields)
+
+    if uri is not None:
+        if uri.startswith("sqlite:"):
+            return sqlite(uri.removeprefix("sqlite:"))
+        if uri.startswith(("http://", "https://")):
+            return InfluxStore(uri, database or "numbat")
+        raise click.BadParameter("--store: give sqlite:PATH or http://host:8086")
+    for out in config.collector.outputs:
+        if isinstance(out, SQLiteOutputConfig):
+            return sqlite(out.path, out.text_fields)
+        if isinstance(out, InfluxDBOutputConfig):
+            return InfluxStore(
+                out.urls[0],
+                database or out.database,
+                username=out.username,
+                password=out.password,
+                retention_policy=out.retention_policy,
+                timeout=out.timeout,
+                text_fields=out.text_fields,
+            )
+    raise click.UsageError(
+        "no store to read: the config has no sqlite or influxdb output; give --store"
+    )
+
+
+@analyzer.command("test")
+@click.argument("rules_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("tests_path", type=click.Path(dir_okay=False, path_type=Path))
+def run_rule_tests(rules_path: Path, tests_path: Path) -> None:
+    """Unit-test rules: run the events of TESTS (JSON lines) through the rules of RULES
+    (a numbat.toml) and check the incidents expected open at given times. Exit 0 when
+    all hold, 1 with a diff when some do not, 2 for a malformed file."""
+    from numbat.analyzer.replay import format_time
+    from numbat.analyzer.ruletest import TestFileError, load_tests, run_tests
+    from numbat.config import from_dict, read
+
+    raw = read(rules_path)
+    section = raw.setdefault("analyzer", {})
+    if isinstance(section, dict):
+        section.setdefault("defaults", False)  # only the rules under test, unless asked
+    config = from_dict(raw, source=str(rules_path))
+    from numbat.analyzer.daemon import check_analyzer, configured_rules
+
+    check_analyzer(config, str(rules_path))
+    try:
+        text = tests_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{tests_path}: cannot read: {exc}") from None
+    try:
+        tests = load_tests(text, str(tests_path))
+    except TestFileError as exc:
+        raise ConfigError(str(exc)) from None
+    failures = run_tests(tests, config.analyzer, configured_rules(config.analyzer))
+    for failure in failures:
+        click.echo(failure.text(str(tests_path)))
+    total = len(tests.expectations)
+    if failures:
+        click.echo(f"{len(failures)} of {total} expectations failed")
+        sys.exit(EXIT_FAILED)
+    last = format_time(tests.expectations[-1].at)
+    click.echo(f"{tests_path}: {total} expectations hold (through {last})")
 
 
 @cli.command()

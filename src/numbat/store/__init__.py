@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Literal, NamedTuple
 
-from numbat.event import Event
+from numbat.event import Event, Scalar
 
 Aggregate = Literal["mean", "min", "max", "count", "last"]
 AGGREGATES: tuple[Aggregate, ...] = ("mean", "min", "max", "count", "last")
 MAX_BUCKETS = 1_000_000
 ANNOTATIONS_LIMIT = 1_000
+EVENTS_PAGE = 5_000
+"""Points per read of :meth:`Store.events` (what it holds in memory at a time)."""
 
 
 def bucket_count(start: int, end: int, bucket: int, aggregate: str) -> int:
@@ -110,6 +112,73 @@ def newest(found: Iterable[Annotation], limit: int) -> list[Annotation]:
     return ordered[-limit:] if limit else []
 
 
+def point_event(
+    measurement: str,
+    tags: Iterable[tuple[str, str]],
+    time: int,
+    value: float,
+    texts: Mapping[str, Scalar] | None = None,
+) -> Event:
+    """A stored point as an event (see :meth:`Store.events`).
+
+    >>> point_event("web.requests", (("host", "a"),), 5, 2.0, {"message": "x"})
+    {'name': 'web.requests', 'value': 2.0, 'time': 5, 'host': 'a', 'message': 'x'}
+    """
+    event: Event = {"name": measurement, "value": value, "time": time}
+    event.update(tags)
+    if texts:
+        event.update(texts)
+    return event
+
+
+class Page(NamedTuple):
+    """One read of :func:`paged_events`: ``(sort key, event)`` pairs in the order the
+    backend keeps them (each series' points in the order written), and the time (ms)
+    up to which they are all there: every point before ``complete`` in the window was
+    returned (``complete`` is the window's end unless a limit cut the read short)."""
+
+    rows: list[tuple[tuple[int, str, tuple[tuple[str, str], ...]], Event]]
+    complete: int
+
+
+FIRST_WINDOW = 60_000  # ms read by the first query of paged_events
+
+
+async def paged_events(
+    fetch: Callable[[int, int, int | None], Awaitable[Page]],
+    start: int,
+    end: int,
+    page: int,
+) -> AsyncIterator[Event]:
+    """:meth:`Store.events` for any backend, given ``fetch(low, high, limit)``: the
+    points in ``[low, high)``, at most ``limit`` (None: all) per read.
+
+    Reads a time window at a time, halving the window when a read comes back cut
+    short (too dense) and doubling it while reads come back less than half full, so
+    each read holds about ``page`` points and a sparse range costs few reads. Points
+    past where a cut-short read is complete are read again with the next window, so
+    every millisecond is sorted whole (by measurement, then tags)."""
+    if page < 1:
+        raise ValueError(f"page must be a positive number of points, got {page}")
+    low, window = start, FIRST_WINDOW
+    while low < end:
+        high = min(end, low + window)
+        found = await fetch(low, high, page)
+        if found.complete <= low:  # one millisecond holds more than a page: read it whole
+            high = low + 1
+            found = await fetch(low, high, None)
+        done = found.complete
+        ready = [row for row in found.rows if row[0][0] < done]
+        ready.sort(key=lambda row: row[0])  # stable: a series keeps its written order
+        for _, event in ready:
+            yield event
+        if done < high:
+            window = max(1, (done - low) // 2 or 1)
+        elif 2 * len(found.rows) <= page:
+            window *= 2
+        low = done
+
+
 def check_limit(limit: int) -> None:
     """ValueError unless ``limit`` is a positive number of annotations."""
     if limit <= 0:
@@ -166,6 +235,20 @@ class Store(ABC):
         ``[start, end)`` ms, of the measurements matching ``pattern`` (``*`` any text,
         ``?`` one character) whose tags include ``tags``: the ``limit`` newest, in time
         order (see :func:`newest`). ValueError for a ``limit`` below 1."""
+
+    @abstractmethod
+    def events(
+        self, *, start: int, end: int, pattern: str = "*", page: int = EVENTS_PAGE
+    ) -> AsyncIterator[Event]:
+        """The stored points in ``[start, end)`` ms of the measurements matching
+        ``pattern``, back as events, in time order (ties by measurement, then tags,
+        then the order they were written): ``{"name": measurement, "value": float,
+        "time": ms, **tags, **text fields}``. Tag values come back as the text they
+        were stored as (``"4"``, ``"true"``); number fields (``ttl``) come back where
+        the backend keeps them (InfluxDB; SQLite does not). Reads ``page`` points at a
+        time (more only when one millisecond holds more), so memory stays bounded
+        however long the range.
+        ValueError for a ``page`` below 1."""
 
     async def close(self) -> None:
         """Release connections and files."""

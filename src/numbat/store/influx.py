@@ -45,19 +45,21 @@ import gzip
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 
 from numbat.errors import NumbatError
-from numbat.event import Event
+from numbat.event import Event, Scalar
 from numbat.store import (
     ANNOTATIONS_LIMIT,
+    EVENTS_PAGE,
     Aggregate,
     Annotation,
     Bucket,
+    Page,
     Series,
     Store,
     WriteResult,
@@ -65,6 +67,8 @@ from numbat.store import (
     check_limit,
     glob_regex,
     newest,
+    paged_events,
+    point_event,
 )
 from numbat.store.lineprotocol import MAX_TIME_MS, LineRenderer, stored_text
 from numbat.store.points import TEXT_FIELDS, scalar_text
@@ -501,6 +505,54 @@ class InfluxStore(Store):
                 found.append(Annotation(int(row[0]), series["name"], series_tags, fields))
         return newest(found, limit)
 
+    def events(
+        self, *, start: int, end: int, pattern: str = "*", page: int = EVENTS_PAGE
+    ) -> AsyncIterator[Event]:
+        """See :meth:`numbat.store.Store.events`. Each read is one ``SELECT *`` of a
+        time window, ``GROUP BY *`` (the tags) with ``LIMIT`` per series, so a read
+        holds at most ``page`` points per series (and far fewer once the window has
+        adapted to the data). Unlike SQLite, InfluxDB keeps the number fields: ``ttl``
+        comes back (an int when whole). Other fields (the text fields, a tag the
+        cardinality guard demoted to a field) come back as text."""
+        regex = glob_regex(stored_text(pattern, "measurement"))
+        numbers = set(self.renderer.mapper.number_fields)
+        skip = {"time", "value", *numbers}
+
+        async def fetch(low: int, high: int, limit: int | None) -> Page:
+            query = (
+                f"SELECT * FROM {self._source(regex=regex)}"
+                f" WHERE time >= {low}ms AND time < {high}ms GROUP BY * ORDER BY time ASC"
+            )
+            if limit is not None:
+                query += f" LIMIT {limit}"
+            result = await self.client.statement(query, missing_ok=True)
+            found: list[Any] = []
+            complete = high
+            for series in result.get("series", []):
+                tags = tuple(sorted((k, v) for k, v in series.get("tags", {}).items() if v))
+                columns, rows = series["columns"], series.get("values", [])
+                fields = [(i, c) for i, c in enumerate(columns) if c not in skip]
+                number_at = [(i, c) for i, c in enumerate(columns) if c in numbers]
+                value_at = columns.index("value") if "value" in columns else -1
+                for row in rows:
+                    texts: dict[str, Scalar] = {
+                        c: scalar_text(row[i]) for i, c in fields if row[i] is not None
+                    }
+                    for i, c in number_at:
+                        if isinstance(row[i], int | float):
+                            texts[c] = _number(row[i])
+                    value = row[value_at] if value_at >= 0 else None
+                    if value is None:
+                        continue  # not a point numbat wrote
+                    time = int(row[0])
+                    event = point_event(series["name"], tags, time, float(value), texts)
+                    found.append(((time, series["name"], tags), event))
+                if limit is not None and len(rows) >= limit:
+                    complete = min(complete, int(rows[-1][0]))
+            return Page(found, complete)
+
+        return paged_events(fetch, max(start, 0), min(end, MAX_TIME_MS + 1), page)
+
     async def close(self) -> None:
         """Close the HTTP session; closing twice is fine."""
         await self.client.close()
@@ -559,6 +611,11 @@ class InfluxStore(Store):
         """The rows of every series in the statement's result; none if no database yet."""
         result = await self.client.statement(query, missing_ok=True)
         return [row for series in result.get("series", []) for row in series.get("values", [])]
+
+
+def _number(value: float) -> int | float:
+    """A number field as it was most likely sent: whole numbers as int (a ttl)."""
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def _tag_filter(tags: Mapping[str, str]) -> str:

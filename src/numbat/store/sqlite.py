@@ -44,7 +44,15 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -54,9 +62,11 @@ from numbat._ratelimit import RateLimitedLog
 from numbat.event import Event, now_ms
 from numbat.store import (
     ANNOTATIONS_LIMIT,
+    EVENTS_PAGE,
     Aggregate,
     Annotation,
     Bucket,
+    Page,
     Series,
     Store,
     WriteResult,
@@ -64,6 +74,8 @@ from numbat.store import (
     check_limit,
     glob_matcher,
     newest,
+    paged_events,
+    point_event,
 )
 from numbat.store.points import TEXT_FIELDS, PointMapper, Tags, scalar_text
 
@@ -349,6 +361,16 @@ class SQLiteStore(Store):
         check_limit(limit)
         return await self._call(self._annotations, pattern, dict(tags or {}), start, end, limit)
 
+    def events(
+        self, *, start: int, end: int, pattern: str = "*", page: int = EVENTS_PAGE
+    ) -> AsyncIterator[Event]:
+        """See :meth:`numbat.store.Store.events`."""
+
+        async def fetch(low: int, high: int, limit: int | None) -> Page:
+            return await self._call(self._events, pattern, low, high, limit)
+
+        return paged_events(fetch, start, end, page)
+
     async def prune(self) -> int:
         """Delete points older than the retention and series left empty; return points deleted.
 
@@ -626,6 +648,40 @@ class SQLiteStore(Store):
             measurement, series_tags = self._keys[sid]  # ids were all just looked up
             found.append(Annotation(time, measurement, series_tags, json.loads(text)))
         return newest(found, limit)
+
+    def _events(self, pattern: str, low: int, high: int, limit: int | None) -> Page:
+        """The points in ``[low, high)`` of the measurements matching ``pattern``, at
+        most ``limit``, by time then write order (``seq``), with their texts."""
+        db = self._connect()
+        self._refresh(db)
+        match = glob_matcher(pattern).match
+        ids = [
+            sid
+            for measurement, members in self._by_measurement.items()
+            if match(measurement)
+            for sid in members
+        ]
+        if not ids or high <= low:
+            return Page([], high)
+        where = "time >= ?1 AND time < ?2"
+        if len(ids) < len(self._keys):
+            where += f" AND series_id IN ({','.join(map(str, ids))})"
+        sql = (
+            "SELECT p.time, p.series_id, p.value, t.fields FROM ("
+            f"SELECT series_id, time, seq, value FROM points WHERE {where}"
+            f" UNION ALL SELECT series_id, time, seq, value FROM inbox WHERE {where}"
+            ") AS p LEFT JOIN texts AS t"
+            " ON t.time = p.time AND t.series_id = p.series_id AND t.seq = p.seq"
+            " ORDER BY p.time, p.seq LIMIT ?3"
+        )
+        rows = db.execute(sql, (low, high, -1 if limit is None else limit)).fetchall()
+        found = []
+        for time, sid, value, text in rows:
+            measurement, tags = self._keys[sid]
+            event = point_event(measurement, tags, time, value, json.loads(text) if text else None)
+            found.append(((time, measurement, tags), event))
+        complete = rows[-1][0] if limit is not None and len(rows) >= limit else high
+        return Page(found, complete)
 
     def _prune_texts(self, cutoff: int) -> int:
         """Delete up to about PRUNE_CHUNK texts older than ``cutoff``."""
