@@ -87,7 +87,7 @@ def test_for_holds_a_problem_until_it_has_lasted() -> None:
         "critical",
         111,
         91,
-        222,
+        clock.now,  # when it fired: the incident's fired_at
     )
     engine.process([_status("other", "critical")])
     engine.process([_status("other", "ok")])
@@ -108,4 +108,5 @@ def test_keep_firing_for_holds_a_resolve_until_it_has_lasted() -> None:
     clock.now += 59_000
     assert engine.tick() == []
     clock.now += 1_000
-    assert [a.status for a in engine.tick()] == ["ok"]
+    [resolved] = engine.tick()
+    assert (resolved.status, resolved.time) == ("ok", clock.now)

@@ -211,7 +211,7 @@ def test_replay_json_and_store_override(tmp_path: Path) -> None:
         ("opened", "warning", T0 + 40_000)
     ]
     assert found[0]["breached_at"] == T0 + 10_000
-    assert found[0]["alert_time"] == T0 + 30_000  # the last alert for = 30 held
+    assert found[0]["alert_time"] == T0 + 40_000  # fired when for = 30 ran out
     assert found[0]["incident"] == "api-1.api.latency" and found[0]["rule"] == "latency"
 
 

@@ -78,11 +78,13 @@ class Hysteresis:
             if now - since >= self.for_ms:
                 del self.pending[key]
                 self.firing[key] = (at, value)
+                alert.time = now  # it fires now: the incident's fired_at
                 due.append(_breached(alert, (at, value)))
         for key, (since, ok) in list(self.clearing.items()):
             if now - since >= self.keep_ms:
                 del self.clearing[key]
                 self.firing.pop(key, None)
+                ok.time = now  # it resolves now, not at the first ok
                 due.append(ok)
         return due
 
