@@ -56,14 +56,15 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from numbat._loop import new_loop  # noqa: E402
-from numbat.analyzer.daemon import Analyzer  # noqa: E402
-from numbat.config import Config, from_dict  # noqa: E402
-from numbat.event import Event  # noqa: E402
+from numbat._loop import new_loop
+from numbat.analyzer.daemon import Analyzer
+from numbat.config import Config, from_dict
+from numbat.event import Event
 
 CHUNK = 256 * 1024
 SENDER = r"""
 import socket, sys, threading
+CHUNK = 256 * 1024
 port, connections, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 data = open(path, "rb").read()
 lines = data.splitlines(keepends=True)
@@ -72,15 +73,15 @@ socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(connection
 sys.stdout.write("ready\n"); sys.stdout.flush()
 sys.stdin.readline()
 def send(sock, share):
-    for at in range(0, len(share), %d):
-        sock.sendall(share[at : at + %d])
+    for at in range(0, len(share), CHUNK):
+        sock.sendall(share[at : at + CHUNK])
     sock.shutdown(socket.SHUT_WR)
     sock.recv(1)
     sock.close()
 threads = [threading.Thread(target=send, args=pair) for pair in zip(socks, shares)]
 for t in threads: t.start()
 for t in threads: t.join()
-""" % (CHUNK, CHUNK)
+"""
 
 
 def stream(events: int, hosts: int) -> bytes:
@@ -249,8 +250,7 @@ def throughput(args: argparse.Namespace) -> None:
                 results["bare"].append(bare)
                 results["analyzer"].append(full)
                 print(
-                    f"round {round_ + 1}: bare {bare[0]:,.0f} events/s ({bare[1]:.2f} cpu-µs/event), "
-                    f"analyzer {full[0]:,.0f} events/s ({full[1]:.2f} cpu-µs/event), "
+                    f"round {round_ + 1}: bare {_rate(bare)}, analyzer {_rate(full)}, "
                     f"ratio {full[0] / bare[0]:.2f}"
                 )
         finally:
@@ -258,15 +258,20 @@ def throughput(args: argparse.Namespace) -> None:
     bare_rate = statistics.median(r for r, _ in results["bare"])
     full_rate = statistics.median(r for r, _ in results["analyzer"])
     ratios = [f[0] / b[0] for f, b in zip(results["analyzer"], results["bare"], strict=True)]
+    rates = [r for r, _ in results["analyzer"]]
     print(
         f"median: bare {bare_rate:,.0f} events/s, analyzer {full_rate:,.0f} events/s "
-        f"[{min(r for r, _ in results['analyzer']):,.0f}..{max(r for r, _ in results['analyzer']):,.0f}], "
+        f"[{min(rates):,.0f}..{max(rates):,.0f}], "
         f"ratio {statistics.median(ratios):.2f} [{min(ratios):.2f}..{max(ratios):.2f}]"
     )
     print(
         f"GOAL analyzer/bare >= 0.50: {'holds' if statistics.median(ratios) >= 0.5 else 'MISSED'}; "
         f">= 100,000 events/s: {'holds' if full_rate >= 100_000 else 'MISSED'}"
     )
+
+
+def _rate(result: tuple[float, float]) -> str:
+    return f"{result[0]:,.0f} events/s ({result[1]:.2f} cpu-µs/event)"
 
 
 def _rss() -> int:
@@ -325,18 +330,17 @@ def heartbeats(args: argparse.Namespace) -> None:
     rest, opened_rest = tick(t0 + 60_500)
     after, _ = tick(t0 + 61_000)
     print(f"tick, {keys:,} keys, none due: {idle:.3f} ms")
-    print(
-        f"tick, {few:,} due ({opened_few:,} opened): {some:.1f} ms ({some * 1000 / max(opened_few, 1):.1f} µs per key)"
-    )
+    per_few, per_all = some / max(opened_few, 1), rest / max(opened_rest, 1)
+    print(f"tick, {few:,} due ({opened_few:,} opened): {some:.1f} ms ({per_few * 1000:.1f} µs/key)")
     print(
         f"tick, the other keys due ({opened_rest:,} opened): {rest:.1f} ms "
         f"({rest * 1000 / max(opened_rest, 1):.1f} µs per key)"
     )
     print(f"tick, {keys:,} incidents open, none due: {after:.3f} ms")
-    per_few, per_all = some / max(opened_few, 1), rest / max(opened_rest, 1)
+    proportional = idle < some and per_few < 3 * per_all
     print(
         f"GOAL expiry work proportional to what expires: per-key cost few/all "
-        f"{per_few / per_all:.2f} ({'holds' if idle < some and per_few < 3 * per_all else 'MISSED'})"
+        f"{per_few / per_all:.2f} ({'holds' if proportional else 'MISSED'})"
     )
 
 
