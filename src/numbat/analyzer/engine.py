@@ -111,7 +111,8 @@ def _never(event: Event) -> None:
 
 
 _IGNORE_RULE = BoundRule("(ignored)", _never, Match())
-_IGNORED = ((_IGNORE_RULE, _IGNORE_RULE.rule, False),)
+_Dispatch = tuple[tuple[BoundRule, RuleFunction, bool], ...]
+_IGNORED: _Dispatch = ((_IGNORE_RULE, _IGNORE_RULE.rule, False),)
 """What the name cache holds for an ignored name (told apart by identity: not the
 empty tuple, which every name no rule wants shares)."""
 
@@ -139,7 +140,7 @@ class Engine:
         self._ignore = frozenset(ignore)
         # name -> (rule, its callable, whether its match has tag conditions) per rule
         # that wants the name; _IGNORED for a name in ``ignore``.
-        self._by_name: dict[str, tuple[tuple[BoundRule, RuleFunction, bool], ...]] = {}
+        self._by_name: dict[str, _Dispatch] = {}
         self._tickers = [r for r in self.rules if isinstance(r.rule, Ticking) or r.hysteresis]
         self._warn = RateLimitedLog(log)
 
@@ -203,7 +204,7 @@ class Engine:
             elif (passed := hysteresis.feed(alert, now)) is not None:
                 out.append(passed)
 
-    def _rules_for(self, name: str) -> tuple[tuple[BoundRule, RuleFunction, bool], ...]:
+    def _rules_for(self, name: str) -> _Dispatch:
         if len(self._by_name) >= NAME_CACHE:
             self._by_name.clear()
         if name in self._ignore:
