@@ -110,3 +110,17 @@ def test_keep_firing_for_holds_a_resolve_until_it_has_lasted() -> None:
     clock.now += 1_000
     [resolved] = engine.tick()
     assert (resolved.status, resolved.time) == ("ok", clock.now)
+
+
+def test_ignored_names_reach_no_rule_and_are_counted_and_evaluations_are_counted() -> None:
+    """A name in ``ignore`` feeds no rule (counted in ``ignored``, told apart from a name
+    no rule wants); every rule call is counted in ``evaluations``."""
+    clock = Clock()
+    rule, match = build_rule("status", rule_config("status", {}), clock)
+    engine = Engine([BoundRule("status", rule, match)], clock, ignore=["numbat.alert"])
+    events = [_status("numbat.alert", "critical"), _status("disk", "critical")] * 2
+    assert [a.key for a in engine.process(events)] == ["h1.disk", "h1.disk"]
+    assert (engine.ignored, engine.evaluations) == (2, 2)
+    mine = Engine([BoundRule("disk-only", rule, Match(["disk"]))], clock, ignore=["x"])
+    assert mine.process([_status("cpu", "critical"), _status("x", "critical")]) == []
+    assert (mine.ignored, mine.evaluations) == (1, 0)

@@ -139,7 +139,7 @@ class Analyzer(Daemon):
         self.clock = clock
         self.stats = Stats(hostname or socket.gethostname(), STATS_PREFIX, clock=clock)
         self.rule_configs = configured_rules(self.config)
-        self.engine = Engine(bind_rules(self.rule_configs, clock), clock)
+        self.engine = Engine(bind_rules(self.rule_configs, clock), clock, ignore=OWN_EVENTS)
         self.manager = self._manager(self.config)
         self.listeners: dict[str, Listener] = {}
         self.state: AsyncState | None = None
@@ -337,11 +337,12 @@ class Analyzer(Daemon):
 
     def receive(self, events: list[Event]) -> None:
         """A listener's sink: judge one read's events (never blocks, never raises)."""
-        own = [e for e in events if e["name"] in OWN_EVENTS]
-        if own:
-            self.stats.add(self._own, len(own))
-            events = [e for e in events if e["name"] not in OWN_EVENTS]
-        self.judge(self.engine.process(events))
+        engine = self.engine
+        ignored = engine.ignored
+        alerts = engine.process(events)  # its own alert events go to no rule
+        if engine.ignored != ignored:
+            self.stats.add(self._own, engine.ignored - ignored)
+        self.judge(alerts)
 
     def judge(self, alerts: list[Alert]) -> None:
         """Hand alerts to the incident manager; commit soon if anything changed."""
@@ -525,8 +526,9 @@ class Analyzer(Daemon):
                     await self.state.call(self.state.store.rule_state, bound.name), now
                 )
         by_name = {b.name: b for b in fresh} | kept
-        engine = Engine([by_name[name] for name in wanted], self.clock)
+        engine = Engine([by_name[name] for name in wanted], self.clock, ignore=OWN_EVENTS)
         engine.rule_errors, engine.evaluations = self.engine.rule_errors, self.engine.evaluations
+        engine.ignored = self.engine.ignored
         await self.dispatcher.reload(notifier_configs(new))
         if (new.grouping, new.flapping, new.inhibit) != (
             self.config.grouping,

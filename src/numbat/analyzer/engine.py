@@ -108,6 +108,17 @@ class BoundRule:
     hysteresis: Hysteresis | None = None  # None: no for / keep_firing_for
 
 
+def _never(event: Event) -> None:
+    raise AssertionError("an ignored name reached a rule")
+
+
+_IGNORE_RULE = BoundRule("(ignored)", _never, Match())
+_Dispatch = tuple[tuple[BoundRule, RuleFunction, bool], ...]
+_IGNORED: _Dispatch = ((_IGNORE_RULE, _IGNORE_RULE.rule, False),)
+"""What the name cache holds for an ignored name (told apart by identity: not the
+empty tuple, which every name no rule wants shares)."""
+
+
 class Engine:
     """Runs rules over events and ticks; returns the alerts to hand to the incident
     manager, each stamped with its rule's name.
@@ -120,36 +131,49 @@ class Engine:
     ['warning']
     """
 
-    def __init__(self, rules: Sequence[BoundRule], clock: Clock) -> None:
+    def __init__(
+        self, rules: Sequence[BoundRule], clock: Clock, *, ignore: Iterable[str] = ()
+    ) -> None:
         self.rules = list(rules)
         self.clock = clock
         self.rule_errors = 0
         self.evaluations = 0
-        self._by_name: dict[str, tuple[BoundRule, ...]] = {}
+        self.ignored = 0  # events dropped because their name is in ``ignore``
+        self._ignore = frozenset(ignore)
+        # name -> (rule, its callable, whether its match has tag conditions) per rule
+        # that wants the name; _IGNORED for a name in ``ignore``.
+        self._by_name: dict[str, _Dispatch] = {}
         self._tickers = [r for r in self.rules if isinstance(r.rule, Ticking) or r.hysteresis]
         self._warn = RateLimitedLog(log)
 
     def process(self, events: Iterable[Event]) -> list[Alert]:
-        """Every event through the rules that match it; the alerts to pass on."""
+        """Every event through the rules that match it; the alerts to pass on. An event
+        whose name is in ``ignore`` goes to no rule (counted in ``ignored``)."""
         out: list[Alert] = []
         now = self.clock()
         by_name = self._by_name
-        for event in events:
-            name = event["name"]
-            rules = by_name.get(name)  # type: ignore[arg-type]  # always a str in a valid event
-            if rules is None:
-                rules = self._rules_for(str(name))
-            for bound in rules:
-                if bound.match.tags and not bound.match.fields_match(event):
+        evaluations = 0
+        try:
+            for event in events:
+                rules = by_name.get(event["name"])  # type: ignore[arg-type]  # a str
+                if rules is None:
+                    rules = self._rules_for(str(event["name"]))
+                if rules is _IGNORED:
+                    self.ignored += 1
                     continue
-                self.evaluations += 1
-                try:
-                    found = bound.rule(event)
-                except Exception as exc:  # a rule's bug must not stop the others
-                    self._failed(bound, exc)
-                    continue
-                if found:
-                    self._pass_on(bound, found, now, out)
+                for bound, rule, tags in rules:
+                    if tags and not bound.match.fields_match(event):
+                        continue
+                    evaluations += 1
+                    try:
+                        found = rule(event)
+                    except Exception as exc:  # a rule's bug must not stop the others
+                        self._failed(bound, exc)
+                        continue
+                    if found:
+                        self._pass_on(bound, found, now, out)
+        finally:
+            self.evaluations += evaluations
         return out
 
     def tick(self, now: int | None = None) -> list[Alert]:
@@ -182,10 +206,15 @@ class Engine:
             elif (passed := hysteresis.feed(alert, now)) is not None:
                 out.append(passed)
 
-    def _rules_for(self, name: str) -> tuple[BoundRule, ...]:
+    def _rules_for(self, name: str) -> _Dispatch:
         if len(self._by_name) >= NAME_CACHE:
             self._by_name.clear()
-        rules = tuple(r for r in self.rules if r.match.name_matches(name))
+        if name in self._ignore:
+            rules = _IGNORED
+        else:
+            rules = tuple(
+                (r, r.rule, bool(r.match.tags)) for r in self.rules if r.match.name_matches(name)
+            )
         self._by_name[name] = rules
         return rules
 
