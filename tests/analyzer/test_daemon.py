@@ -315,27 +315,36 @@ def _raw(tmp_path: Path) -> dict[str, Any]:
 
 
 def test_a_failed_commit_is_retried_and_its_changes_are_not_lost(tmp_path: Path) -> None:
-    """The state commit fails once (a full disk): counted state_errors; the next attempt
-    commits the same changes, so the incident's history is on disk."""
+    """The state commit fails (a full disk): counted state_errors, health says degraded
+    (503); once it takes commits again, the failed changes and those made meanwhile are
+    all committed by themselves, with no new change needed."""
 
     async def main() -> None:
         async with running(_config(tmp_path)) as analyzer, api(analyzer) as call:
             assert analyzer.state is not None
             store = analyzer.state.store
             real = store.commit
-            failures = [StateError(f"{store.path}: commit: disk I/O error")]
+            disk_full = [True]
 
             def commit(*args: Any) -> list[int]:
-                if failures:
-                    raise failures.pop()
+                if disk_full[0]:
+                    raise StateError(f"{store.path}: commit: disk I/O error")
                 return real(*args)
 
             store.commit = commit  # type: ignore[method-assign,assignment]
             await _send(analyzer, _critical())
-            await until(lambda: analyzer.stats.get("state_errors") == 1, what="the failure")
+            await until(lambda: analyzer.stats.get("state_errors") >= 1, what="the failure")
+            await _send(analyzer, _critical("restore"))
+            await until(lambda: analyzer.manager.get("db-1.restore") is not None, what="it")
+            status, health = await call("GET", "/health")
+            assert (status, health["status"]) == (503, "degraded")
+            assert "state commits fail: " in health["problems"][0]
+            disk_full[0] = False
             await until(lambda: analyzer._unsaved is None, 10.0, "the retry")
-            _, body = await call("GET", "/incidents/db-1.backup")
-            assert [h["kind"] for h in body["history"]] == ["opened"]
+            for incident in ("db-1.backup", "db-1.restore"):
+                _, body = await call("GET", f"/incidents/{incident}")
+                assert [h["kind"] for h in body["history"]] == ["opened"], incident
+            assert (await call("GET", "/health"))[1]["status"] == "ok"
 
     asyncio.run(main())
 

@@ -165,38 +165,34 @@ def test_silence_tags_starts_and_validation() -> None:
         m.expire_silence("nope")
 
 
-def test_a_missing_heartbeat_inhibits_its_hosts_other_alerts() -> None:
-    """Default inhibition: a host's critical heartbeat mutes that host's other alerts,
-    not other hosts' nor other heartbeats; when it resolves the held ones go out."""
+def test_a_missing_collector_heartbeat_inhibits_its_hosts_other_alerts() -> None:
+    """Default inhibition: a host whose collector's heartbeat is critical has its other
+    alerts muted (a service's own missing heartbeat included), not other hosts'; one
+    service's missing heartbeat mutes nothing; when the host is back the held go out."""
     clock = Clock()
     m = manager(clock, inhibit=_default_inhibit())
     effects = step(
         m,
         clock,
+        alert("numbat.collector.heartbeat", "critical", host="a", ttl=DAY),
         alert("web.heartbeat", "critical", host="a", ttl=DAY),
-        alert("db.heartbeat", "critical", host="a", ttl=DAY),
         alert("disk", "critical", host="a", ttl=DAY),
         alert("disk", "critical", host="b", ttl=DAY),
+        alert("web.heartbeat", "critical", host="b", ttl=DAY),
     )
     assert sorted(told(effects)) == [
-        ("new", "a.db.heartbeat", "critical"),
-        ("new", "a.web.heartbeat", "critical"),
+        ("new", "a.numbat.collector.heartbeat", "critical"),
         ("new", "b.disk", "critical"),
+        ("new", "b.web.heartbeat", "critical"),
     ]
     disk = m.get("a.disk")
-    assert disk is not None and m.muted_by(disk) in (
-        "inhibited:a.web.heartbeat",
-        "inhibited:a.db.heartbeat",
-    )
+    assert disk is not None and m.muted_by(disk) == "inhibited:a.numbat.collector.heartbeat"
     assert [c.kind for c in effects.history if c.incident == "a.disk"] == ["opened", "inhibited"]
     clock.advance(20)
-    assert told(step(m, clock, alert("web.heartbeat", "ok", host="a"))) == [
-        ("resolved", "a.web.heartbeat", "ok")
-    ]  # db.heartbeat still mutes the disk
-    clock.advance(20)
-    assert sorted(told(step(m, clock, alert("db.heartbeat", "ok", host="a")))) == [
+    assert sorted(told(step(m, clock, alert("numbat.collector.heartbeat", "ok", host="a")))) == [
         ("new", "a.disk", "critical"),
-        ("resolved", "a.db.heartbeat", "ok"),
+        ("new", "a.web.heartbeat", "critical"),
+        ("resolved", "a.numbat.collector.heartbeat", "ok"),
     ]
 
 

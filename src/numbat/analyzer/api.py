@@ -121,14 +121,19 @@ class ApiServer:
 
     async def health(self, request: web.Request) -> web.Response:
         analyzer = self.analyzer
+        problems = []
+        if analyzer.commit_error is not None:
+            problems.append(f"state commits fail: {analyzer.commit_error}")
         return _json(
             {
-                "status": "ok",
+                "status": "degraded" if problems else "ok",
+                "problems": problems,
                 "uptime_ms": analyzer.uptime(),
                 "open_incidents": len(analyzer.manager.incidents(open=True)),
                 "rules": [bound.name for bound in analyzer.engine.rules],
                 "notifiers": [n.label for n in notifier_configs(analyzer.config)],
-            }
+            },
+            status=503 if problems else 200,
         )
 
     async def incidents(self, request: web.Request) -> web.Response:

@@ -150,6 +150,8 @@ class Analyzer(Daemon):
         self._commit_lock = asyncio.Lock()
         # Taken from the manager but not committed yet (the commit failed): first next time.
         self._unsaved: tuple[Effects, list[tuple[str, Notification]]] | None = None
+        self.commit_error: str | None = None
+        """Why the last commit failed, while commits fail (the health API says so)."""
         self._committed = asyncio.Event()
         self._writeback_wanted = asyncio.Event()
         self._load: Callable[[], Config] | None = None
@@ -360,11 +362,16 @@ class Analyzer(Daemon):
             self._commit_wanted.clear()
             try:
                 await self._commit()
-            except Exception as exc:  # a disk error: keep judging, try again on the next change
+            except Exception as exc:  # a disk error: keep judging, try again in a moment
                 self.stats.count("state_errors")
+                self.commit_error = str(exc)
                 self._warn.warning("commit", "cannot commit to the state database: %s", exc)
                 await asyncio.sleep(1.0)
                 self._commit_wanted.set()
+            else:
+                if self.commit_error is not None:
+                    log.info("the state database takes commits again")
+                self.commit_error = None
 
     async def _commit(self) -> None:
         """Persist what changed (one transaction), then queue its notifications. What a
@@ -372,14 +379,15 @@ class Analyzer(Daemon):
         if self.state is None or self.dispatcher is None:
             return
         async with self._commit_lock:
-            if self._unsaved is None:
-                if not self.manager.dirty:
-                    return
-                effects = self.manager.take()
-                routed = [p for n in effects.notifications for p in self.dispatcher.route(n)]
-                self._unsaved = (effects, routed)
-            await self._persist(*self._unsaved)
-            self._unsaved = None
+            # What a failed commit held first, then everything changed since: a
+            # recovered disk catches up at once, not at the next change.
+            while self._unsaved is not None or self.manager.dirty:
+                if self._unsaved is None:
+                    effects = self.manager.take()
+                    routed = [p for n in effects.notifications for p in self.dispatcher.route(n)]
+                    self._unsaved = (effects, routed)
+                await self._persist(*self._unsaved)
+                self._unsaved = None
 
     async def _persist(
         self, effects: Effects, routed: list[tuple[str, Notification]] | None = None

@@ -52,8 +52,8 @@ class FlappingConfig(Section):
 class InhibitConfig(Section):
     """One ``[[analyzer.inhibit]]``: while an incident matching ``source`` is at
     ``source_status`` or worse, notifications of incidents matching ``target`` with the
-    same values of ``equal`` are muted (a host whose heartbeat is missing does not also
-    page for its disk). The source itself is never muted by its own rule."""
+    same values of ``equal`` are muted (a host whose collector's heartbeat is missing
+    does not also page for its disk). The source itself is never muted by its own rule."""
 
     source: MatchConfig
     target: MatchConfig = msgspec.field(default_factory=MatchConfig)
@@ -74,7 +74,10 @@ def _labels_list(key: str, labels: list[str]) -> None:
 
 
 def _default_inhibit() -> list[InhibitConfig]:
-    return [InhibitConfig(source=MatchConfig(name=["heartbeat", "*.heartbeat"]))]
+    # The host's own collector beats for the host: when it is missing the host is down
+    # (or cut off), and its other alerts are noise. One service's missing heartbeat says
+    # nothing of the rest of the host, so it mutes nothing.
+    return [InhibitConfig(source=MatchConfig(name="numbat.collector.heartbeat"))]
 
 
 class WritebackConfig(Section):
