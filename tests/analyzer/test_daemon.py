@@ -109,7 +109,8 @@ def test_events_over_tcp_open_incidents_the_api_lists(tmp_path: Path) -> None:
 
 def test_silences_and_acks_through_the_api(tmp_path: Path) -> None:
     """POST /silences mutes a matching incident (muted_by says which), DELETE expires
-    it; POST /acks records who acknowledged."""
+    it; a planned window's duration counts from its starts_at; POST /acks records who
+    acknowledged."""
 
     async def main() -> None:
         async with running(_config(tmp_path)) as analyzer, api(analyzer) as call:
@@ -127,6 +128,10 @@ def test_silences_and_acks_through_the_api(tmp_path: Path) -> None:
             assert status == 200
             _, body = await call("GET", "/silences")
             assert body["silences"] == []
+            later = analyzer.clock() + 3_600_000
+            window = {"host": "db-2", "starts_at": later, "duration": 7200, "author": "ana"}
+            status, planned = await call("POST", "/silences", window)
+            assert status == 201 and planned["ends_at"] - planned["starts_at"] == 7_200_000
             status, acked = await call(
                 "POST", "/acks", {"incident": "db-1.backup", "author": "bo", "comment": "on it"}
             )
@@ -147,6 +152,7 @@ def test_silences_and_acks_through_the_api(tmp_path: Path) -> None:
         ("POST", "/silences", {"author": "a", "duration": 5, "tags": [1]}, 400, "tags:"),
         ("POST", "/silences", [1, 2], 400, "must be a JSON object"),
         ("POST", "/silences", {"author": "a", "duration": 5, "hots": "w"}, 400, "hots: unknown"),
+        ("POST", "/silences", {"author": "a", "duration": 5, "host": ""}, 400, "give name, host"),
         ("POST", "/silences", {"author": "a", "ends_at": 1e23}, 400, "ends_at: must be from"),
         ("POST", "/silences", {"author": "a", "duration": 1e308}, 400, "duration: must be"),
         (
@@ -180,7 +186,7 @@ def test_mutations_need_the_token_when_one_is_set(tmp_path: Path) -> None:
     async def main() -> None:
         config = _config(tmp_path, token="s3cret")
         async with running(config) as analyzer, api(analyzer) as call:
-            silence = {"duration": 60, "author": "a"}
+            silence = {"host": "web-1", "duration": 60, "author": "a"}
             assert (await call("POST", "/silences", silence))[0] == 401
             status, answer = await call("POST", "/silences", silence, token="wrong")
             assert status == 401 and "s3cret" not in json.dumps(answer)

@@ -147,7 +147,7 @@ def test_silence_tags_starts_and_validation() -> None:
     clock = Clock()
     m = manager(clock)
     m.silence(ends_at=clock.now + 60_000, tags={"app": "web"}, author="a")
-    m.silence(starts_at=clock.now + 30_000, ends_at=clock.now + 60_000, author="b")
+    m.silence(starts_at=clock.now + 30_000, ends_at=clock.now + 60_000, name="*", author="b")
     effects = step(
         m,
         clock,
@@ -156,11 +156,13 @@ def test_silence_tags_starts_and_validation() -> None:
     )
     assert told(effects) == [("new", "h1.y", "critical")]
     with pytest.raises(ValueError, match="author"):
-        m.silence(ends_at=clock.now + 1, author="")
+        m.silence(ends_at=clock.now + 1, host="h1", author="")
+    with pytest.raises(ValueError, match="give name, host or tags"):
+        m.silence(ends_at=clock.now + 1, host="", tags={}, author="a")
     with pytest.raises(ValueError, match="ends_at"):
-        m.silence(ends_at=clock.now - 1, author="a")
+        m.silence(ends_at=clock.now - 1, host="h1", author="a")
     with pytest.raises(ValueError, match="ends_at"):
-        m.silence(starts_at=clock.now + 10, ends_at=clock.now + 5, author="a")
+        m.silence(starts_at=clock.now + 10, ends_at=clock.now + 5, host="h1", author="a")
     with pytest.raises(KeyError):
         m.expire_silence("nope")
 

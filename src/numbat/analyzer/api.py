@@ -201,13 +201,16 @@ class ApiServer:
         now = self.analyzer.clock()
         if ("ends_at" in body) == ("duration" in body):
             raise ApiError(400, "give ends_at (ms since the epoch) or duration (seconds), one")
-        if "duration" in body:
-            ends_at = now + round(_number(body, "duration", 0.0, MAX_TIME_MS / 1000) * 1000)
+        starts_at = body.get("starts_at")
+        if starts_at is not None:
+            starts_at = round(_number(body, "starts_at", 0.0, MAX_TIME_MS))
+        if "duration" in body:  # from the start: a maintenance window's length
+            length = round(_number(body, "duration", 0.0, MAX_TIME_MS / 1000) * 1000)
+            ends_at = (now if starts_at is None else starts_at) + length
         else:
             ends_at = round(_number(body, "ends_at", 0.0, MAX_TIME_MS))
         if ends_at > MAX_TIME_MS:
             raise ApiError(400, f"ends_at: at most {MAX_TIME_MS} ms since the epoch")
-        starts_at = body.get("starts_at")
         tags = body.get("tags") or {}
         if not isinstance(tags, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
@@ -216,9 +219,7 @@ class ApiServer:
         try:
             silence = self.analyzer.manager.silence(
                 ends_at=ends_at,
-                starts_at=None
-                if starts_at is None
-                else round(_number(body, "starts_at", 0.0, MAX_TIME_MS)),
+                starts_at=starts_at,
                 name=_text(body, "name"),
                 host=_text(body, "host"),
                 tags=tags,

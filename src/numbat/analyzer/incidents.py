@@ -348,8 +348,9 @@ class IncidentManager:
     ) -> Silence:
         """Mute notifications of incidents whose name and host match the globs (empty:
         any) and whose tags equal ``tags``, from ``starts_at`` (ms, default now) to
-        ``ends_at`` (ms). Raises ValueError: no author, an end not after the start or
-        in the past, a tag that is not text."""
+        ``ends_at`` (ms). Raises ValueError: no author, no matcher at all (``name="*"``
+        says "everything" outright), an end not after the start or in the past, a tag
+        that is not text."""
         now = self.clock()
         start = now if starts_at is None else starts_at
         if not author or not author.strip():
@@ -362,6 +363,12 @@ class IncidentManager:
         for key, value in clean.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise ValueError(f"tags: {key!r}: keys and values must be text")
+        if not (name or host or clean):
+            # An unset $HOST in a script must not mute every alert: all is said outright.
+            raise ValueError(
+                "give name, host or tags: a silence with none would mute every alert "
+                '(to mean that, say name = "*")'
+            )
         silence = Silence(
             id=secrets.token_hex(8),
             starts_at=start,
