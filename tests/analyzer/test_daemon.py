@@ -392,3 +392,25 @@ def test_a_changed_config_file_is_reloaded_and_a_broken_one_is_not(
             await analyzer.stop(drain_timeout=1.0)
 
     asyncio.run(main())
+
+
+def test_a_web_page_cannot_make_the_api_silence_anything(tmp_path: Path) -> None:
+    """With no token (numbat up's default), a cross-site POST (a foreign Origin, or a
+    text/plain body a page can send without asking) is refused; the CLI's JSON is not."""
+
+    async def main() -> None:
+        async with running(_config(tmp_path)) as analyzer, api(analyzer) as call:
+            body = json.dumps({"name": "*", "duration": 60, "author": "x"})
+            url = call.base + "/silences"
+            plain = {"Content-Type": "text/plain"}
+            async with call.session.post(url, data=body, headers=plain) as r:
+                assert r.status == 415
+            evil = {"Content-Type": "application/json", "Origin": "https://evil.example"}
+            async with call.session.post(url, data=body, headers=evil) as r:
+                assert r.status == 403 and "evil.example" in (await r.json())["error"]
+            own = {"Content-Type": "application/json", "Origin": call.base.rsplit("/api", 1)[0]}
+            async with call.session.post(url, data=body, headers=own) as r:
+                assert r.status == 201
+            assert len(analyzer.manager.silences()) == 1
+
+    asyncio.run(main())

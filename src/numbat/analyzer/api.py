@@ -106,6 +106,8 @@ class ApiServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         token = self.analyzer.config.token
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            _same_origin(request)
         if token and request.method not in ("GET", "HEAD", "OPTIONS"):
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             # The scheme is case-insensitive (RFC 9110 11.1); the token is compared in
@@ -244,6 +246,22 @@ class ApiServer:
         body = await _body(request, ("key",))
         key = _text(body, "key", required=True)
         return _json({"key": key, "forgotten": self.analyzer.forget(key)})
+
+
+def _same_origin(request: web.Request) -> None:
+    """Refuse a mutation a web page could have made (CSRF): one from a browser page of
+    another origin (its ``Origin`` header names another host), and one not sent as JSON
+    (a cross-site form or a "simple" request can send text/plain without asking). API
+    clients (curl, the CLI, the dashboard's server) send JSON and no foreign Origin."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != "null":
+        parts = urlsplit(origin)
+        if parts.netloc.lower() != request.host.lower():
+            raise ApiError(403, f"cross-site request from {origin!r} refused")
+    elif origin == "null":
+        raise ApiError(403, "cross-site request from an opaque origin refused")
+    if request.method == "POST" and request.content_type != "application/json":
+        raise ApiError(415, "send the body as JSON (Content-Type: application/json)")
 
 
 SILENCE_KEYS = ("name", "host", "tags", "ends_at", "duration", "starts_at", "author", "comment")
