@@ -312,6 +312,11 @@ def forget(key: str, config_path: Path | None, url: str | None) -> None:
 )
 @click.option("--database", help="The InfluxDB database [default: the output's, or numbat].")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@click.option(
+    "--tick",
+    type=click.FloatRange(min=0.001, max=86_400),
+    help="Seconds of event time between ticks [default: tick_interval, coarser past a day].",
+)
 def replay(
     config_path: Path,
     start: str,
@@ -319,6 +324,7 @@ def replay(
     store_uri: str | None,
     database: str | None,
     as_json: bool,
+    tick: float | None,
 ) -> None:
     """Run the configured rules over stored events from --from to --to and print the
     incidents they would have raised, and when. Nothing is notified or saved."""
@@ -326,7 +332,14 @@ def replay(
 
     from numbat._loop import run
     from numbat.analyzer.daemon import check_analyzer, configured_rules
-    from numbat.analyzer.replay import Simulation, parse_time, replay, restore_numbers
+    from numbat.analyzer.replay import (
+        Simulation,
+        heartbeat_rules,
+        parse_time,
+        replay,
+        replay_tick,
+        restore_numbers,
+    )
     from numbat.config import load
     from numbat.event import now_ms
 
@@ -340,7 +353,23 @@ def replay(
     if high <= low:
         raise click.BadParameter("--to must be after --from")
     store = _replay_store(config, store_uri, database)
-    simulation = Simulation(config.analyzer, configured_rules(config.analyzer), start=low)
+    rules = configured_rules(config.analyzer)
+    from numbat.store.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore) and (beats := heartbeat_rules(rules)):
+        # The embedded store keeps no heartbeats: these rules would see none and cry
+        # wolf ("not seen at all") over data that was fine.
+        for name in beats:
+            del rules[name]
+        click.echo(
+            f"numbat: not replayed: {', '.join(beats)} (the embedded store keeps no "
+            "heartbeats; replay them from InfluxDB with write_heartbeats = true)",
+            err=True,
+        )
+    tick_ms = round(tick * 1000) if tick else replay_tick(config.analyzer, low, high)
+    if tick is None and tick_ms > config.analyzer.tick_interval * 1000:
+        click.echo(f"numbat: ticking every {tick_ms / 1000:g} s of event time (--tick)", err=True)
+    simulation = Simulation(config.analyzer, rules, start=low, tick_ms=tick_ms)
 
     async def go() -> int:
         count = 0

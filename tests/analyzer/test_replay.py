@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 ISO0 = "2026-01-01T00:00:00Z"
 SECOND = 1_000
+DAY = 86_400_000
 
 RULES = """
 [analyzer]
@@ -184,7 +185,22 @@ def test_replay_sqlite_from_config(tmp_path: Path) -> None:
     assert lines[2].startswith(f"{format_time(T0 + 80_000)}  opened   warning")
     assert "db-1.load-average.1" in lines[2] and "(30.00/4 CPUs)" in lines[2]
     assert "9 events, 3 incident changes, 1 open at the end" in result.stderr
+    assert "not replayed: heartbeat (the embedded store keeps no heartbeats" in result.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_a_long_replay_ticks_less_often_and_the_same_every_time(tmp_path: Path) -> None:
+    """Over 30 days a replay ticks every 30 s (at most 86,400 ticks, said on stderr), and
+    two runs from a relative --from print the same."""
+    _sqlite_with(tmp_path / "numbat.db", LATENCY)
+    config = _config(
+        tmp_path, f'[[collector.outputs]]\ntype = "sqlite"\npath = "{tmp_path / "numbat.db"}"\n'
+    )
+    args = ["analyzer", "replay", "-c", str(config), "--from", ISO0, "--to", str(T0 + 30 * DAY)]
+    first, second = _numbat(*args), _numbat(*args)
+    assert first.returncode == 0, first.stderr
+    assert "ticking every 30 s of event time" in first.stderr
+    assert first.stdout == second.stdout and first.stdout
 
 
 def test_replay_json_and_store_override(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ under docs/examples/ are run here so they never rot."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -154,10 +155,13 @@ def test_lines_run_in_time_order_events_first() -> None:
     assert run_tests(tests, config, dict(config.rule_configs)) == []
 
 
-def test_repeated_events_need_a_positive_count() -> None:
-    """times must be a positive integer: TestFileError naming the line and key."""
-    with pytest.raises(TestFileError, match=r"t.jsonl:1: times: expected a positive integer"):
-        load_tests('{"event": {"name": "x", "time": 1}, "every": "1s", "times": 0}', "t.jsonl")
+@pytest.mark.parametrize("times", [0, 100_000_000])
+def test_repeated_events_need_a_bounded_positive_count(times: int) -> None:
+    """times must be an integer from 1 to 100,000 (a huge one filled memory): a
+    TestFileError naming the line and key."""
+    line = json.dumps({"event": {"name": "x", "time": 1}, "every": "1ms", "times": times})
+    with pytest.raises(TestFileError, match=r"t\.jsonl:1: times: expected an integer from 1"):
+        load_tests(line, "t.jsonl")
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ __all__ = ["Expectation", "Failure", "RuleTest", "TestFileError", "load_tests", 
 DEFAULT_START = 1_700_000_000_000  # 2023-11-14T22:13:20Z: a fixed, recent-looking epoch
 _HEADER_KEYS = {"start", "tick"}
 _EVENT_KEYS = {"event", "every", "times"}
+MAX_TIMES = 100_000  # repeats of one event line: a test, not a load generator
 _EXPECT_KEYS = {"at", "incidents"}
 _INCIDENT_FIELDS = set(Incident.__struct_fields__)
 
@@ -165,8 +166,10 @@ def _events(test: RuleTest, obj: dict[str, Any], line: int, where: str) -> None:
         raise TestFileError(f"{where}: event.time: required (ms, or a duration after start)")
     time = _time(raw["time"], test.start, f"{where}: event.time")
     times = obj.get("times", 1)
-    if not isinstance(times, int) or isinstance(times, bool) or times < 1:
-        raise TestFileError(f"{where}: times: expected a positive integer, got {times!r}")
+    if not isinstance(times, int) or isinstance(times, bool) or not 1 <= times <= MAX_TIMES:
+        raise TestFileError(
+            f"{where}: times: expected an integer from 1 to {MAX_TIMES:,}, got {times!r}"
+        )
     every = _duration(obj["every"], f"{where}: every") if "every" in obj else 0
     if times > 1 and every <= 0:
         raise TestFileError(f"{where}: every: required (a positive duration) with times")
