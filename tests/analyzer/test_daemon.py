@@ -144,6 +144,7 @@ def test_silences_and_acks_through_the_api(tmp_path: Path) -> None:
     ("method", "path", "body", "status", "error"),
     [
         ("GET", "/incidents?state=maybe", None, 400, "state: got 'maybe'"),
+        ("GET", "/incidents?stat=open", None, 400, "stat: unknown parameter"),
         ("GET", "/incidents/nope", None, 404, "no incident 'nope'"),
         ("POST", "/acks", {"incident": "nope", "author": "a"}, 404, "no open incident"),
         ("POST", "/acks", {"incident": "x"}, 400, "author: required"),

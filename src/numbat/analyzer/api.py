@@ -23,7 +23,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -139,7 +139,7 @@ class ApiServer:
         )
 
     async def incidents(self, request: web.Request) -> web.Response:
-        query = request.query
+        query = _query(request, ("state", "status", "host", "name"))
         state = query.get("state", "open")
         opened = {"open": True, "resolved": False, "all": None}
         if state not in opened:
@@ -162,7 +162,7 @@ class ApiServer:
         return _json({"incident": self._shown(found) if found else None, "history": history})
 
     async def silences(self, request: web.Request) -> web.Response:
-        state = request.query.get("state", "active")
+        state = _query(request, ("state",)).get("state", "active")
         if state not in ("active", "all"):
             raise ApiError(400, f"state: got {state!r}; allowed: active, all")
         return _json({"silences": self.analyzer.manager.silences(active=state == "active")})
@@ -246,6 +246,15 @@ class ApiServer:
         body = await _body(request, ("key",))
         key = _text(body, "key", required=True)
         return _json({"key": key, "forgotten": self.analyzer.forget(key)})
+
+
+def _query(request: web.Request, allowed: tuple[str, ...]) -> Mapping[str, str]:
+    """The query parameters, with only ``allowed`` ones (``?stat=open`` is a typo that
+    would otherwise list something else without a word)."""
+    unknown = sorted(set(request.query) - set(allowed))
+    if unknown:
+        raise ApiError(400, f"{unknown[0]}: unknown parameter; allowed: {', '.join(allowed)}")
+    return request.query
 
 
 def _same_origin(request: web.Request) -> None:
