@@ -415,3 +415,37 @@ def test_a_web_page_cannot_make_the_api_silence_anything(tmp_path: Path) -> None
             assert len(analyzer.manager.silences()) == 1
 
     asyncio.run(main())
+
+
+def test_stopping_during_a_commit_never_commits_the_same_changes_twice(tmp_path: Path) -> None:
+    """SIGTERM while a commit is on the state thread: the commit finishes and stop()
+    does not write the same changes (and notification rows) again."""
+    import threading
+
+    async def main() -> None:
+        analyzer = Analyzer(_config(tmp_path), hostname="t")
+        await analyzer.start()
+        assert analyzer.state is not None
+        store = analyzer.state.store
+        real = store.commit
+        entered, release = threading.Event(), threading.Event()
+        rows: list[int] = []
+
+        def commit(effects: Any, routed: Any) -> list[int]:
+            if routed:
+                entered.set()
+                release.wait(10)
+            done = real(effects, routed)
+            rows.extend(done)
+            return done
+
+        store.commit = commit  # type: ignore[method-assign,assignment]
+        await _send(analyzer, _critical())
+        await asyncio.to_thread(entered.wait, 10)
+        stopping = asyncio.create_task(analyzer.stop(drain_timeout=1.0))
+        await asyncio.sleep(0.1)
+        release.set()
+        await stopping
+        assert len(rows) == 1, rows
+
+    asyncio.run(main())

@@ -386,7 +386,15 @@ class Analyzer(Daemon):
                     effects = self.manager.take()
                     routed = [p for n in effects.notifications for p in self.dispatcher.route(n)]
                     self._unsaved = (effects, routed)
-                await self._persist(*self._unsaved)
+                persisting = asyncio.ensure_future(self._persist(*self._unsaved))
+                try:
+                    await asyncio.shield(persisting)
+                except asyncio.CancelledError:
+                    # Stopping: the commit under way (ms) finishes, so stop()'s own
+                    # commit never writes the same changes (and notifications) twice.
+                    await persisting
+                    self._unsaved = None
+                    raise
                 self._unsaved = None
 
     async def _persist(
