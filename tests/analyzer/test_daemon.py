@@ -201,7 +201,8 @@ def test_mutations_need_the_token_when_one_is_set(tmp_path: Path) -> None:
 
 
 def test_forget_stops_tracking_a_heartbeat_and_resolves_its_incident(tmp_path: Path) -> None:
-    """POST /heartbeats/forget: the key is no longer tracked and its open incident
+    """GET /heartbeats lists the key and its host as missing once a beat is missed;
+    POST /heartbeats/forget: the key is no longer tracked and its open incident
     resolves; an unknown key answers forgotten=false."""
     clock = [1_700_000_000_000]
 
@@ -215,8 +216,14 @@ def test_forget_stops_tracking_a_heartbeat_and_resolves_its_incident(tmp_path: P
                 clock[0] += 5_000
                 analyzer.tick()
                 await until(lambda: bool(analyzer.manager.incidents()), what="the miss")
+                _, beats = await call("GET", "/heartbeats")
+                assert beats["hosts"] == {"beating": [], "missing": ["web-1"]}
+                assert [(k["key"], k["missed"], k["ttl"]) for k in beats["heartbeats"]] == [
+                    ("web-1.web", 1, 1000)
+                ]
                 _, answer = await call("POST", "/heartbeats/forget", {"key": "web-1.web"})
                 assert answer == {"key": "web-1.web", "forgotten": True}
+                assert (await call("GET", "/heartbeats"))[1]["heartbeats"] == []
                 assert _heartbeats(analyzer) == []
                 clock[0] += 60_000
                 analyzer.tick()

@@ -14,6 +14,8 @@ wrong. Endpoints (all under ``/api/v1``; times in ms since the epoch):
 * ``GET /silences?state=active|all``; ``POST /silences`` ``{"name", "host", "tags",
   "ends_at" | "duration" (s), "starts_at", "author", "comment"}`` (201);
   ``DELETE /silences/{id}``: the expired silence
+* ``GET /heartbeats``: ``{"heartbeats": [{"key", "host", "prefix", "ttl", "last",
+  "missed", "rule"}], "hosts": {"beating": [...], "missing": [...]}}``
 * ``POST /heartbeats/forget`` ``{"key": "host.prefix"}``: ``{"forgotten": true|false}``
 * ``GET /stats``: the analyzer's counters since start
 """
@@ -76,6 +78,7 @@ class ApiServer:
             web.get(f"{PREFIX}/silences", self.silences),
             web.post(f"{PREFIX}/silences", self.add_silence),
             web.delete(PREFIX + "/silences/{id}", self.expire_silence),
+            web.get(f"{PREFIX}/heartbeats", self.heartbeats),
             web.post(f"{PREFIX}/heartbeats/forget", self.forget),
             web.get(f"{PREFIX}/stats", self.stats),
         ]
@@ -166,6 +169,19 @@ class ApiServer:
         if state not in ("active", "all"):
             raise ApiError(400, f"state: got {state!r}; allowed: active, all")
         return _json({"silences": self.analyzer.manager.silences(active=state == "active")})
+
+    async def heartbeats(self, request: web.Request) -> web.Response:
+        """Every heartbeat key tracked, and per host whether it beats: a host is
+        ``missing`` when one of its keys has missed a beat."""
+        keys = [
+            {**key, "rule": bound.name}
+            for bound in self.analyzer.engine.rules
+            if callable(tracked := getattr(bound.rule, "tracked", None))
+            for key in tracked()
+        ]
+        missing = sorted({k["host"] for k in keys if k["missed"] > 0})
+        beating = sorted({k["host"] for k in keys} - set(missing))
+        return _json({"heartbeats": keys, "hosts": {"beating": beating, "missing": missing}})
 
     async def stats(self, request: web.Request) -> web.Response:
         totals = self.analyzer.stats.totals

@@ -140,6 +140,22 @@ class HeartbeatRule:
             out.append(self._alert(key, tracked, "critical", message, now))
         return out
 
+    def tracked(self) -> list[dict[str, Any]]:
+        """Every key tracked: ``key``, ``host``, ``prefix``, ``ttl`` (ms), ``last`` (ms,
+        the last beat), ``missed`` (beats missed so far, 0 while beating; -1 after a
+        restart until the first beat), sorted by key (the API's ``/heartbeats``)."""
+        return [
+            {
+                "key": key,
+                "host": k.host,
+                "prefix": k.prefix,
+                "ttl": k.ttl,
+                "last": k.last,
+                "missed": k.missed if k.missed >= 0 else -1,
+            }
+            for key, k in sorted(self.keys.items())
+        ]
+
     def forget(self, key: str) -> bool:
         """Stop tracking ``key``, e.g. a decommissioned host: ``<host>.<prefix>``, or the
         incident id ``<host>.<prefix>.heartbeat`` as the API lists it. False when it was
