@@ -58,7 +58,7 @@ def test_up_receives_and_stores_events(tmp_path: Path) -> None:
     """numbat up prints where to send, stores what arrives, runs the analyzer (a critical
     event is an incident its API lists, written back to the store as numbat.alert), and
     stops cleanly on SIGINT."""
-    port, analyzer, api = _free_port(), _free_port(), _free_port()
+    port, analyzer, api, dash = _free_port(), _free_port(), _free_port(), _free_port()
     out = tmp_path / "stdout.txt"
     with out.open("w") as stdout:
         proc = subprocess.Popen(
@@ -75,6 +75,8 @@ def test_up_receives_and_stores_events(tmp_path: Path) -> None:
                 str(analyzer),
                 "--api-port",
                 str(api),
+                "--dashboard-port",
+                str(dash),
             ],
             stdout=stdout,
             stderr=subprocess.STDOUT,
@@ -85,6 +87,7 @@ def test_up_receives_and_stores_events(tmp_path: Path) -> None:
         )
         assert f"tcp://127.0.0.1:{port}" in out.read_text(), out.read_text()
         assert f"http://127.0.0.1:{api}/api/v1/incidents" in out.read_text()
+        assert f"dashboard at     http://127.0.0.1:{dash}/" in out.read_text()
         with socket.create_connection(("127.0.0.1", port)) as sock:
             for i in range(10):
                 event = {"name": "web.requests", "value": i, "host": "h1", "route": "/a"}
@@ -251,3 +254,22 @@ def test_up_takes_the_influx_url_from_numbat_influx(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "urls[0]: expected http://host:port" in result.stderr
     assert "pw-9e1f" not in result.stderr + result.stdout
+
+
+def test_up_runs_the_dashboard_beside_the_analyzer(tmp_path: Path) -> None:
+    """The dashboard listens on --dashboard-port (3380 by default), reads the analyzer's
+    API (with its token from the file) and is in the banner."""
+    default = UpSettings(data_dir=tmp_path).config()
+    assert (default.dashboard.listen, default.dashboard.analyzer) == (
+        "http://127.0.0.1:3380",
+        "http://127.0.0.1:3338",
+    )
+    file = {"analyzer": {"token": "s3cret-tok"}}
+    settings = UpSettings(data_dir=tmp_path, dashboard_port=4380, api_port=4338)
+    cfg = settings.config(file, given=["dashboard_port", "api_port"])
+    assert cfg.dashboard.listen == "http://127.0.0.1:4380"
+    assert (cfg.dashboard.analyzer, cfg.dashboard.analyzer_token) == (
+        "http://127.0.0.1:4338",
+        "s3cret-tok",
+    )
+    assert "dashboard at     http://127.0.0.1:4380/" in settings.banner("numbat", cfg)

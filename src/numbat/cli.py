@@ -467,6 +467,38 @@ def run_rule_tests(rules_path: Path, tests_path: Path) -> None:
 
 @cli.command()
 @click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The numbat.toml whose [dashboard] (and store) to use.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+def dashboard(config_path: Path, log_level: str) -> None:
+    """Serve the dashboard: alert status (from the analyzer's API) and graphs (from the
+    store) on one live page, at [dashboard] listen (http://127.0.0.1:3380)."""
+    from numbat._loop import exit_now_if_stuck, run
+    from numbat.config import load
+    from numbat.dashboard.app import Dashboard
+    from numbat.dashboard.sources import open_store
+    from numbat.server.lifecycle import serve
+
+    config = load(config_path)
+    store = open_store(config, str(config_path))  # a missing store: exit 2 before binding
+    _setup_logging(log_level)
+    daemon = Dashboard(config, store=store, source=str(config_path))
+    run(serve(daemon, ready=lambda: click.echo(f"numbat dashboard at {daemon.url}")))
+    exit_now_if_stuck(0)
+
+
+@cli.command()
+@click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("numbat-data"),
@@ -485,6 +517,7 @@ def run_rule_tests(rules_path: Path, tests_path: Path) -> None:
 @click.option("--port", default=3333, show_default=True, help="tcp and udp port.")
 @click.option("--analyzer-port", default=3337, show_default=True, help="The analyzer's event port.")
 @click.option("--api-port", default=3338, show_default=True, help="The analyzer's HTTP API port.")
+@click.option("--dashboard-port", default=3380, show_default=True, help="The dashboard's port.")
 @click.option(
     "-c",
     "--config",
@@ -509,15 +542,17 @@ def up(
     port: int,
     analyzer_port: int,
     api_port: int,
+    dashboard_port: int,
     config_path: Path | None,
     log_level: str,
 ) -> None:
     """Run numbat on this machine: collector, storage, analyzer (default rules, alerts
-    API) and self-monitoring, no setup."""
+    API), dashboard and self-monitoring, no setup."""
     from numbat._loop import exit_now_if_stuck, run
     from numbat.analyzer.daemon import Analyzer, check_analyzer
     from numbat.collector.daemon import Collector, OutputError, check_plugins
     from numbat.config import read
+    from numbat.dashboard.app import Dashboard
     from numbat.server.lifecycle import Together, serve
     from numbat.up import UpSettings
 
@@ -529,8 +564,18 @@ def up(
         database=database,
         analyzer_port=analyzer_port,
         api_port=api_port,
+        dashboard_port=dashboard_port,
     )
-    options = ("data_dir", "influx", "database", "host", "port", "analyzer_port", "api_port")
+    options = (
+        "data_dir",
+        "influx",
+        "database",
+        "host",
+        "port",
+        "analyzer_port",
+        "api_port",
+        "dashboard_port",
+    )
     given = [
         name
         for name in options
@@ -548,8 +593,10 @@ def up(
     command = os.environ.get("NUMBAT_COMMAND", "numbat")
     banner = settings.banner(command, config)
     # The analyzer first: the collector's analyzer output feeds it, and at shutdown the
-    # collector drains into it before it stops.
-    both = Together([Analyzer(config), Collector(config)])
+    # collector drains into it before it stops. The dashboard last: it reads the store
+    # the collector's output has made by then.
+    source = str(config_path or "numbat up")
+    both = Together([Analyzer(config), Collector(config), Dashboard(config, source=source)])
     try:
         drained = run(serve(both, ready=lambda: click.echo(banner)))
     except OutputError as exc:  # the file's settings, or numbat up's own: say which

@@ -2,8 +2,8 @@
 
 It runs the collector with tcp and udp listeners on port 3333 and a unix socket in
 the data directory, storing events in the embedded SQLite store (or in InfluxDB with
-``--influx URL``), with self-monitoring on. The analyzer and the dashboard join it as
-they land.
+``--influx URL``), with self-monitoring on, the analyzer (default rules, its HTTP API)
+and the dashboard.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class UpSettings:
     database: str = "numbat"
     analyzer_port: int = 3337
     api_port: int = 3338
+    dashboard_port: int = 3380
 
     @property
     def socket_path(self) -> Path:
@@ -75,7 +76,24 @@ class UpSettings:
         analyzer = raw.setdefault("analyzer", {})
         if isinstance(analyzer, dict):
             self._analyzer(analyzer, collector, given)
+        dashboard = raw.setdefault("dashboard", {})
+        if isinstance(dashboard, dict) and isinstance(analyzer, dict):
+            self._dashboard(dashboard, analyzer, given)
         return from_dict(raw, source=source)
+
+    def _dashboard(
+        self, dashboard: dict[str, Any], analyzer: dict[str, Any], given: set[str]
+    ) -> None:
+        """The dashboard beside them: on ``dashboard_port``, reading the analyzer's API
+        (with its token) and the storage output (its default)."""
+        if "listen" not in dashboard or given & {"host", "dashboard_port"}:
+            dashboard["listen"] = f"http://{self.host}:{self.dashboard_port}"
+        http = analyzer.get("http")
+        if isinstance(http, str) and ("analyzer" not in dashboard or given & {"host", "api_port"}):
+            parts = urlsplit(http)
+            dashboard["analyzer"] = f"http://{_reachable(parts.hostname or '')}:{parts.port}"
+        if "analyzer_token" not in dashboard and analyzer.get("token"):
+            dashboard["analyzer_token"] = analyzer["token"]
 
     def _analyzer(
         self, analyzer: dict[str, Any], collector: dict[str, Any], given: set[str]
@@ -159,6 +177,7 @@ class UpSettings:
         analyzer = (config or self.config()).analyzer
         lines += [
             f"  alerts API at    {analyzer.http}/api/v1/incidents",
+            f"  dashboard at     {(config or self.config()).dashboard.listen}/",
         ]
         lines += [f"  e.g.  {command} emit deploy.done --app web", "  stop with Ctrl-C"]
         return "\n".join(lines)

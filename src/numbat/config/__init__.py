@@ -43,6 +43,7 @@ from numbat.config.collector import (
     UnixListenerConfig,
     WebSocketListenerConfig,
 )
+from numbat.config.dashboard import DashboardConfig
 from numbat.config.emitter import EmitterConfig
 from numbat.errors import ConfigError
 
@@ -56,6 +57,7 @@ __all__ = [
     "AnalyzerOutputConfig",
     "CollectorConfig",
     "Config",
+    "DashboardConfig",
     "EmitterConfig",
     "GraphiteOutputConfig",
     "InfluxDBOutputConfig",
@@ -82,6 +84,7 @@ class Config(Section):
     emitter: EmitterConfig = msgspec.field(default_factory=EmitterConfig)
     collector: CollectorConfig = msgspec.field(default_factory=CollectorConfig)
     analyzer: AnalyzerConfig = msgspec.field(default_factory=AnalyzerConfig)
+    dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
 
 
 def load(path: str | Path) -> Config:
