@@ -7,6 +7,7 @@ import urllib.request
 from playwright.sync_api import expect
 
 from tests.dashboard.conftest import Up, Watched, now_ms
+from tests.helpers import wait_until
 
 
 def _chart(watched: Watched, up: Up, measurement: str, search: str | None = None) -> None:
@@ -161,7 +162,7 @@ def test_emitter_strings_render_as_text_and_no_script_runs(up: Up, watched: Watc
         {"name": "xss.deploy", "host": "x1", "description": evil, "time": t - 5000},
         {"name": "xss.value", "host": "x1", "value": 1, "time": t - 5000},
     )
-    up.wait_series(name, "xss.deploy", "xss.value")
+    up.wait_series(name, "xss.check", "xss.deploy", "xss.value")
     page = watched.open(up.url)
     row = page.locator(".incident[data-id='x1.xss.check']")
     expect(row.locator(".message")).to_have_text(evil, timeout=20_000)
@@ -177,3 +178,31 @@ def test_emitter_strings_render_as_text_and_no_script_runs(up: Up, watched: Watc
     expect(chart.locator(".marker .label")).to_have_text([evil, evil])
     assert page.locator("img, script:not([src])").count() == 0
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_an_incident_shades_its_graph_from_breach_to_resolve(up: Up, watched: Watched) -> None:
+    """A series that went critical and back is shaded as one band on its graph, with the
+    moment it fired marked; another host's graph of the same name is not shaded."""
+    t = now_ms()
+    up.send(
+        {"name": "jobs.queue", "host": "d1", "value": 50, "time": t - 60_000},
+        {"name": "jobs.queue", "host": "d2", "value": 50, "time": t - 60_000},
+        {"name": "jobs.queue", "host": "d1", "value": 99, "status": "critical", "ttl": 600_000},
+    )
+    wait_until(lambda: "d1.jobs.queue" in _open(up), 20.0, "the incident")
+    up.send({"name": "jobs.queue", "host": "d1", "value": 40, "status": "ok"})
+    wait_until(lambda: "d1.jobs.queue" not in _open(up), 20.0, "the resolve")
+    up.wait_series("jobs.queue")
+    page = watched.open(up.url)
+    page.fill("#search", "jobs.queue")
+    for host in ("d1", "d2"):
+        page.locator(f"button.series[data-measurement='jobs.queue'][title='host={host}']").click()
+    d1 = page.locator(".chart[data-measurement='jobs.queue']").filter(has_text="host=d1")
+    expect(d1.locator(".band")).to_have_count(1)
+    expect(d1.locator(".fired")).to_have_count(1)
+    d2 = page.locator(".chart[data-measurement='jobs.queue']").filter(has_text="host=d2")
+    expect(d2).to_have_attribute("data-incidents", "0")
+
+
+def _open(up: Up) -> list[str]:
+    return [i["id"] for i in up.get("api/status")["incidents"]]

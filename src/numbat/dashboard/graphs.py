@@ -22,6 +22,8 @@ MAX_MARKERS = 200
 MAX_SERIES = 2000
 """Series the series list holds, at most."""
 OWN = ("numbat.alert", "numbat.alerts")
+DEFAULT_VALUE = 1.0
+"""The value an event sent without one is stored with (numbat.event.normalize)."""
 
 
 def app_of(measurement: str) -> str:
@@ -65,7 +67,9 @@ async def hint_for(
     buckets: list[Bucket],
     has_text: bool,
 ) -> str:
-    """The configured hint, else the series' own, else a guess from ``buckets`` (their max)."""
+    """The configured hint, else the series' own, else: text whose every value is the
+    default one (sent with no value) is an annotation, other series are guessed from
+    ``buckets`` (their max per bucket)."""
     configured = compat.configured_hint(measurement, config.hints)
     if configured:
         return configured
@@ -74,6 +78,8 @@ async def hint_for(
         if own and all(dict(series.tags).get(k) == v for k, v in tags.items()):
             return own
     values = [b.value for b in buckets if b.value is not None]
+    if has_text and all(v == DEFAULT_VALUE for v in values):
+        return "annotation"  # notes sent with no value: each stored with the default
     return compat.guess(values, has_text=has_text)
 
 
@@ -191,6 +197,8 @@ async def graph(
         "by": by,
         "hint": hint,
         "bucket_ms": bucket,
+        "start": start / 1000,
+        "end": end / 1000,
         "times": times,
         "series": series,
         "annotations": notes,

@@ -209,7 +209,9 @@ function plotOptions(chart, graph, width) {
     width,
     height: 220,
     series,
-    scales: { x: { time: true } },
+    // the whole range asked for, not only the buckets with data: a note or an
+    // incident of the last moments lies after the last bucket's start
+    scales: { x: { time: true, range: () => [chart.graph.start, chart.graph.end] } },
     axes: [{}, { label: graph.hint === "counter" ? "per second" : "", size: 60 }],
     cursor: { drag: { x: true, y: false, setScale: false } },
     hooks: {
