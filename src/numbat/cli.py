@@ -515,7 +515,7 @@ def query(
 
     if not groups:
         click.echo(f"{name}: no points in the last {since}", err=True)
-        sys.exit(EXIT_FAILED)
+        return
     title = f"{name} {aggregate} per {bucket / 1000:g} s, last {since}"
     render = terminal.spark_table if spark else terminal.series_table
     terminal.console().print(render(title, groups))

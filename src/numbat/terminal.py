@@ -42,7 +42,7 @@ def sparkline(values: Sequence[float | None]) -> str:
     where there is no value.
 
     >>> sparkline([0, 5, 10, None])
-    '▁▄█ '
+    '▁▅█ '
     """
     known = [v for v in values if v is not None and math.isfinite(v)]
     if not known:
