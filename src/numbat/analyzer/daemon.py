@@ -152,7 +152,6 @@ class Analyzer(Daemon):
         self._unsaved: tuple[Effects, list[tuple[str, Notification]]] | None = None
         self.commit_error: str | None = None
         """Why the last commit failed, while commits fail (the health API says so)."""
-        self._committed = asyncio.Event()
         self._writeback_wanted = asyncio.Event()
         self._load: Callable[[], Config] | None = None
         self._watched: Path | None = None
@@ -409,7 +408,6 @@ class Analyzer(Daemon):
         )
         if effects.events:
             self._writeback_wanted.set()
-        self._committed.set()
 
     async def _tick_loop(self) -> None:
         interval = self.config.tick_interval
