@@ -351,3 +351,21 @@ def test_grafana_command_needs_influxdb(tmp_path: Path) -> None:
     result = _numbat("grafana", "--out", str(tmp_path / "out"), "-c", str(config))
     assert result.returncode == 2
     assert "Grafana reads InfluxDB" in result.stderr
+
+
+def test_config_hints_override_the_series_own(influx_db: InfluxDatabase) -> None:
+    """[dashboard.hints] (measurement glob -> hint) wins over a series' own hint and
+    over the guess."""
+
+    async def hints() -> dict[str, str]:
+        store = InfluxStore(influx_db.server.url, influx_db.name)
+        try:
+            await store.write(_events())
+            found = await metrics_of(store, now=NOW, overrides={"web.*": "gauge", "db.*": "timing"})
+        finally:
+            await store.close()
+        return {m.measurement: m.hint for m in found}
+
+    found = asyncio.run(hints())
+    assert found["web.hits"] == found["web.latency"] == "gauge"
+    assert found["db.load"] == "timing" and found["deploy"] == "annotation"
