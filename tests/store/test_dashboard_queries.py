@@ -60,14 +60,19 @@ EVENTS = [
     *(ev("web.latency", v, T0 + 10 * SECOND + i, host="b") for i, v in enumerate(LATENCY_B)),
     ev("web.latency", 99, T0, host="c", region="x"),
     ev("web.latency", 1, T0, region="x"),  # no host: left out of groups by host
-    # A counter with a reset at 11 s: 10 -> 20 (+10), 20 -> 5 (reset: +5), 5 -> 15 (+10).
-    ev("web.requests", 10, T0, host="a", type="counter"),
-    ev("web.requests", 20, T0 + SECOND, host="a", type="counter"),
-    ev("web.requests", 5, T0 + 11 * SECOND, host="a", type="counter"),
-    ev("web.requests", 15, T0 + 12 * SECOND, host="a", type="counter"),
-    # A second series of the same counter, in the same buckets: +4 at 2 s.
-    ev("web.requests", 1, T0 + SECOND, host="b", type="counter"),
-    ev("web.requests", 5, T0 + 2 * SECOND, host="b", type="counter"),
+    # A running total with a reset at 11 s: 10 -> 20 (+10), 20 -> 5 (reset: +5), 5 -> 15 (+10).
+    ev("net.bytes", 10, T0, host="a"),
+    ev("net.bytes", 20, T0 + SECOND, host="a"),
+    ev("net.bytes", 5, T0 + 11 * SECOND, host="a"),
+    ev("net.bytes", 15, T0 + 12 * SECOND, host="a"),
+    # A second series of the same total, in the same buckets: +4 at 2 s.
+    ev("net.bytes", 1, T0 + SECOND, host="b"),
+    ev("net.bytes", 5, T0 + 2 * SECOND, host="b"),
+    # Increments, as the emitter's counter() sends them (type=counter): summed.
+    ev("web.requests", 1, T0, host="a", type="counter"),
+    ev("web.requests", 3, T0 + SECOND, host="a", type="counter"),
+    ev("web.requests", 2, T0 + 12 * SECOND, host="a", type="counter"),
+    ev("web.requests", 1, T0 + 19 * SECOND, host="b", type="counter"),
     ev("db.query", 3, T0, timing=True),
     ev("db.query", 2, T0 + SECOND, timing=True),
     ev("jobs.done", 1, T0, app="w"),  # no hint, rising: a counter
@@ -90,6 +95,7 @@ async def answers(store: Store) -> dict[str, Any]:
         found[f"latency a {aggregate}"] = await store.query(
             "web.latency", {"host": "a"}, aggregate=aggregate, **window
         )
+    found["bytes rate"] = await store.query("net.bytes", {}, aggregate="rate", **window)
     found["requests rate"] = await store.query("web.requests", {}, aggregate="rate", **window)
     found["info"] = await store.series_info()
     found["info web"] = await store.series_info("web.*", limit=3)
@@ -119,14 +125,16 @@ def test_sqlite_percentiles_are_nearest_rank(tmp_path: Path) -> None:
 
 
 def test_sqlite_rate_counts_resets_from_zero(tmp_path: Path) -> None:
-    """rate: each series' increases in a bucket per second, a drop counted from zero."""
+    """rate: a total's increases per second, a drop counted from zero; increments summed."""
 
     async def test() -> None:
         async with sqlite(tmp_path) as store:
             await store.write(EVENTS)
             found = await answers(store)
         # Bucket 0: a +10, b +4 -> 14 / 10 s; bucket 1: a +5 (reset) +10 -> 15 / 10 s.
-        assert found["requests rate"] == [Bucket(T0, 1.4), Bucket(T0 + 10 * SECOND, 1.5)]
+        assert found["bytes rate"] == [Bucket(T0, 1.4), Bucket(T0 + 10 * SECOND, 1.5)]
+        # Increments: bucket 0: 1 + 3; bucket 1: 2 + 1 (two series).
+        assert found["requests rate"] == [Bucket(T0, 0.4), Bucket(T0 + 10 * SECOND, 0.3)]
 
     run(test)
 
@@ -143,10 +151,11 @@ def test_sqlite_series_info_hints_and_newest(tmp_path: Path) -> None:
             i.measurement for i in found["info"]
         )
         assert info["web.requests", (("host", "a"), ("type", "counter"))] == SeriesInfo(
-            "web.requests", (("host", "a"), ("type", "counter")), "counter", T0 + 12 * SECOND, 15.0
+            "web.requests", (("host", "a"), ("type", "counter")), "counter", T0 + 12 * SECOND, 2.0
         )
         assert info["db.query", (("timing", "true"),)].hint == "timing"
         assert info["jobs.done", (("app", "w"),)].hint == "counter"
+        assert info["net.bytes", (("host", "a"),)].hint == "gauge"  # a reset in sight
         assert info["deploy", (("app", "w"),)].hint == "annotation"
         assert info["temp", (("app", "w"),)].hint == "gauge"
         assert info["web.latency", (("host", "a"),)].hint == "gauge"

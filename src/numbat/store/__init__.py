@@ -137,23 +137,38 @@ def nearest_rank(count: int, percentile: int) -> int:
 
 
 def rate_buckets(
-    series: Iterable[Sequence[tuple[int, float]]], start: int, bucket: int
+    series: Iterable[tuple[Iterable[tuple[str, str]], Sequence[tuple[int, float]]]],
+    start: int,
+    bucket: int,
 ) -> dict[int, float]:
-    """The ``rate`` aggregate per bucket index, from each series' points in the query's
-    range (time ms, value), in time order (points of one millisecond in write order).
+    """The ``rate`` aggregate per bucket index, from each series' tags and its points in
+    the query's range (time ms, value), in time order (a millisecond's points in write
+    order). Per second, in two ways by what the series' values are:
 
-    Each point after a series' first adds its increase over the point before it to its
-    own bucket: ``value - previous``, or ``value`` when the value dropped (a counter
-    reset counts from zero). A bucket's rate is the sum of the increases it got, over
-    all series, divided by the bucket's length in seconds; a bucket that got none (no
-    point with a point before it in the range) has no value. Sums are exact
+    * Increments (a series whose own hint is ``counter``: what the emitter's
+      ``counter()`` sends, as StatsD counters are): every point adds its value to its
+      bucket.
+    * Running totals (any other series: a counter read from a device, guessed from its
+      rising values): every point after the series' first in the range adds its increase
+      over the point before it to its own bucket: ``value - previous``, or ``value``
+      when the value dropped (a counter reset counts from zero).
+
+    A bucket's rate is the sum of what it got, over all series, divided by the bucket's
+    length in seconds; a bucket that got nothing has no value. Sums are exact
     (:func:`math.fsum`), so the order series come in does not change the answer.
 
-    >>> rate_buckets([[(0, 5.0), (500, 7.0), (1_500, 1.0)]], 0, 1_000)
+    >>> totals = ((), [(0, 5.0), (500, 7.0), (1_500, 1.0)])
+    >>> rate_buckets([totals], 0, 1_000)
     {0: 2.0, 1: 1.0}
+    >>> rate_buckets([((("type", "counter"),), [(0, 1.0), (500, 1.0), (1_500, 3.0)])], 0, 1_000)
+    {0: 2.0, 1: 3.0}
     """
     increases: dict[int, list[float]] = {}
-    for points in series:
+    for tags, points in series:
+        if hint_of(dict(tags)) == "counter":
+            for time, value in points:
+                increases.setdefault((time - start) // bucket, []).append(value)
+            continue
         for (_, before), (time, value) in pairwise(points):
             step = value - before if value >= before else value
             increases.setdefault((time - start) // bucket, []).append(step)

@@ -710,10 +710,17 @@ class InfluxStore(Store):
         )
         result = await self.client.statement(query, missing_ok=True)
         series = [
-            [(int(row[0]), float(row[1])) for row in found.get("values", []) if row[1] is not None]
+            (
+                [(k, v) for k, v in found.get("tags", {}).items() if v],
+                [
+                    (int(row[0]), float(row[1]))
+                    for row in found.get("values", [])
+                    if row[1] is not None
+                ],
+            )
             for found in result.get("series", [])
         ]
-        check_rate_points(sum(map(len, series)))
+        check_rate_points(sum(len(points) for _, points in series))
         return rate_buckets(series, start, bucket)
 
     def _source(self, measurement: str = "", *, regex: str = "") -> str:

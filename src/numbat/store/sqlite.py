@@ -690,7 +690,9 @@ class SQLiteStore(Store):
         series: dict[int, list[tuple[int, float]]] = {}
         for sid, time, value in rows:
             series.setdefault(sid, []).append((time, value))
-        return rate_buckets(series.values(), start, bucket)
+        return rate_buckets(
+            ((self._keys[sid][1], points) for sid, points in series.items()), start, bucket
+        )
 
     def _group_counts(
         self, measurement: str, tags: dict[str, str], by: str, start: int, end: int
