@@ -262,3 +262,22 @@ def test_empty_store_answers_nothing(influx_db: InfluxDatabase, tmp_path: Path) 
                 assert await store.query_by("m", {}, "host", start=0, end=HOUR, bucket=HOUR) == {}
 
     run(test)
+
+
+def test_sqlite_series_info_reads_both_point_tables(tmp_path: Path) -> None:
+    """series_info finds the newest point whether compacted or still in the inbox."""
+
+    async def test() -> None:
+        async with sqlite(tmp_path) as store:
+            await store.write([ev("m", v, T0 + v * SECOND, host="a") for v in range(1, 6)])
+            await store.write([ev("m", 9, T0, host="b")])
+            await store.compact()  # every point so far in the series-ordered table
+            await store.write([ev("m", 0.5, T0 + 10 * SECOND, host="a")])  # a drop, newest
+            await store.write([ev("m", 7, T0 - SECOND, host="b")])  # late: older than 9
+            found = await store.series_info("m")
+        assert found == [
+            SeriesInfo("m", (("host", "a"),), "gauge", T0 + 10 * SECOND, 0.5),
+            SeriesInfo("m", (("host", "b"),), "counter", T0, 9.0),
+        ]
+
+    run(test)

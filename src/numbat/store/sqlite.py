@@ -722,20 +722,34 @@ class SQLiteStore(Store):
         self._refresh(db)
         match = glob_matcher(pattern).match
         keys = sorted((key, sid) for sid, key in self._keys.items() if match(key[0]))[:limit]
-        # The newest points of each series (both tables), with whether they have text.
-        sql = (
-            "SELECT p.time, p.value, t.fields IS NOT NULL FROM ("
+        if not keys:
+            return []
+        # The inbox is clustered by time, not series: one pass ranks every series' rows
+        # in it (a read per series would scan it each time).
+        inbox_sql = (
+            "SELECT i.series_id, i.time, i.seq, i.value, t.fields IS NOT NULL FROM ("
+            "SELECT series_id, time, seq, value, ROW_NUMBER() OVER"
+            " (PARTITION BY series_id ORDER BY time DESC, seq DESC) AS rank FROM inbox"
+            f" WHERE series_id IN ({','.join(str(sid) for _, sid in keys)})) AS i"
+            " LEFT JOIN texts AS t"
+            " ON t.time = i.time AND t.series_id = i.series_id AND t.seq = i.seq"
+            f" WHERE i.rank <= {RECENT_POINTS}"
+        )
+        recent: dict[int, list[tuple[int, int, float, int]]] = {}
+        for sid, *row in db.execute(inbox_sql):
+            recent.setdefault(sid, []).append((row[0], row[1], row[2], row[3]))
+        points_sql = (
+            "SELECT p.time, p.seq, p.value, t.fields IS NOT NULL FROM ("
             "SELECT time, seq, value FROM points WHERE series_id = ?1"
-            " UNION ALL SELECT time, seq, value FROM inbox WHERE series_id = ?1"
             f" ORDER BY time DESC, seq DESC LIMIT {RECENT_POINTS}) AS p LEFT JOIN texts AS t"
             " ON t.time = p.time AND t.series_id = ?1 AND t.seq = p.seq"
-            " ORDER BY p.time DESC, p.seq DESC"
         )
         found = []
         for (measurement, tags), sid in keys:
-            rows = db.execute(sql, (sid,)).fetchall()
-            values = [float(row[1]) for row in reversed(rows)]
-            hint = series_hint(tags, values, any(row[2] for row in rows))
+            rows = recent.get(sid, []) + db.execute(points_sql, (sid,)).fetchall()
+            rows = sorted(rows, reverse=True)[:RECENT_POINTS]  # newest first
+            values = [float(row[2]) for row in reversed(rows)]
+            hint = series_hint(tags, values, any(row[3] for row in rows))
             newest_time, newest_value = (int(rows[0][0]), values[-1]) if rows else (None, None)
             found.append(SeriesInfo(measurement, tags, hint, newest_time, newest_value))
         return found
