@@ -192,14 +192,15 @@ class BaseEmitter:
         return event
 
     def timer(self, name: str, **fields: Any) -> Timer:
-        """Context manager and decorator that emits the elapsed milliseconds as ``value``.
+        """Context manager and decorator that emits the elapsed milliseconds as ``value``,
+        with the display hint ``timing`` (as :meth:`timing`).
 
         >>> from numbat.testing import CaptureEmitter
         >>> em = CaptureEmitter(app="web")
         >>> with em.timer("db.query", table="users"):
         ...     pass
-        >>> em.events[0]["name"], em.events[0]["table"]
-        ('web.db.query', 'users')
+        >>> em.events[0]["name"], em.events[0]["table"], em.events[0]["type"]
+        ('web.db.query', 'users', 'timing')
         """
         return Timer(self, name, fields)
 
@@ -361,7 +362,7 @@ class Timer(contextlib.ContextDecorator):
         tb: TracebackType | None,
     ) -> None:
         elapsed = (time.perf_counter() - self._start) * 1000
-        self._emitter.metric(self._name, value=elapsed, **self._fields)
+        self._emitter.timing(self._name, elapsed, **self._fields)
 
 
 _live: weakref.WeakSet[Emitter] = weakref.WeakSet()
