@@ -22,6 +22,13 @@
     bare table (no index) holding the same rows, and the store's own SQL run directly on
     its file (no executor hop, no series lookup, no bucket filling).
 
+(c) Dashboard queries, on the same store: one series (tag ``host``) over the whole day
+    in five-minute buckets (288: one graph), ``mean`` (the plain query), ``p50``,
+    ``p99`` and ``rate``; ``query_by`` host (the ten busiest of the 1,000) over the last
+    hour; ``series_info`` of all 1,000 series. ``--graph-repeats`` times each (default
+    100); p50 and p95 ms, and the ratio of each p50 to the plain ``mean`` one's (p95s
+    swing more with what else runs on the machine).
+
 Ratios: "x baseline" is store figure / baseline figure for rates (>1: store faster) and
 baseline ms / store ms for queries (>1: store faster).
 """
@@ -210,7 +217,35 @@ async def build_day(store: SQLiteStore, bare: sqlite3.Connection) -> float:
     return total / spent
 
 
-async def bench_query(tmp: Path, repeats: int) -> tuple[dict[str, list[float]], float, int]:
+GRAPH_BUCKET: Final = 5 * MINUTE
+
+
+async def bench_dashboard(store: SQLiteStore, repeats: int) -> dict[str, list[float]]:
+    """(c): ms per dashboard query, ``repeats`` times each."""
+    results: dict[str, list[float]] = {}
+    day = {"start": T0, "end": T0 + DAY, "bucket": GRAPH_BUCKET}
+    for aggregate in ("mean", "p50", "p99", "rate"):
+        query = partial(store.query, "bench.query", {"host": "h500"}, aggregate=aggregate, **day)
+        results[f"graph: day, one series, {aggregate}"] = await timed(query, repeats)
+    by = partial(
+        store.query_by,
+        "bench.query",
+        {},
+        "host",
+        start=T0 + DAY - HOUR,
+        end=T0 + DAY,
+        bucket=MINUTE,
+        limit=10,
+    )
+    results["graph: last hour by host, 10 busiest, mean"] = await timed(by, repeats)
+    info = partial(store.series_info, "bench.query")
+    results["series_info: 1,000 series"] = await timed(info, max(3, repeats // 10))
+    return results
+
+
+async def bench_query(
+    tmp: Path, repeats: int, args_repeats: int = 100
+) -> tuple[dict[str, list[float]], float, int]:
     """(b): ms per query for each case; also the build rate and the inbox size."""
     store = SQLiteStore(tmp / "day.db", clock=lambda: T0 + DAY)
     bare = bare_table(tmp / "day-bare.db")
@@ -237,11 +272,18 @@ async def bench_query(tmp: Path, repeats: int) -> tuple[dict[str, list[float]], 
                 results[f"{label}, {who}: its SQL, direct"] = sql_timed(raw, sql, start, repeats)
                 sql = GROUP_SQL.format(where=where)
                 results[f"{label}, {who}: bare table"] = sql_timed(bare, sql, start, repeats)
+        results.update(await bench_dashboard(store, args_repeats))
         return results, build_rate, inbox
     finally:
         raw.close()
         bare.close()
         await store.close()
+
+
+def p95(values: list[float]) -> float:
+    """The 95th percentile, nearest rank."""
+    ordered = sorted(values)
+    return ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -264,7 +306,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"(a) writing {args.events:,} events in batches of {args.batch:,}, {args.runs} runs")
         ours, base = await bench_write(tmp, args.events, args.batch, args.runs)
         print(f"(b) a day of 1,000 series, one point a minute; {args.repeats} repeats per query")
-        queries, build_rate, inbox = await bench_query(tmp, args.repeats)
+        queries, build_rate, inbox = await bench_query(tmp, args.repeats, args.graph_repeats)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines = [
         "SUMMARY: medians, [min..max]",
@@ -274,7 +316,14 @@ async def main(args: argparse.Namespace) -> None:
         f"(b) building the day through write(): {build_rate:,.0f} events/s"
         f" (1,440,000 points; {inbox:,} left in the inbox)",
     ]
+    plain = statistics.median(queries["graph: day, one series, mean"])
     for key, spent in queries.items():
+        if key.startswith(("graph:", "series_info:")):
+            lines.append(
+                f"(c) {key}: p50 {statistics.median(spent):.2f} ms, p95 {p95(spent):.2f} ms"
+                f" (p50 {statistics.median(spent) / plain:.2f}x the plain mean query's)"
+            )
+            continue
         lines.append(f"    {key}: {spread(spent, '.2f')} ms")
         if key.endswith(": store"):
             prefix = key.removesuffix("store")
@@ -293,9 +342,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--graph-repeats", type=int, default=100)
     args = parser.parse_args(argv)
     if args.quick:
-        args.events, args.runs, args.repeats = 100_000, 1, 3
+        args.events, args.runs, args.repeats, args.graph_repeats = 100_000, 1, 3, 10
     return args
 
 

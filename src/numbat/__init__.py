@@ -25,9 +25,13 @@ __all__ = [
     "AsyncEmitter",
     "BaseEmitter",
     "Emitter",
+    "annotate",
+    "counter",
+    "gauge",
     "get_global_emitter",
     "metric",
     "set_global_emitter",
+    "timing",
 ]
 __version__ = "0.1.0"
 
@@ -51,6 +55,30 @@ def metric(attrs: Any = None, /, **fields: Any) -> Event | None:
     if emitter is None:
         return None
     return emitter.metric(attrs, **fields)
+
+
+def counter(name: str, value: float = 1, **fields: Any) -> Event | None:
+    """:meth:`BaseEmitter.counter` through the global emitter (a no-op when none is set)."""
+    emitter = _global
+    return None if emitter is None else emitter.counter(name, value, **fields)
+
+
+def gauge(name: str, value: float, **fields: Any) -> Event | None:
+    """:meth:`BaseEmitter.gauge` through the global emitter (a no-op when none is set)."""
+    emitter = _global
+    return None if emitter is None else emitter.gauge(name, value, **fields)
+
+
+def timing(name: str, ms: float, **fields: Any) -> Event | None:
+    """:meth:`BaseEmitter.timing` through the global emitter (a no-op when none is set)."""
+    emitter = _global
+    return None if emitter is None else emitter.timing(name, ms, **fields)
+
+
+def annotate(name: str, description: str, **fields: Any) -> Event | None:
+    """:meth:`BaseEmitter.annotate` through the global emitter (a no-op when none is set)."""
+    emitter = _global
+    return None if emitter is None else emitter.annotate(name, description, **fields)
 
 
 def __getattr__(name: str) -> Any:

@@ -427,6 +427,256 @@ def _replay_store(config: Config, uri: str | None, database: str | None) -> Any:
     )
 
 
+_CONFIG_OPTION = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="numbat.toml (its store: the first sqlite or influxdb output).",
+)
+_STORE_OPTION = click.option(
+    "--store",
+    "store_uri",
+    help="sqlite:PATH or http://host:8086 [default: the config's sqlite or influxdb output].",
+)
+_DATABASE_OPTION = click.option(
+    "--database", help="The InfluxDB database [default: the output's, or numbat]."
+)
+QUERY_AGGREGATES = ("mean", "min", "max", "count", "last", "p50", "p90", "p99", "rate")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--since", default="1h", show_default=True, help="How far back: 15m, 1h, 7d.")
+@click.option("--by", help="One line (column) per value of this tag, e.g. host.")
+@click.option(
+    "--agg",
+    "aggregate",
+    type=click.Choice(QUERY_AGGREGATES),
+    default="mean",
+    show_default=True,
+    help="Per bucket (rate: per second).",
+)
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    callback=_field,
+    metavar="KEY=VALUE",
+    help="Only series with this tag. Repeatable.",
+)
+@click.option(
+    "--buckets",
+    type=click.IntRange(1, 1000),
+    default=30,
+    show_default=True,
+    help="How many buckets --since is cut into.",
+)
+@click.option("--spark", is_flag=True, help="A sparkline per line instead of a table.")
+@click.option("--json", "as_json", is_flag=True, help="The buckets as JSON.")
+@_CONFIG_OPTION
+@_STORE_OPTION
+@_DATABASE_OPTION
+def query(
+    name: str,
+    since: str,
+    by: str | None,
+    aggregate: str,
+    tags: dict[str, Any],
+    buckets: int,
+    spark: bool,
+    as_json: bool,
+    config_path: Path | None,
+    store_uri: str | None,
+    database: str | None,
+) -> None:
+    """Print the series NAME over the last --since, in buckets: a table (or sparklines),
+    one column per value of the --by tag. Exit 1 when the store cannot be read."""
+    from numbat.config import Config, load
+    from numbat.event import now_ms
+
+    try:
+        span = _duration(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    config = load(config_path) if config_path else Config()
+    store = _replay_store(config, store_uri, database)
+    end = now_ms()
+    bucket = max(1, -(-span // buckets))
+    start = end - bucket * buckets
+    wanted = {key: str(val) for key, val in tags.items()}
+    groups = _run_store(
+        store, _query_groups(store, name, wanted, by, start, end, bucket, aggregate)
+    )
+    if as_json:
+        click.echo(json.dumps({g: [list(b) for b in found] for g, found in groups.items()}))
+        return
+    from numbat import terminal
+
+    if not groups:
+        click.echo(f"{name}: no points in the last {since}", err=True)
+        return
+    title = f"{name} {aggregate} per {bucket / 1000:g} s, last {since}"
+    render = terminal.spark_table if spark else terminal.series_table
+    terminal.console().print(render(title, groups))
+
+
+def _duration(text: str) -> int:
+    from numbat.terminal import parse_duration
+
+    return parse_duration(text)
+
+
+async def _query_groups(
+    store: Any,
+    name: str,
+    tags: dict[str, str],
+    by: str | None,
+    start: int,
+    end: int,
+    bucket: int,
+    aggregate: str,
+) -> dict[str, list[Any]]:
+    """``{"all": buckets}``, or one bucket list per value of tag ``by`` (the store's
+    query_by when it has one); empty when the measurement has no series."""
+    series = [s for s in await store.series(name) if set(tags.items()) <= set(s.tags)]
+    if not series:
+        return {}
+    args = {"start": start, "end": end, "bucket": bucket, "aggregate": aggregate}
+    if by is None:
+        return {"all": await store.query(name, tags, **args)}
+    query_by = getattr(store, "query_by", None)
+    if query_by is not None:
+        return dict(await query_by(name, tags, by, **args))
+    values = sorted({v for s in series for k, v in s.tags if k == by})
+    return {v: await store.query(name, {**tags, by: v}, **args) for v in values}
+
+
+def _run_store(store: Any, work: Any) -> Any:
+    """Run ``work`` (a coroutine over ``store``), then close the store; a store that
+    cannot be read is exit 1, an aggregate it does not know exit 2."""
+    import sqlite3
+
+    from numbat._loop import run
+
+    async def go() -> Any:
+        try:
+            return await work
+        except sqlite3.Error as exc:
+            raise NumbatError(f"cannot read the store: {exc}") from None
+        except ValueError as exc:  # an aggregate or range the store refuses
+            raise click.UsageError(str(exc)) from None
+        finally:
+            await store.close()
+
+    return run(go())
+
+
+@cli.command()
+@click.option("--url", help="The analyzer's API [default: [analyzer] http].")
+@click.option("--json", "as_json", is_flag=True, help="The incidents as the API gives them.")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The analyzer's numbat.toml (for its API address and token).",
+)
+def incidents(url: str | None, as_json: bool, config_path: Path | None) -> None:
+    """List the open incidents of the running analyzer, most severe first. Exit 1 when
+    the analyzer cannot be reached."""
+    from numbat import terminal
+    from numbat.analyzer.client import call
+    from numbat.config import Config, load
+    from numbat.event import now_ms
+
+    config = load(config_path) if config_path else Config()
+    answer = call(
+        url or config.analyzer.http, "GET", "/incidents?state=open", token=config.analyzer.token
+    )
+    found = answer.get("incidents", []) if isinstance(answer, dict) else []
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    terminal.console().print(terminal.incidents_table(found, now_ms()))
+
+
+@cli.command()
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write the dashboard and provisioning files to.",
+)
+@_CONFIG_OPTION
+@_STORE_OPTION
+@_DATABASE_OPTION
+@click.option(
+    "--datasource",
+    default="numbat",
+    show_default=True,
+    help="The Grafana datasource's name and uid.",
+)
+def grafana(
+    out: Path,
+    config_path: Path | None,
+    store_uri: str | None,
+    database: str | None,
+    datasource: str,
+) -> None:
+    """Write a Grafana dashboard of every stored metric (OUT/numbat.json), a datasource
+    provisioning file for the InfluxDB database (OUT/datasource.yaml, mode 0600: it holds
+    the password) and a dashboard provider (OUT/dashboards.yaml)."""
+    from numbat import grafana as gf
+    from numbat.config import Config, load
+    from numbat.event import now_ms
+
+    config = load(config_path) if config_path else Config()
+    source = _influx_source(config, store_uri, database)
+    store = _replay_store(config, store_uri, database)
+    hints = getattr(getattr(config, "dashboard", None), "hints", None) or {}
+    metrics = _run_store(store, gf.metrics_of(store, now=now_ms(), overrides=hints))
+    try:
+        model = gf.dashboard_json(metrics, datasource=datasource)
+        url, db, user, password = source
+        provisioning = gf.datasource_yaml(
+            url, db, name=datasource, username=user, password=password
+        )
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "numbat.json").write_text(json.dumps(model, indent=2) + "\n", encoding="utf-8")
+    secret = out / "datasource.yaml"
+    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        os.fchmod(fd, 0o600)
+        file.write(provisioning)
+    provider = gf.provider_yaml(str(out.resolve()))
+    (out / "dashboards.yaml").write_text(provider, encoding="utf-8")
+    panels = sum(1 for p in model["panels"] if p.get("type") != "row")
+    notes = len(model["annotations"]["list"])
+    click.echo(f"{out / 'numbat.json'}: {panels} panels, {notes} annotation queries")
+    click.echo(f"{secret}: datasource {datasource!r} (keep it private)")
+    click.echo(f"{out / 'dashboards.yaml'}: dashboard provider")
+
+
+def _influx_source(
+    config: Config, uri: str | None, database: str | None
+) -> tuple[str, str, str | None, str | None]:
+    """(url, database, username, password) of the InfluxDB that Grafana reads: --store
+    when it is one, else the config's first influxdb output."""
+    from numbat.config import InfluxDBOutputConfig
+
+    if uri is not None and uri.startswith(("http://", "https://")):
+        return uri, database or "numbat", None, None
+    for out in config.collector.outputs:
+        if isinstance(out, InfluxDBOutputConfig):
+            return out.urls[0], database or out.database, out.username, out.password
+    raise click.UsageError(
+        "Grafana reads InfluxDB: the config has no influxdb output; give --store http://host:8086"
+    )
+
+
 @analyzer.command("test")
 @click.argument("rules_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("tests_path", type=click.Path(dir_okay=False, path_type=Path))

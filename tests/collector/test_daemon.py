@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from numbat.collector.daemon import Collector, ListenError, ReloadError
+from numbat.collector.daemon import Collector, ReloadError
 from numbat.collector.outputs import Batch, Output
 from numbat.config import OutputConfig
+from numbat.server.listeners import ListenError
 from tests.collector.conftest import (
     LOOPBACK,
     MEMORY,

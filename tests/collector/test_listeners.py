@@ -15,8 +15,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from numbat.collector.daemon import Collector, ListenError
+from numbat.collector.daemon import Collector
 from numbat.server import listeners
+from numbat.server.listeners import ListenError
 from numbat.server.listeners.ws import WebSocketListener
 from tests.collector.conftest import (
     LOOPBACK,

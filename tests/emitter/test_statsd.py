@@ -26,6 +26,10 @@ from tests.helpers import DatagramReceiver
         ({"name": "r", "value": 1, "user.id": 7, "a b@c": "x"}, b"app.r:1|g|#user_id:7,a_b_c:x"),
         ({"name": "r", "value": 1, "tag": "a,b|c:d e"}, b"app.r:1|g|#tag:a_b_c_d_e"),
         ({"name": "bad:na|me", "value": 1}, b"app.bad_na_me:1|g"),
+        ({"name": "hits", "value": 2, "type": "counter"}, b"app.hits:2|c|#type:counter"),
+        ({"name": "db", "value": 7.5, "type": "timing"}, b"app.db:7.5|ms|#type:timing"),
+        ({"name": "q", "value": 7, "type": "gauge"}, b"app.q:7|g|#type:gauge"),
+        ({"name": "hits", "count": 3, "type": "counter"}, b"app.hits:3|c|#type:counter"),
         (
             {"name": "r", "value": 1, "hostname": "h", "timeout": 3},
             b"app.r:1|g|#hostname:h,timeout:3",

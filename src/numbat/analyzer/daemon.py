@@ -40,7 +40,15 @@ from numbat.config.rules import RuleConfig, default_rules
 from numbat.errors import ConfigError, NumbatError
 from numbat.event import Event, now_ms
 from numbat.server.lifecycle import Daemon, serve
-from numbat.server.listeners import QUIET, Limits, Listener, listener_class
+from numbat.server.listeners import (
+    QUIET,
+    Limits,
+    Listener,
+    ListenError,
+    limits_of,
+    listener_class,
+    start_listener,
+)
 from numbat.server.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -52,10 +60,6 @@ OWN_EVENTS = ("numbat.alert", "numbat.alerts")
 WRITEBACK_BATCH = 1_000  # outbox rows sent per trip to the collector
 WRITEBACK_RETRY_CAP = 30.0  # seconds: the longest wait between write-back attempts
 WATCH_INTERVAL = 2.0  # seconds between checks of the config file for a change
-
-
-class ListenError(NumbatError):
-    """A listener (or the HTTP API) could not bind its address."""
 
 
 class AsyncState:
@@ -152,7 +156,6 @@ class Analyzer(Daemon):
         self._unsaved: tuple[Effects, list[tuple[str, Notification]]] | None = None
         self.commit_error: str | None = None
         """Why the last commit failed, while commits fail (the health API says so)."""
-        self._committed = asyncio.Event()
         self._writeback_wanted = asyncio.Event()
         self._load: Callable[[], Config] | None = None
         self._watched: Path | None = None
@@ -245,22 +248,11 @@ class Analyzer(Daemon):
         listener = listener_class(config.kind)(
             config, self._limits(config), self.receive, self.stats
         )
-        try:
-            await listener.start()
-        except OSError as exc:
-            raise ListenError(
-                f"cannot listen on {redact_url(config.uri)}: {exc.strerror or exc}"
-            ) from None
+        await start_listener(listener)
         self.listeners[config.uri] = listener
 
     def _limits(self, config: ListenerConfig) -> Limits:
-        return Limits(
-            max_line_bytes=config.max_line_bytes or self.config.max_line_bytes,
-            max_connections=config.max_connections,
-            max_connections_per_peer=config.max_connections_per_peer,
-            idle_timeout=config.idle_timeout,
-            line_timeout=config.line_timeout,
-        )
+        return limits_of(config, self.config.max_line_bytes)
 
     async def _undo(self) -> None:
         for listener in self.listeners.values():
@@ -409,7 +401,6 @@ class Analyzer(Daemon):
         )
         if effects.events:
             self._writeback_wanted.set()
-        self._committed.set()
 
     async def _tick_loop(self) -> None:
         interval = self.config.tick_interval

@@ -27,7 +27,15 @@ from numbat.errors import ConfigError, NumbatError
 from numbat.server import ProcessContext
 from numbat.server.flow import Gate
 from numbat.server.lifecycle import Daemon, serve
-from numbat.server.listeners import QUIET, Limits, Listener, listener_class
+from numbat.server.listeners import (
+    QUIET,
+    Limits,
+    Listener,
+    ListenError,
+    limits_of,
+    listener_class,
+    start_listener,
+)
 from numbat.server.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -35,10 +43,6 @@ log = logging.getLogger(__name__)
 STATS_PREFIX = "numbat.collector"
 FINISH_MIN = 1.0  # seconds outputs get at shutdown to push out what they hold, at least
 FINAL_REPORT_WAIT = 1.0  # seconds the last report may take to be written at shutdown
-
-
-class ListenError(NumbatError):
-    """A listener could not bind its address (in use, no permission, bad path)."""
 
 
 class OutputError(ConfigError):
@@ -336,14 +340,7 @@ class Collector(Daemon):
         return not config.first_process_only or self.process.worker == 0
 
     def _limits(self, config: ListenerConfig) -> Limits:
-        return Limits(
-            max_line_bytes=config.max_line_bytes or self.config.max_line_bytes,
-            max_connections=config.max_connections,
-            max_connections_per_peer=config.max_connections_per_peer,
-            idle_timeout=config.idle_timeout,
-            line_timeout=config.line_timeout,
-            receive_buffer_bytes=self.config.udp_buffer_bytes,
-        )
+        return limits_of(config, self.config.max_line_bytes, self.config.udp_buffer_bytes)
 
     def _output(self, config: OutputConfig) -> Output:
         return output_class(config.type)(config, context=self.process)
@@ -380,12 +377,7 @@ class Collector(Daemon):
             reuse_port=self.process.shared,
             gate=self.gate,
         )
-        try:
-            await listener.start()
-        except OSError as exc:
-            raise ListenError(
-                f"cannot listen on {redact_url(config.uri)}: {exc.strerror or exc}"
-            ) from None
+        await start_listener(listener)
         self.listeners[config.uri] = listener
 
     async def _report_loop(self, interval: float) -> None:

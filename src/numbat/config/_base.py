@@ -60,6 +60,23 @@ def _options(registry: dict[str, Plugin], kind: str, base: type[S], where: str) 
     return options
 
 
+def _plugin(
+    raw: Any, where: str, registry: dict[str, Plugin], base: type[S], kind: str, example: str
+) -> S:
+    """Validate one plug-in table (an output, a notifier): a table with a ``type`` that is
+    a name in ``registry`` or an import path; ``example`` is a type to show."""
+    if not isinstance(raw, dict):
+        raise ValueError(f'{where}: expected a table with a type, e.g. {{type = "{example}"}}')
+    name = raw.get("type")
+    if name not in registry and not (isinstance(name, str) and ":" in name):
+        allowed = ", ".join(registry)
+        raise ValueError(
+            f"{where}.type: got {name!r}; allowed: {allowed}, or an import path module:Class"
+        )
+    cls = _options(registry, name, base, f"{where}.type")
+    return _convert(raw, cls, where, registry, kind)
+
+
 def _convert(
     raw: dict[str, Any], cls: type[S], where: str, registry: dict[str, Plugin], kind: str
 ) -> S:

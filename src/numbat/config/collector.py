@@ -19,6 +19,7 @@ from numbat.config._base import (
     _not_negative,
     _noun,
     _options,
+    _plugin,
     _positive,
     _seconds,
     _split_uri,
@@ -362,14 +363,4 @@ def _scheme(uri: str, where: str) -> str:
 
 
 def _output(raw: Any, index: int) -> OutputConfig:
-    where = f"outputs[{index}]"
-    if not isinstance(raw, dict):
-        raise ValueError(f'{where}: expected a table with a type, e.g. {{type = "logfile"}}')
-    kind = raw.get("type")
-    if kind not in OUTPUTS and not (isinstance(kind, str) and ":" in kind):
-        allowed = ", ".join(OUTPUTS)
-        raise ValueError(
-            f"{where}.type: got {kind!r}; allowed: {allowed}, or an import path module:Class"
-        )
-    cls = _options(OUTPUTS, kind, OutputConfig, f"{where}.type")
-    return _convert(raw, cls, where, OUTPUTS, "outputs")
+    return _plugin(raw, f"outputs[{index}]", OUTPUTS, OutputConfig, "outputs", "logfile")

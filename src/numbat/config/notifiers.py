@@ -15,8 +15,7 @@ from numbat._redact import redact_url
 from numbat.config._base import (
     Plugin,
     Section,
-    _convert,
-    _options,
+    _plugin,
     _positive,
     _seconds,
     _split_uri,
@@ -221,14 +220,4 @@ NOTIFIERS: dict[str, Plugin] = {
 
 def notifier_config(raw: Any, index: int) -> NotifierConfig:
     """Validate one ``[[analyzer.notifiers]]`` table."""
-    where = f"notifiers[{index}]"
-    if not isinstance(raw, dict):
-        raise ValueError(f'{where}: expected a table with a type, e.g. {{type = "webhook"}}')
-    kind = raw.get("type")
-    if kind not in NOTIFIERS and not (isinstance(kind, str) and ":" in kind):
-        allowed = ", ".join(NOTIFIERS)
-        raise ValueError(
-            f"{where}.type: got {kind!r}; allowed: {allowed}, or an import path module:Class"
-        )
-    cls = _options(NOTIFIERS, kind, NotifierConfig, f"{where}.type")
-    return _convert(raw, cls, where, NOTIFIERS, "notifiers")
+    return _plugin(raw, f"notifiers[{index}]", NOTIFIERS, NotifierConfig, "notifiers", "webhook")

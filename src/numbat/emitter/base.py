@@ -192,16 +192,54 @@ class BaseEmitter:
         return event
 
     def timer(self, name: str, **fields: Any) -> Timer:
-        """Context manager and decorator that emits the elapsed milliseconds as ``value``.
+        """Context manager and decorator that emits the elapsed milliseconds as ``value``,
+        with the display hint ``timing`` (as :meth:`timing`).
 
         >>> from numbat.testing import CaptureEmitter
         >>> em = CaptureEmitter(app="web")
         >>> with em.timer("db.query", table="users"):
         ...     pass
-        >>> em.events[0]["name"], em.events[0]["table"]
-        ('web.db.query', 'users')
+        >>> em.events[0]["name"], em.events[0]["table"], em.events[0]["type"]
+        ('web.db.query', 'users', 'timing')
         """
         return Timer(self, name, fields)
+
+    def counter(self, name: str, value: float = 1, **fields: Any) -> Event | None:
+        """Count ``value`` occurrences (an increment, as StatsD's ``incr``: 1 per request,
+        not a running total) with the display hint ``counter`` (field ``type``); the
+        dashboard draws the increments as a rate per second. See :meth:`metric`.
+
+        >>> from numbat.testing import CaptureEmitter
+        >>> em = CaptureEmitter(app="web")
+        >>> event = em.counter("requests", route="/")
+        >>> event["name"], event["value"], event["type"], event["route"]
+        ('web.requests', 1, 'counter', '/')
+        """
+        return self.metric(name, **{**fields, "value": value, "type": "counter"})
+
+    def gauge(self, name: str, value: float, **fields: Any) -> Event | None:
+        """Report a level (queue length, memory in bytes) with the display hint ``gauge``
+        (field ``type``); drawn as a line. See :meth:`metric`."""
+        return self.metric(name, **{**fields, "value": value, "type": "gauge"})
+
+    def timing(self, name: str, ms: float, **fields: Any) -> Event | None:
+        """Report a duration of ``ms`` milliseconds with the display hint ``timing``
+        (field ``type``); drawn as p50/p90/p99 bands. See :meth:`metric` and
+        :meth:`timer`, which measures one for you."""
+        return self.metric(name, **{**fields, "value": ms, "type": "timing"})
+
+    def annotate(self, name: str, description: str, **fields: Any) -> Event | None:
+        """Note something that happened (a deploy) with its ``description`` text and the
+        display hint ``annotation`` (field ``type``); drawn as a marker. It takes no
+        value: the event model fills in 1, as for any event sent without one.
+
+        >>> from numbat.testing import CaptureEmitter
+        >>> em = CaptureEmitter(app="web")
+        >>> event = em.annotate("deploy", "v1.2 by ann", version="1.2")
+        >>> event["type"], event["description"], event["value"]
+        ('annotation', 'v1.2 by ann', 1)
+        """
+        return self.metric(name, **{**fields, "description": description, "type": "annotation"})
 
     @property
     def queued(self) -> int:
@@ -324,7 +362,7 @@ class Timer(contextlib.ContextDecorator):
         tb: TracebackType | None,
     ) -> None:
         elapsed = (time.perf_counter() - self._start) * 1000
-        self._emitter.metric(self._name, value=elapsed, **self._fields)
+        self._emitter.timing(self._name, elapsed, **self._fields)
 
 
 _live: weakref.WeakSet[Emitter] = weakref.WeakSet()

@@ -3,7 +3,10 @@
 The line is ``name:value|type``, then ``|@rate`` for a sampled counter, then
 ``|#key:value,...`` DogStatsD tags from the event's other scalar fields. The type is
 ``g`` when the event has a ``value``, else ``c`` for ``count``, ``ms`` for ``timing``,
-``s`` for ``set``, and ``name:1|c`` when it has none of them, as the original.
+``s`` for ``set``, and ``name:1|c`` when it has none of them, as the original. An
+event whose display hint (field ``type``, set by ``counter()`` and ``timing()``) is
+``counter`` or ``timing`` sends its ``value`` as ``c`` or ``ms``, so a statsd server
+counts it rather than taking it as a gauge.
 
 Where the original wrote lines a statsd server would misread, this one sanitises:
 punctuation and whitespace in tag keys become ``_`` (as the original), and so do the
@@ -58,7 +61,13 @@ def line(event: Mapping[str, Scalar], *, has_value: bool = True) -> str:
     return out
 
 
+_HINT_KINDS = {"counter": "c", "timing": "ms"}
+
+
 def _type_and_value(event: Mapping[str, Scalar], has_value: bool) -> tuple[str, Scalar]:
+    hinted = _HINT_KINDS.get(str(event.get("type")))
+    if hinted and has_value:
+        return hinted, event["value"]
     for key, kind in (("value", "g"), ("count", "c"), ("timing", "ms"), ("set", "s")):
         if key in event and (key != "value" or has_value):
             return kind, event[key]

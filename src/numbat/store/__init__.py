@@ -10,16 +10,38 @@ which :meth:`Store.annotations` reads back (a deploy note on a graph).
 
 from __future__ import annotations
 
+import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from itertools import pairwise
 from typing import Literal, NamedTuple
 
 from numbat.event import Event, Scalar
+from numbat.hints import Hint, guess, hint_of
 
-Aggregate = Literal["mean", "min", "max", "count", "last"]
-AGGREGATES: tuple[Aggregate, ...] = ("mean", "min", "max", "count", "last")
+Aggregate = Literal["mean", "min", "max", "count", "last", "p50", "p90", "p99", "rate"]
+AGGREGATES: tuple[Aggregate, ...] = (
+    "mean",
+    "min",
+    "max",
+    "count",
+    "last",
+    "p50",
+    "p90",
+    "p99",
+    "rate",
+)
+PERCENTILES: Mapping[str, int] = {"p50": 50, "p90": 90, "p99": 99}
 MAX_BUCKETS = 1_000_000
+MAX_SERIES = 10_000
+"""Most series one :meth:`Store.series_info` answers."""
+MAX_GROUPS = 1_000
+"""Most groups one :meth:`Store.query_by` answers."""
+MAX_RATE_POINTS = 2_000_000
+"""Most points one ``rate`` query reads (it reads them all, per series)."""
+RECENT_POINTS = 20
+"""The newest points of a series that :meth:`Store.series_info` guesses a hint from."""
 ANNOTATIONS_LIMIT = 1_000
 EVENTS_PAGE = 5_000
 """Points per read of :meth:`Store.events` (what it holds in memory at a time)."""
@@ -37,7 +59,7 @@ def bucket_count(start: int, end: int, bucket: int, aggregate: str) -> int:
         raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}; got {aggregate!r}")
     count = max(0, -(-(end - start) // bucket))
     if count > MAX_BUCKETS:
-        raise ValueError(f"{count} buckets; the limit is {MAX_BUCKETS}")
+        raise ValueError(f"start, end, bucket: {count} buckets; the limit is {MAX_BUCKETS}")
     return count
 
 
@@ -53,6 +75,114 @@ class Bucket(NamedTuple):
 
     start: int
     value: float | None
+
+
+class SeriesInfo(NamedTuple):
+    """One series with its display hint (its own, else guessed from its newest
+    :data:`RECENT_POINTS` points: see :mod:`numbat.hints`) and its newest point (time in
+    ms and value; None when it has none)."""
+
+    measurement: str
+    tags: tuple[tuple[str, str], ...]
+    hint: Hint
+    newest_time: int | None
+    newest_value: float | None
+
+
+def series_hint(tags: Iterable[tuple[str, str]], values: Sequence[float], has_text: bool) -> Hint:
+    """A series' own hint (from its tags), else the one :func:`numbat.hints.guess` gives
+    from its recent ``values`` (oldest first) and whether any of them has text."""
+    return hint_of(dict(tags)) or guess(values, has_text)
+
+
+def check_series_limit(limit: int) -> None:
+    """ValueError unless ``1 <= limit <= MAX_SERIES``."""
+    if not 1 <= limit <= MAX_SERIES:
+        raise ValueError(f"limit must be between 1 and {MAX_SERIES} series, got {limit}")
+
+
+def check_groups(by: str, limit: int, buckets: int) -> None:
+    """ValueError for a :meth:`Store.query_by` that names no tag or asks too much:
+    ``limit`` outside 1..MAX_GROUPS, or ``limit`` x buckets past MAX_BUCKETS."""
+    if not by:
+        raise ValueError("by must name a tag, got ''")
+    if not 1 <= limit <= MAX_GROUPS:
+        raise ValueError(f"limit must be between 1 and {MAX_GROUPS} groups, got {limit}")
+    if limit * buckets > MAX_BUCKETS:
+        raise ValueError(
+            f"limit: {limit} groups of {buckets} buckets; the limit is {MAX_BUCKETS} buckets"
+        )
+
+
+def busiest(counts: Mapping[str, int], limit: int) -> list[str]:
+    """The ``limit`` tag values with the most points (ties by value), busiest first;
+    values with no point are left out.
+
+    >>> busiest({"a": 3, "b": 5, "c": 3, "d": 0}, 2)
+    ['b', 'a']
+    """
+    ranked = sorted((-n, value) for value, n in counts.items() if n > 0)
+    return [value for _, value in ranked[:limit]]
+
+
+def nearest_rank(count: int, percentile: int) -> int:
+    """The 1-based rank of the ``percentile`` of ``count`` sorted values, as InfluxDB's
+    ``PERCENTILE()`` picks it: ``floor(count * percentile / 100 + 0.5)`` (computed in
+    floating point in that order, as influxd does).
+
+    >>> nearest_rank(10, 90), nearest_rank(1, 99), nearest_rank(4, 50)
+    (9, 1, 2)
+    """
+    return math.floor(count * percentile / 100.0 + 0.5)
+
+
+def rate_buckets(
+    series: Iterable[tuple[Iterable[tuple[str, str]], Sequence[tuple[int, float]]]],
+    start: int,
+    bucket: int,
+) -> dict[int, float]:
+    """The ``rate`` aggregate per bucket index, from each series' tags and its points in
+    the query's range (time ms, value), in time order (a millisecond's points in write
+    order). Per second, in two ways by what the series' values are:
+
+    * Increments (a series whose own hint is ``counter``: what the emitter's
+      ``counter()`` sends, as StatsD counters are): every point adds its value to its
+      bucket.
+    * Running totals (any other series: a counter read from a device, guessed from its
+      rising values): every point after the series' first in the range adds its increase
+      over the point before it to its own bucket: ``value - previous``, or ``value``
+      when the value dropped (a counter reset counts from zero).
+
+    A bucket's rate is the sum of what it got, over all series, divided by the bucket's
+    length in seconds; a bucket that got nothing has no value. Sums are exact
+    (:func:`math.fsum`), so the order series come in does not change the answer.
+
+    >>> totals = ((), [(0, 5.0), (500, 7.0), (1_500, 1.0)])
+    >>> rate_buckets([totals], 0, 1_000)
+    {0: 2.0, 1: 1.0}
+    >>> rate_buckets([((("type", "counter"),), [(0, 1.0), (500, 1.0), (1_500, 3.0)])], 0, 1_000)
+    {0: 2.0, 1: 3.0}
+    """
+    increases: dict[int, list[float]] = {}
+    for tags, points in series:
+        if hint_of(dict(tags)) == "counter":
+            for time, value in points:
+                increases.setdefault((time - start) // bucket, []).append(value)
+            continue
+        for (_, before), (time, value) in pairwise(points):
+            step = value - before if value >= before else value
+            increases.setdefault((time - start) // bucket, []).append(step)
+    seconds = bucket / 1000
+    return {index: math.fsum(steps) / seconds for index, steps in sorted(increases.items())}
+
+
+def check_rate_points(count: int) -> None:
+    """ValueError when a ``rate`` query would read more than MAX_RATE_POINTS points."""
+    if count > MAX_RATE_POINTS:
+        raise ValueError(
+            f"start, end: the range holds more than {MAX_RATE_POINTS} points for aggregate"
+            " 'rate'; ask for a shorter range"
+        )
 
 
 class WriteResult(NamedTuple):
@@ -195,6 +325,15 @@ class Store(ABC):
             buckets = await store.query(series.measurement, dict(series.tags),
                                         start=t0, end=t1, bucket=60_000, aggregate="mean")
         notes = await store.annotations("deploy.*", start=t0, end=t1)
+        infos = await store.series_info("web.*")  # [SeriesInfo(..., hint="counter", ...)]
+        by_host = await store.query_by("web.latency", {}, "host", start=t0, end=t1,
+                                       bucket=60_000, aggregate="p99")
+
+    Aggregates (``value`` per bucket): ``mean``, ``min``, ``max``, ``count``, ``last``;
+    ``p50``, ``p90``, ``p99``: the nearest-rank percentile of the bucket's points (the
+    value at rank :func:`nearest_rank` of them sorted, as InfluxDB's ``PERCENTILE()``);
+    ``rate``: increase per second, counter resets counted from zero (see
+    :func:`rate_buckets`).
     """
 
     @abstractmethod
@@ -249,6 +388,34 @@ class Store(ABC):
         time (more only when one millisecond holds more), so memory stays bounded
         however long the range.
         ValueError for a ``page`` below 1."""
+
+    @abstractmethod
+    async def series_info(self, pattern: str = "*", *, limit: int = MAX_SERIES) -> list[SeriesInfo]:
+        """Every series of the measurements matching ``pattern`` (``*`` any text, ``?``
+        one character) with its display hint (its own from its tags, else guessed from
+        its newest :data:`RECENT_POINTS` points) and its newest point; sorted by
+        measurement then tags, the first ``limit``. ValueError for a ``limit`` outside
+        1..MAX_SERIES."""
+
+    @abstractmethod
+    async def query_by(
+        self,
+        measurement: str,
+        tags: Mapping[str, str],
+        by: str,
+        *,
+        start: int,
+        end: int,
+        bucket: int,
+        aggregate: Aggregate = "mean",
+        limit: int = MAX_GROUPS,
+    ) -> dict[str, list[Bucket]]:
+        """:meth:`query` once per value of the tag ``by`` (``web.latency`` by ``host``),
+        over the series whose tags include ``tags``: ``{tag value: buckets}``, the
+        ``limit`` values with the most points in ``[start, end)`` (ties by value),
+        busiest first; series without the tag and values with no point in the range are
+        left out. ValueError for an empty ``by``, a ``limit`` outside 1..MAX_GROUPS, or
+        more than MAX_BUCKETS buckets in all (``limit`` x buckets), and as :meth:`query`."""
 
     async def close(self) -> None:
         """Release connections and files."""

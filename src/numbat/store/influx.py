@@ -56,19 +56,31 @@ from numbat.event import Event, Scalar
 from numbat.store import (
     ANNOTATIONS_LIMIT,
     EVENTS_PAGE,
+    MAX_GROUPS,
+    MAX_RATE_POINTS,
+    MAX_SERIES,
+    PERCENTILES,
+    RECENT_POINTS,
     Aggregate,
     Annotation,
     Bucket,
     Page,
     Series,
+    SeriesInfo,
     Store,
     WriteResult,
     bucket_count,
+    busiest,
+    check_groups,
     check_limit,
+    check_rate_points,
+    check_series_limit,
     glob_regex,
     newest,
     paged_events,
     point_event,
+    rate_buckets,
+    series_hint,
 )
 from numbat.store.lineprotocol import MAX_TIME_MS, LineRenderer, stored_text
 from numbat.store.points import TEXT_FIELDS, scalar_text
@@ -88,11 +100,13 @@ log = logging.getLogger(__name__)
 WRITE_BATCH: Final = 5_000  # events per POST: keeps bodies far below influxd's 25 MB limit
 
 _FUNCTIONS: Final[Mapping[str, str]] = {
-    "mean": "MEAN",
-    "min": "MIN",
-    "max": "MAX",
-    "count": "COUNT",
-    "last": "LAST",
+    "mean": 'MEAN("value")',
+    "min": 'MIN("value")',
+    "max": 'MAX("value")',
+    "count": 'COUNT("value")',
+    "last": 'LAST("value")',
+    # Nearest rank, as the SQLite store picks it (see numbat.store.nearest_rank).
+    **{name: f'PERCENTILE("value", {rank})' for name, rank in PERCENTILES.items()},
 }
 _ESCAPED = re.compile(r"\\(.)", re.DOTALL)
 _EXPIRED = re.compile(r"^partial write: points beyond retention policy dropped=(\d+)$")
@@ -505,6 +519,83 @@ class InfluxStore(Store):
                 found.append(Annotation(int(row[0]), series["name"], series_tags, fields))
         return newest(found, limit)
 
+    async def series_info(self, pattern: str = "*", *, limit: int = MAX_SERIES) -> list[SeriesInfo]:
+        """See :meth:`numbat.store.Store.series_info`: ``SHOW SERIES`` of the matching
+        measurements, then one ``SELECT`` of each one's newest points (``GROUP BY *``,
+        ``LIMIT`` per series) with their text fields."""
+        check_series_limit(limit)
+        regex = glob_regex(stored_text(pattern, "measurement"))
+        source = self._source(regex=regex)
+        keys = sorted(
+            parse_series_key(str(row[0])) for row in await self._rows(f"SHOW SERIES FROM {source}")
+        )
+        keys = keys[:limit]
+        if not keys:
+            return []
+        texts = "".join(f",{quote_ident(field)}" for field in self.renderer.mapper.text_fields)
+        query = (
+            f'SELECT "value"{texts} FROM {source}'
+            f" GROUP BY * ORDER BY time DESC LIMIT {RECENT_POINTS}"
+        )
+        result = await self.client.statement(query, missing_ok=True)
+        recent: dict[Series, list[list[Any]]] = {}
+        for series in result.get("series", []):
+            tags = tuple(sorted((k, v) for k, v in series.get("tags", {}).items() if v))
+            rows = [row for row in series.get("values", []) if row[1] is not None]
+            recent.setdefault(Series(series["name"], tags), []).extend(rows)
+        found = []
+        for key in keys:
+            rows = recent.get(key, [])
+            values = [float(row[1]) for row in reversed(rows)]
+            has_text = any(v is not None for row in rows for v in row[2:])
+            hint = series_hint(key.tags, values, has_text)
+            newest_time, newest_value = (int(rows[0][0]), values[-1]) if rows else (None, None)
+            found.append(SeriesInfo(key.measurement, key.tags, hint, newest_time, newest_value))
+        return found
+
+    async def query_by(
+        self,
+        measurement: str,
+        tags: Mapping[str, str],
+        by: str,
+        *,
+        start: int,
+        end: int,
+        bucket: int,
+        aggregate: Aggregate = "mean",
+        limit: int = MAX_GROUPS,
+    ) -> dict[str, list[Bucket]]:
+        """See :meth:`numbat.store.Store.query_by`: one ``COUNT`` ``GROUP BY`` the tag to
+        rank its values, then :meth:`query` per value kept."""
+        count = bucket_count(start, end, bucket, aggregate)
+        check_groups(by, limit, count)
+        low, high = max(start, 0), min(end, MAX_TIME_MS + 1)
+        mapper = self.renderer.mapper
+        if low >= high or not mapper.not_tags.isdisjoint({*tags, by}):
+            return {}
+        query = (
+            f'SELECT COUNT("value") FROM {self._source(measurement)}'
+            f" WHERE time >= {low}ms AND time < {high}ms{_tag_filter(tags)}"
+            f" GROUP BY {quote_ident(stored_text(by, 'key'))}"
+        )
+        result = await self.client.statement(query, missing_ok=True)
+        counts: dict[str, int] = {}
+        for series in result.get("series", []):
+            value = series.get("tags", {}).get(stored_text(by, "key"), "")
+            if value:  # "": the series without the tag
+                counts[value] = sum(int(row[1] or 0) for row in series.get("values", []))
+        groups = {}
+        for value in busiest(counts, limit):
+            groups[value] = await self.query(
+                measurement,
+                {**tags, by: value},
+                start=start,
+                end=end,
+                bucket=bucket,
+                aggregate=aggregate,
+            )
+        return groups
+
     def events(
         self, *, start: int, end: int, pattern: str = "*", page: int = EVENTS_PAGE
     ) -> AsyncIterator[Event]:
@@ -584,9 +675,11 @@ class InfluxStore(Store):
         low, high = max(start, 0), min(end, MAX_TIME_MS + 1)  # where points can be
         if low >= high or not self.renderer.mapper.not_tags.isdisjoint(tags):
             return {}
+        if aggregate == "rate":
+            return await self._rate(measurement, tags, low, high, start, bucket)
         first, last = (low - start) // bucket, (high - 1 - start) // bucket
         query = (
-            f'SELECT {_FUNCTIONS[aggregate]}("value") FROM {self._source(measurement)}'
+            f"SELECT {_FUNCTIONS[aggregate]} FROM {self._source(measurement)}"
             f" WHERE time >= {low}ms AND time < {high}ms{_tag_filter(tags)}"
         )
         # A single bucket needs no GROUP BY, whose window could reach past int64 ns.
@@ -597,6 +690,38 @@ class InfluxStore(Store):
             if row[1] is not None:
                 found[first if first == last else (int(row[0]) - start) // bucket] = float(row[1])
         return found
+
+    async def _rate(
+        self,
+        measurement: str,
+        tags: Mapping[str, str],
+        low: int,
+        high: int,
+        start: int,
+        bucket: int,
+    ) -> dict[int, float]:
+        """The ``rate`` aggregate (see :func:`numbat.store.rate_buckets`) from the raw
+        points of each series, in time order (a millisecond's points in write order:
+        their nanosecond offsets)."""
+        query = (
+            f'SELECT "value" FROM {self._source(measurement)}'
+            f" WHERE time >= {low}ms AND time < {high}ms{_tag_filter(tags)}"
+            f" GROUP BY * ORDER BY time ASC LIMIT {MAX_RATE_POINTS + 1}"
+        )
+        result = await self.client.statement(query, missing_ok=True)
+        series = [
+            (
+                [(k, v) for k, v in found.get("tags", {}).items() if v],
+                [
+                    (int(row[0]), float(row[1]))
+                    for row in found.get("values", [])
+                    if row[1] is not None
+                ],
+            )
+            for found in result.get("series", [])
+        ]
+        check_rate_points(sum(len(points) for _, points in series))
+        return rate_buckets(series, start, bucket)
 
     def _source(self, measurement: str = "", *, regex: str = "") -> str:
         """The ``FROM`` of one measurement, or of those matching ``regex`` (a

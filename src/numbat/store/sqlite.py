@@ -63,19 +63,31 @@ from numbat.event import Event, now_ms
 from numbat.store import (
     ANNOTATIONS_LIMIT,
     EVENTS_PAGE,
+    MAX_GROUPS,
+    MAX_RATE_POINTS,
+    MAX_SERIES,
+    PERCENTILES,
+    RECENT_POINTS,
     Aggregate,
     Annotation,
     Bucket,
     Page,
     Series,
+    SeriesInfo,
     Store,
     WriteResult,
     bucket_count,
+    busiest,
+    check_groups,
     check_limit,
+    check_rate_points,
+    check_series_limit,
     glob_matcher,
     newest,
     paged_events,
     point_event,
+    rate_buckets,
+    series_hint,
 )
 from numbat.store.points import TEXT_FIELDS, PointMapper, Tags, scalar_text
 
@@ -361,6 +373,35 @@ class SQLiteStore(Store):
         check_limit(limit)
         return await self._call(self._annotations, pattern, dict(tags or {}), start, end, limit)
 
+    async def series_info(self, pattern: str = "*", *, limit: int = MAX_SERIES) -> list[SeriesInfo]:
+        """See :meth:`numbat.store.Store.series_info`."""
+        check_series_limit(limit)
+        return await self._call(self._series_info, pattern, limit)
+
+    async def query_by(
+        self,
+        measurement: str,
+        tags: Mapping[str, str],
+        by: str,
+        *,
+        start: int,
+        end: int,
+        bucket: int,
+        aggregate: Aggregate = "mean",
+        limit: int = MAX_GROUPS,
+    ) -> dict[str, list[Bucket]]:
+        """See :meth:`numbat.store.Store.query_by`."""
+        count = bucket_count(start, end, bucket, aggregate)
+        check_groups(by, limit, count)
+        counts = await self._call(self._group_counts, measurement, dict(tags), by, start, end)
+        groups = {}
+        for value in busiest(counts, limit):
+            wanted = {**tags, by: value}
+            groups[value] = await self.query(
+                measurement, wanted, start=start, end=end, bucket=bucket, aggregate=aggregate
+            )
+        return groups
+
     def events(
         self, *, start: int, end: int, pattern: str = "*", page: int = EVENTS_PAGE
     ) -> AsyncIterator[Event]:
@@ -589,6 +630,12 @@ class SQLiteStore(Store):
             rows = db.execute(sql, (measurement,)).fetchall()
         return sorted(Series(name, _tags_from_json(text)) for name, text in rows)
 
+    def _ids_with(self, measurement: str, tags: dict[str, str]) -> list[int]:
+        """The ids of the series of ``measurement`` whose tags include ``tags``."""
+        members = self._by_measurement.get(measurement, {})
+        wanted = {(key, scalar_text(val)) for key, val in tags.items()}
+        return [sid for sid, items in members.items() if wanted <= items]
+
     def _query(
         self,
         measurement: str,
@@ -601,22 +648,111 @@ class SQLiteStore(Store):
         """Aggregate per bucket index, for the buckets that have points."""
         db = self._connect()
         self._refresh(db)
-        members = self._by_measurement.get(measurement, {})
-        wanted = {(key, scalar_text(val)) for key, val in tags.items()}
-        ids = (
-            [sid for sid, items in members.items() if wanted <= items] if wanted else list(members)
-        )
+        ids = self._ids_with(measurement, tags)
         if not ids or end <= start:
             return {}
         # Ids are our own integers, so they go into the SQL as literals: no limit on how many.
         where = f"series_id IN ({','.join(map(str, ids))}) AND time >= ?1 AND time < ?2"
-        sql = (
-            f"SELECT (time - ?1) / ?3 AS bucket, {_AGGREGATE_SQL[aggregate]} FROM ("
-            f"SELECT time, value FROM points WHERE {where}"
-            f" UNION ALL SELECT time, value FROM inbox WHERE {where}"
-            ") GROUP BY bucket"
-        )
+        if aggregate == "rate":
+            return self._rate(db, where, start, end, bucket)
+        if aggregate in PERCENTILES:
+            # Nearest rank, as InfluxDB's PERCENTILE(): the value at rank
+            # floor(n * p / 100.0 + 0.5) of the bucket's n points sorted (see nearest_rank).
+            sql = (
+                "SELECT bucket, value FROM ("
+                "SELECT bucket, value, ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY value)"
+                " AS rank, COUNT(*) OVER (PARTITION BY bucket) AS n FROM ("
+                f"SELECT (time - ?1) / ?3 AS bucket, value FROM points WHERE {where}"
+                f" UNION ALL SELECT (time - ?1) / ?3, value FROM inbox WHERE {where}"
+                f")) WHERE rank = CAST(n * {PERCENTILES[aggregate]} / 100.0 + 0.5 AS INTEGER)"
+            )
+        else:
+            sql = (
+                f"SELECT (time - ?1) / ?3 AS bucket, {_AGGREGATE_SQL[aggregate]} FROM ("
+                f"SELECT time, value FROM points WHERE {where}"
+                f" UNION ALL SELECT time, value FROM inbox WHERE {where}"
+                ") GROUP BY bucket"
+            )
         return {row[0]: float(row[1]) for row in db.execute(sql, (start, end, bucket))}
+
+    def _rate(
+        self, db: sqlite3.Connection, where: str, start: int, end: int, bucket: int
+    ) -> dict[int, float]:
+        """The ``rate`` aggregate (see :func:`numbat.store.rate_buckets`)."""
+        sql = (
+            "SELECT series_id, time, value FROM ("
+            f"SELECT series_id, time, seq, value FROM points WHERE {where}"
+            f" UNION ALL SELECT series_id, time, seq, value FROM inbox WHERE {where}"
+            f") ORDER BY series_id, time, seq LIMIT {MAX_RATE_POINTS + 1}"
+        )
+        rows = db.execute(sql, (start, end)).fetchall()
+        check_rate_points(len(rows))
+        series: dict[int, list[tuple[int, float]]] = {}
+        for sid, time, value in rows:
+            series.setdefault(sid, []).append((time, value))
+        return rate_buckets(
+            ((self._keys[sid][1], points) for sid, points in series.items()), start, bucket
+        )
+
+    def _group_counts(
+        self, measurement: str, tags: dict[str, str], by: str, start: int, end: int
+    ) -> dict[str, int]:
+        """Points in ``[start, end)`` per value of the tag ``by``."""
+        db = self._connect()
+        self._refresh(db)
+        values = {}
+        for sid in self._ids_with(measurement, tags):
+            value = dict(self._keys[sid][1]).get(by)
+            if value is not None:
+                values[sid] = value
+        if not values or end <= start:
+            return {}
+        where = f"series_id IN ({','.join(map(str, values))}) AND time >= ?1 AND time < ?2"
+        sql = (
+            f"SELECT series_id, COUNT(*) FROM (SELECT series_id FROM points WHERE {where}"
+            f" UNION ALL SELECT series_id FROM inbox WHERE {where}) GROUP BY series_id"
+        )
+        counts: dict[str, int] = {}
+        for sid, count in db.execute(sql, (start, end)):
+            counts[values[sid]] = counts.get(values[sid], 0) + count
+        return counts
+
+    def _series_info(self, pattern: str, limit: int) -> list[SeriesInfo]:
+        db = self._connect()
+        self._refresh(db)
+        match = glob_matcher(pattern).match
+        keys = sorted((key, sid) for sid, key in self._keys.items() if match(key[0]))[:limit]
+        if not keys:
+            return []
+        # The inbox is clustered by time, not series: one pass ranks every series' rows
+        # in it (a read per series would scan it each time).
+        inbox_sql = (
+            "SELECT i.series_id, i.time, i.seq, i.value, t.fields IS NOT NULL FROM ("
+            "SELECT series_id, time, seq, value, ROW_NUMBER() OVER"
+            " (PARTITION BY series_id ORDER BY time DESC, seq DESC) AS rank FROM inbox"
+            f" WHERE series_id IN ({','.join(str(sid) for _, sid in keys)})) AS i"
+            " LEFT JOIN texts AS t"
+            " ON t.time = i.time AND t.series_id = i.series_id AND t.seq = i.seq"
+            f" WHERE i.rank <= {RECENT_POINTS}"
+        )
+        recent: dict[int, list[tuple[int, int, float, int]]] = {}
+        for sid, *row in db.execute(inbox_sql):
+            recent.setdefault(sid, []).append((row[0], row[1], row[2], row[3]))
+        points_sql = (
+            "SELECT p.time, p.seq, p.value, t.fields IS NOT NULL FROM ("
+            "SELECT time, seq, value FROM points WHERE series_id = ?1"
+            f" ORDER BY time DESC, seq DESC LIMIT {RECENT_POINTS}) AS p LEFT JOIN texts AS t"
+            " ON t.time = p.time AND t.series_id = ?1 AND t.seq = p.seq"
+        )
+        found = []
+        for (measurement, tags), sid in keys:
+            rows = recent.get(sid, []) + db.execute(points_sql, (sid,)).fetchall()
+            rows = sorted(rows, reverse=True)[:RECENT_POINTS]  # newest first
+            values = [float(row[2]) for row in reversed(rows)]
+            hint = series_hint(tags, values, any(row[3] for row in rows))
+            newest_time, newest_value = (int(rows[0][0]), values[-1]) if rows else (None, None)
+            found.append(SeriesInfo(measurement, tags, hint, newest_time, newest_value))
+        return found
 
     def _annotations(
         self, pattern: str, tags: dict[str, str], start: int, end: int, limit: int

@@ -12,6 +12,7 @@ counts into and the sink it feeds, nothing of the daemon that runs it.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import heapq
 import ipaddress
@@ -26,7 +27,9 @@ from typing import Any, ClassVar, TypeVar
 
 from numbat._importer import import_from_string
 from numbat._ratelimit import RateLimitedLog
+from numbat._redact import redact_url
 from numbat.config import LISTENERS, ListenerConfig
+from numbat.errors import NumbatError
 from numbat.event import Event
 from numbat.server.flow import Gate
 from numbat.server.framing import parse_lines, split_message
@@ -384,6 +387,38 @@ def _hog(connections: list[tuple[T, str, float]], count: int, newcomer: str) -> 
         return []
     theirs = [c for c in connections if c[1] == host]
     return [c[0] for c in heapq.nsmallest(count, theirs, key=lambda c: c[2])]
+
+
+class ListenError(NumbatError):
+    """A listener could not bind its address (in use, no permission, bad path); the
+    message names the address, never a credential."""
+
+
+async def start_listener(listener: Listener) -> None:
+    """``listener.start()``; an OSError becomes a :class:`ListenError` naming its URI."""
+    try:
+        await listener.start()
+    except OSError as exc:
+        uri = redact_url(listener.options.uri)
+        raise ListenError(f"cannot listen on {uri}: {exc.strerror or exc}") from None
+
+
+def limits_of(
+    options: ListenerConfig, max_line_bytes: int, udp_buffer_bytes: int | None = None
+) -> Limits:
+    """A listener's :class:`Limits` from its options, with the daemon-wide
+    ``max_line_bytes`` (when the listener sets none) and UDP receive buffer (bytes;
+    None: the :class:`Limits` default)."""
+    limits = Limits(
+        max_line_bytes=options.max_line_bytes or max_line_bytes,
+        max_connections=options.max_connections,
+        max_connections_per_peer=options.max_connections_per_peer,
+        idle_timeout=options.idle_timeout,
+        line_timeout=options.line_timeout,
+    )
+    if udp_buffer_bytes is None:
+        return limits
+    return dataclasses.replace(limits, receive_buffer_bytes=udp_buffer_bytes)
 
 
 def listener_class(kind: str) -> type[Listener]:
