@@ -7,9 +7,7 @@ import msgspec
 
 from numbat._redact import redact_url
 from numbat.config._base import Section, _split_uri
-
-HINT_NAMES = ("counter", "gauge", "timing", "annotation")
-"""The display hints a ``[dashboard.hints]`` glob may name (as numbat.hints.HINTS)."""
+from numbat.hints import HINTS
 
 
 class DashboardConfig(Section):
@@ -65,10 +63,8 @@ class DashboardConfig(Section):
                     f"{redact_url(self.grafana_url)!r}"
                 )
         for glob, hint in self.hints.items():
-            if hint not in HINT_NAMES:
-                raise ValueError(
-                    f"hints.{glob}: expected one of {', '.join(HINT_NAMES)}, got {hint!r}"
-                )
+            if hint not in HINTS:
+                raise ValueError(f"hints.{glob}: expected one of {', '.join(HINTS)}, got {hint!r}")
         if not 0.2 <= self.refresh <= 3600:  # NaN fails too
             raise ValueError(f"refresh: must be 0.2 to 3600 seconds, got {self.refresh}")
 

@@ -4,26 +4,25 @@ and host, the incidents of the series as bands, and a Grafana link."""
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from collections.abc import Mapping
 from typing import Any, cast
 
+from numbat import grafana
 from numbat.config import DashboardConfig
-from numbat.dashboard import compat
 from numbat.dashboard.sources import AnalyzerClient, AnalyzerError
 from numbat.store import Bucket, Store
 
 MAX_POINTS = 400
 """Buckets a graph asks for at most, whatever its range (uPlot draws a point a pixel)."""
 MAX_GROUPS = 20
-"""Lines on one graph grouped by a tag, at most (the first in tag order)."""
+"""Lines on one graph grouped by a tag, at most (the busiest: Store.query_by)."""
 MAX_MARKERS = 200
 """Annotation markers on one graph, at most (the newest)."""
 MAX_SERIES = 2000
 """Series the series list holds, at most."""
 OWN = ("numbat.alert", "numbat.alerts")
-DEFAULT_VALUE = 1.0
-"""The value an event sent without one is stored with (numbat.event.normalize)."""
 
 
 def app_of(measurement: str) -> str:
@@ -60,45 +59,23 @@ async def series_list(store: Store, query: str = "") -> list[dict[str, Any]]:
 
 
 async def hint_for(
-    store: Store,
-    config: DashboardConfig,
-    measurement: str,
-    tags: Mapping[str, str],
-    buckets: list[Bucket],
-    has_text: bool,
+    store: Store, config: DashboardConfig, measurement: str, tags: Mapping[str, str]
 ) -> str:
-    """The configured hint, else the series' own, else: text whose every value is the
-    default one (sent with no value) is an annotation, other series are guessed from
-    ``buckets`` (their max per bucket)."""
-    configured = compat.configured_hint(measurement, config.hints)
-    if configured:
-        return configured
-    for series in await store.series(measurement):
-        own = compat.hint_of(dict(series.tags))
-        if own and all(dict(series.tags).get(k) == v for k, v in tags.items()):
-            return own
-    values = [b.value for b in buckets if b.value is not None]
-    if has_text and all(v == DEFAULT_VALUE for v in values):
-        return "annotation"  # notes sent with no value: each stored with the default
-    return compat.guess(values, has_text=has_text)
+    """The ``[dashboard.hints]`` hint of ``measurement``, else the store's for its first
+    series whose tags include ``tags`` (the series' own hint, else guessed from its
+    newest points: numbat.hints)."""
+    for glob, hint in config.hints.items():
+        if fnmatch.fnmatchcase(measurement, glob):
+            return hint
+    for info in await store.series_info(measurement):
+        have = dict(info.tags)
+        if info.measurement == measurement and all(have.get(k) == v for k, v in tags.items()):
+            return info.hint
+    return "gauge"
 
 
-def _rates(lows: list[Bucket], highs: list[Bucket], seconds: float) -> list[float | None]:
-    """Per-second increase of a counter in each bucket, from its min and max there and
-    the max of the bucket before (a drop is a reset, counted from zero); None where the
-    bucket has no point. The first bucket only looks before."""
-    out: list[float | None] = []
-    before: float | None = None
-    for low, high in zip(lows, highs, strict=True):
-        if low.value is None or high.value is None:
-            out.append(None)
-            continue
-        base = low.value
-        if before is not None:
-            base = before if before <= low.value else 0.0
-        out.append(max(0.0, high.value - base) / seconds)
-        before = high.value
-    return out[1:]
+AGGREGATE = {"counter": "rate", "gauge": "mean", "timing": "p99"}
+"""What a line of each hint shows per bucket (a timing grouped by a tag: its p99)."""
 
 
 async def _query(
@@ -115,40 +92,42 @@ async def _query(
 async def _line(
     store: Store, measurement: str, tags: Mapping[str, str], hint: str, span: tuple[int, int, int]
 ) -> list[tuple[str, list[float | None]]]:
-    """``(label, values)`` of one group as its hint draws it."""
-    start, end, bucket = span
-    if hint == "counter":
-        if compat.has_aggregate("rate"):
-            got = await _query(store, measurement, tags, span, "rate")
-            return [("rate/s", [b.value for b in got])]
-        early = start - bucket
-        lows = await store.query(
-            measurement, tags, start=early, end=end, bucket=bucket, aggregate="min"
-        )
-        highs = await store.query(
-            measurement, tags, start=early, end=end, bucket=bucket, aggregate="max"
-        )
-        return [("rate/s", _rates(lows, highs, bucket / 1000))]
+    """``(label, values)`` of the graph as its hint draws it: a counter's rate per
+    second, a timing's p50/p90/p99, a gauge's mean."""
     if hint == "timing":
-        names = ("p50", "p90", "p99") if compat.has_aggregate("p99") else ("min", "mean", "max")
         lines = []
-        for name in names:
+        for name in ("p50", "p90", "p99"):
             got = await _query(store, measurement, tags, span, name)
             lines.append((name, [b.value for b in got]))
         return lines
-    got = await store.query(
-        measurement, tags, start=start, end=end, bucket=bucket, aggregate="mean"
+    got = await _query(store, measurement, tags, span, AGGREGATE.get(hint, "mean"))
+    return [("rate/s" if hint == "counter" else "", [b.value for b in got])]
+
+
+async def _by(
+    store: Store,
+    measurement: str,
+    tags: Mapping[str, str],
+    by: str,
+    hint: str,
+    span: tuple[int, int, int],
+) -> list[tuple[str, list[float | None]]]:
+    """One ``(tag value, values)`` line per value of tag ``by``, the busiest MAX_GROUPS,
+    in tag value order."""
+    start, end, bucket = span
+    aggregate = cast(Any, AGGREGATE.get(hint, "mean"))
+    found = await store.query_by(
+        measurement,
+        tags,
+        by,
+        start=start,
+        end=end,
+        bucket=bucket,
+        aggregate=aggregate,
+        limit=MAX_GROUPS,
     )
-    return [("", [b.value for b in got])]
-
-
-async def _groups(store: Store, measurement: str, tags: Mapping[str, str], by: str) -> list[str]:
-    values = set()
-    for series in await store.series(measurement):
-        have = dict(series.tags)
-        if by in have and all(have.get(k) == v for k, v in tags.items()):
-            values.add(have[by])
-    return sorted(values)[:MAX_GROUPS]
+    suffix = {"counter": " rate/s", "timing": " p99"}.get(hint, "")
+    return [(f"{value}{suffix}", [b.value for b in found[value]]) for value in sorted(found)]
 
 
 async def graph(
@@ -167,33 +146,31 @@ async def graph(
     range (from the Store)."""
     bucket = bucket_for(start, end)
     start -= start % bucket
-    probe = await store.query(
-        measurement, tags, start=start, end=end, bucket=bucket, aggregate="max"
-    )
-    groups = await _groups(store, measurement, tags, by) if by else []
-    notes = await _annotations(store, measurement, tags, groups if by == "host" else [], start, end)
-    own_text = any(note["measurement"] == measurement for note in notes)
-    hint = await hint_for(store, config, measurement, tags, probe, own_text)
     span = (start, end, bucket)
-    series: list[dict[str, Any]] = []
+    hint = await hint_for(store, config, measurement, tags)
+    where = {k: v for k, v in tags.items() if k != by}
+    lines: list[tuple[str, list[float | None]]] = []
     if hint != "annotation":
-        todo: list[str | None] = [*groups] or [None]
-        for group in todo:
-            where = {**tags, by: group} if by and group is not None else dict(tags)
-            for label, values in await _line(store, measurement, where, hint, span):
-                shown = f"{group} {label}".strip() if by and group is not None else label
-                series.append({"label": shown or measurement, "values": values})
-    times = [(start + i * bucket) / 1000 for i in range(len(probe))]
-    incidents, problem = await _incidents(analyzer, measurement, tags, start, end)
-    link = compat.grafana_link()
-    grafana = None
-    if link is not None and config.grafana_url:
-        grafana = link(
-            config.grafana_url, config.grafana_datasource, measurement, dict(tags), start, end
-        )
+        if by:
+            lines = await _by(store, measurement, where, by, hint, span)
+        else:
+            lines = await _line(store, measurement, where, hint, span)
+    series = [{"label": label or measurement, "values": values} for label, values in lines]
+    hosts = [label.split(" ")[0] for label, _ in lines] if by == "host" else []
+    notes = await _annotations(store, measurement, where, hosts, start, end)
+    times = [(start + i * bucket) / 1000 for i in range(-(-(end - start) // bucket))]
+    incidents, problem = await _incidents(analyzer, measurement, where, start, end)
+    link = None
+    if config.grafana_url:
+        try:
+            link = grafana.link(
+                config.grafana_url, config.grafana_datasource, measurement, where, start, end
+            )
+        except ValueError:  # a URL the link cannot be made from: no link, not no graph
+            link = None
     return {
         "measurement": measurement,
-        "tags": dict(tags),
+        "tags": where,
         "by": by,
         "hint": hint,
         "bucket_ms": bucket,
@@ -204,7 +181,7 @@ async def graph(
         "annotations": notes,
         "incidents": incidents,
         "incidents_error": problem,
-        "grafana": grafana,
+        "grafana": link,
     }
 
 

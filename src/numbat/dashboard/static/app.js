@@ -275,6 +275,9 @@ function describe(chart, graph) {
   chart.box.dataset.incidents = graph.incidents.length;
   const last = graph.series.length ? graph.series[0].values.filter((v) => v !== null).pop() : undefined;
   chart.box.dataset.last = last === undefined ? "" : String(last);
+  chart.box.dataset.values = graph.series.length
+    ? graph.series[0].values.filter((v) => v !== null).join(",")
+    : "";
   chart.hint.textContent = graph.hint === "counter" ? "counter, as a rate per second"
     : graph.hint === "timing" ? "timing: " + graph.series.map((s) => s.label).join(" / ")
     : graph.hint;
