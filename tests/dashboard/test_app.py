@@ -172,3 +172,47 @@ def test_a_bad_graph_request_is_a_400_naming_the_parameter(running: Running) -> 
     assert "tag" in running.call("GET", "/api/graph?measurement=a&tag=x")[1]["error"]
     status, answer = running.call("GET", "/api/graph?measurement=a&start=10&end=5")
     assert status == 400 and "end must be after start" in answer["error"]
+
+
+def test_numbat_dashboard_serves_the_page_and_stops_on_sigint(tmp_path: Path) -> None:
+    """`numbat dashboard -c` on an existing store: says its URL, serves the page with
+    its CSP, and exits 0 on SIGINT."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import wait_until
+
+    async def make() -> None:
+        store = SQLiteStore(tmp_path / "n.db")
+        await store.write([{"name": "a.b", "value": 1.0, "time": 1000}])
+        await store.close()
+
+    asyncio.run(make())
+    port = free_port()
+    conf = tmp_path / "numbat.toml"
+    conf.write_text(
+        f'[dashboard]\nlisten = "http://127.0.0.1:{port}"\nstore = "sqlite:{tmp_path / "n.db"}"\n'
+    )
+    log = tmp_path / "out.txt"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "numbat", "dashboard", "-c", str(conf)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(
+            lambda: "numbat dashboard at" in log.read_text() or proc.poll() is not None,
+            30.0,
+            "the URL",
+        )
+        assert f"http://127.0.0.1:{port}/" in log.read_text(), log.read_text()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
+            assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+            assert b"/static/app.js" in resp.read()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

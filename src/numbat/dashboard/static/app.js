@@ -269,6 +269,7 @@ function overlay(u, chart) {
 function describe(chart, graph) {
   const points = graph.series.reduce((n, s) => n + s.values.filter((v) => v !== null).length, 0);
   chart.box.dataset.hint = graph.hint;
+  chart.box.dataset.span = String(Math.round(graph.end - graph.start));
   chart.box.dataset.points = points;
   chart.box.dataset.lines = graph.series.length;
   chart.box.dataset.markers = graph.annotations.length;
