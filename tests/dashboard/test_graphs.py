@@ -136,3 +136,54 @@ def test_a_grafana_link_when_grafana_url_is_set(tmp_path: Path) -> None:
     link = found["grafana"]
     assert link.startswith("https://g.example/explore?")
     assert all(part in urllib.parse.unquote(link) for part in ("web.load", "h1", str(T0)))
+
+
+def test_stored_alert_events_shade_when_the_analyzer_has_none(tmp_path: Path) -> None:
+    """With the analyzer unreachable, the stored numbat.alert events of the series (its
+    write-back) still shade it: one band from the opening to the resolve, the host's."""
+    alert = {"name": "numbat.alert", "alert": "jobs.queue", "rule": "status"}
+    events = [
+        {"name": "jobs.queue", "value": 5, "time": T0, "host": "h1"},
+        {
+            **alert,
+            "value": 3,
+            "time": T0 + 60_000,
+            "host": "h1",
+            "incident": "h1.jobs.queue",
+            "kind": "opened",
+            "status": "critical",
+            "description": "queue stuck",
+        },
+        {
+            **alert,
+            "value": 3,
+            "time": T0 + 90_000,
+            "host": "h1",
+            "incident": "h1.jobs.queue",
+            "kind": "flapping",
+            "status": "critical",
+        },
+        {
+            **alert,
+            "value": 0,
+            "time": T0 + 120_000,
+            "host": "h1",
+            "incident": "h1.jobs.queue",
+            "kind": "resolved",
+            "status": "ok",
+        },
+        {
+            **alert,
+            "value": 3,
+            "time": T0 + 60_000,
+            "host": "h2",
+            "incident": "h2.jobs.queue",
+            "kind": "opened",
+            "status": "critical",
+        },
+    ]
+    found = _graph(tmp_path, events, "jobs.queue", tags={"host": "h1"})
+    assert found["incidents_error"]  # the analyzer is down here
+    assert [(b["from"], b["to"], b["message"]) for b in found["incidents"]] == [
+        ((T0 + 60_000) / 1000, (T0 + 120_000) / 1000, "queue stuck")
+    ]

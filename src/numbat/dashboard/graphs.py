@@ -160,6 +160,7 @@ async def graph(
     notes = await _annotations(store, measurement, where, hosts, start, end)
     times = [(start + i * bucket) / 1000 for i in range(-(-(end - start) // bucket))]
     incidents, problem = await _incidents(analyzer, measurement, where, start, end)
+    incidents += await _stored_bands(store, measurement, where, start, end, incidents)
     link = None
     if config.grafana_url:
         try:
@@ -232,6 +233,7 @@ async def _incidents(
             continue
         bands.append(
             {
+                "id": incident.get("id"),
                 "from": begin / 1000,
                 "fired": fired / 1000 if fired else None,
                 "to": resolved / 1000 if resolved else None,
@@ -241,3 +243,50 @@ async def _incidents(
             }
         )
     return bands, None
+
+
+LOOKBACK_MS = 86_400_000
+"""How far before a graph's start its stored ``numbat.alert`` events are read (an
+incident opened then may still be open in the range)."""
+CLOSING = ("resolved", "expired")
+
+
+async def _stored_bands(
+    store: Store,
+    measurement: str,
+    tags: Mapping[str, str],
+    start: int,
+    end: int,
+    known: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Bands from the analyzer's stored ``numbat.alert`` events of ``measurement`` (the
+    write-back: one a change), for the incidents the analyzer's API did not give (it
+    was down, or has forgotten them): from the opening to the resolve."""
+    seen = {band.get("id") for band in known}
+    host = tags.get("host")
+    opened: dict[str, dict[str, Any]] = {}
+    bands: list[dict[str, Any]] = []
+    async for event in store.events(start=start - LOOKBACK_MS, end=end, pattern="numbat.alert"):
+        incident = event.get("incident")
+        if event.get("alert") != measurement or incident in seen or not isinstance(incident, str):
+            continue
+        if host and event.get("host") != host:
+            continue
+        at = int(event["time"]) / 1000
+        if event.get("kind") in CLOSING:
+            band = opened.pop(incident, None)
+            if band is not None:
+                band["to"] = at
+                bands.append(band)
+        elif incident not in opened and event.get("kind") != "acked":
+            opened[incident] = {
+                "id": incident,
+                "from": at,
+                "fired": at,
+                "to": None,
+                "status": event.get("status"),
+                "host": event.get("host"),
+                "message": str(event.get("description") or ""),
+            }
+    bands += opened.values()
+    return [b for b in bands if b["to"] is None or b["to"] * 1000 >= start]
