@@ -86,6 +86,16 @@ def test_query_aggregates_every_series(store: str) -> None:
     assert _values(result)["all"][-2:] == [108.0, 109.0]
 
 
+def test_query_p99_and_rate_by_host(store: str) -> None:
+    """--agg p99 --by host: each host's own values (one point a bucket); --agg rate: a
+    running total rising by 1 a minute is 1/60 per second."""
+    common = ["--since", "10m", "--buckets", "10", "--by", "host", "--store", store, "--json"]
+    found = _values(_numbat("query", "web.hits", "--agg", "p99", *common))
+    assert found["a"][-2:] == [8.0, 9.0] and found["b"][-2:] == [108.0, 109.0]
+    rates = _values(_numbat("query", "web.hits", "--agg", "rate", *common))
+    assert rates["a"] and all(abs(r - 1 / 60) < 1e-9 for r in rates["a"])
+
+
 def test_query_prints_a_table_and_sparklines(store: str) -> None:
     """The default output is a table with a column per host; --spark a line per host
     with its sparkline and last value."""
