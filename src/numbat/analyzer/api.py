@@ -35,6 +35,7 @@ from aiohttp import web
 from numbat.analyzer.daemon import notifier_configs
 from numbat.analyzer.model import Incident
 from numbat.event import MAX_TIME_MS
+from numbat.server.hosts import host_allowed
 
 if TYPE_CHECKING:
     from numbat.analyzer.daemon import Analyzer
@@ -109,6 +110,8 @@ class ApiServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         token = self.analyzer.config.token
+        if not host_allowed(request.host, urlsplit(self.analyzer.config.http).hostname or ""):
+            raise ApiError(403, f"Host {request.host!r} refused: this API answers loopback names")
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             _same_origin(request)
         if token and request.method not in ("GET", "HEAD", "OPTIONS"):

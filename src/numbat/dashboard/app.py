@@ -37,6 +37,7 @@ from numbat.config import Config
 from numbat.dashboard import graphs
 from numbat.dashboard.sources import AnalyzerClient, AnalyzerError, open_store
 from numbat.errors import NumbatError
+from numbat.server.hosts import host_allowed
 from numbat.server.lifecycle import Daemon
 from numbat.store import Store
 
@@ -175,9 +176,14 @@ class Dashboard(Daemon):
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method not in ("GET", "HEAD"):
-            self._check_mutation(request)
         try:
+            if not host_allowed(request.host, urlsplit(self.settings.listen).hostname or ""):
+                # DNS rebinding: a page whose name now resolves to 127.0.0.1.
+                raise _error(
+                    403, f"Host {request.host!r} refused: this page answers loopback names"
+                )
+            if request.method not in ("GET", "HEAD"):
+                self._check_mutation(request)
             response = await handler(request)
         except web.HTTPException as exc:
             response = exc
