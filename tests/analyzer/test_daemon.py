@@ -456,3 +456,26 @@ def test_stopping_during_a_commit_never_commits_the_same_changes_twice(tmp_path:
         assert len(rows) == 1, rows
 
     asyncio.run(main())
+
+
+def test_a_loopback_api_answers_only_loopback_host_names(tmp_path: Path) -> None:
+    """DNS rebinding: a request naming another host (a page whose name now resolves to
+    127.0.0.1) is refused, reads and mutations alike; loopback names are answered."""
+
+    async def main() -> None:
+        async with running(_config(tmp_path)) as analyzer, api(analyzer) as call:
+            port = analyzer.api.port
+            evil = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+            async with call.session.get(call.base + "/incidents", headers=evil) as r:
+                assert r.status == 403 and "evil.example" in (await r.json())["error"]
+            body = {"name": "*", "duration": 60, "author": "x"}
+            async with call.session.post(call.base + "/silences", json=body, headers=evil) as r:
+                assert r.status == 403
+            for name in ("localhost", "127.0.0.1"):
+                async with call.session.get(
+                    call.base + "/health", headers={"Host": f"{name}:{port}"}
+                ) as r:
+                    assert r.status == 200
+            assert analyzer.manager.silences() == []
+
+    asyncio.run(main())

@@ -147,6 +147,18 @@ def test_mutations_need_this_origin_json_and_the_token(running: Running) -> None
     assert "page-tok-1" not in json.dumps(answer)
 
 
+def test_a_rebound_host_name_is_refused(running: Running) -> None:
+    """DNS rebinding: a request whose Host names another site (its name now resolving
+    to 127.0.0.1) is refused, a read as well as an ack."""
+    port = running.url.rsplit(":", 1)[1].split("/")[0]
+    evil = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+    status, answer = running.call("GET", "/api/status", None, **evil)
+    assert status == 403 and "evil.example" in answer["error"]
+    body = json.dumps({"incident": "h1.x"}).encode()
+    auth = {"Authorization": "Bearer page-tok-1"}
+    assert running.call("POST", "/api/ack", body, **JSON, **auth, **evil)[0] == 403
+
+
 def test_a_silence_of_everything_is_refused(running: Running) -> None:
     """A silence needs a name or a host, and a duration within 30 days."""
     auth = {**JSON, "Authorization": "Bearer page-tok-1"}
