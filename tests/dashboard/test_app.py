@@ -37,6 +37,9 @@ def test_config_defaults_and_errors_name_the_key() -> None:
         with pytest.raises(ConfigError) as err:
             from_dict({"dashboard": {key: value}})
         assert message in str(err.value), (key, str(err.value))
+    with pytest.raises(ConfigError, match="give no user:password@") as err:
+        from_dict({"dashboard": {"analyzer": "http://admin:pw@127.0.0.1:1"}})
+    assert "pw" not in str(err.value)
     with pytest.raises(ConfigError, match=r"dashboard\.lisen: unknown key"):
         from_dict({"dashboard": {"lisen": "http://127.0.0.1:1"}})
     beyond = from_dict({"dashboard": {"listen": "http://0.0.0.0:3380", "token": "t"}})

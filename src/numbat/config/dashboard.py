@@ -44,6 +44,13 @@ class DashboardConfig(Section):
             raise ValueError(
                 f"analyzer: expected http://host:port, got {redact_url(self.analyzer)!r}"
             )
+        if api.username is not None or api.password is not None:
+            # The analyzer takes a bearer token, not basic auth; both at once is refused
+            # by the HTTP client at every call.
+            raise ValueError(
+                f"analyzer: {redact_url(self.analyzer)!r}: give no user:password@ in the "
+                "URL; the analyzer's API takes analyzer_token"
+            )
         if self.store is not None:
             if self.store.startswith("sqlite:"):
                 if not self.store.removeprefix("sqlite:"):
