@@ -74,7 +74,7 @@ def test_numbat_dashboard_without_a_store_exits_2(tmp_path: Path) -> None:
 class Running:
     """A Dashboard on a free port in a thread-free loop, reached with urllib."""
 
-    def __init__(self, tmp_path: Path, **dashboard: Any) -> None:
+    def __init__(self, tmp_path: Path, backend: Any = None, **dashboard: Any) -> None:
         self.api = free_port()  # nothing listens there: the analyzer is down
         port = free_port()
         config = from_dict(
@@ -88,7 +88,7 @@ class Running:
         )
         self.url = f"http://127.0.0.1:{port}"
         self.loop = asyncio.new_event_loop()
-        store = SQLiteStore(tmp_path / "n.db")
+        store = backend or SQLiteStore(tmp_path / "n.db")
         self.daemon = Dashboard(config, store=store)
         self.loop.run_until_complete(self.daemon.start())
 
@@ -231,3 +231,20 @@ def test_numbat_dashboard_serves_the_page_and_stops_on_sigint(tmp_path: Path) ->
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_store_that_is_down_is_a_502_saying_so(tmp_path: Path) -> None:
+    """InfluxDB down: the series list and a graph answer 502 with why (never a bare
+    500), and the store's password is in neither the answer nor the log."""
+    from numbat.store.influx import InfluxStore
+
+    url = f"http://127.0.0.1:{free_port()}"
+    store = InfluxStore(url, "numbat", username="admin", password="s3cret-pw", timeout=2.0)
+    dash = Running(tmp_path, backend=store, store=f"http://admin:s3cret-pw@{url[7:]}")
+    try:
+        for path in ("/api/series", "/api/graph?measurement=web.latency"):
+            status, answer = dash.call("GET", path)
+            assert status == 502 and "the store cannot be read" in answer["error"], answer
+            assert "s3cret-pw" not in json.dumps(answer)
+    finally:
+        dash.close()

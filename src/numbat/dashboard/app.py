@@ -24,15 +24,19 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import msgspec
 from aiohttp import web
 
+from numbat._ratelimit import RateLimitedLog
+from numbat._redact import scrub
 from numbat.config import Config
 from numbat.dashboard import graphs
 from numbat.dashboard.sources import AnalyzerClient, AnalyzerError, open_store
@@ -40,6 +44,7 @@ from numbat.errors import NumbatError
 from numbat.server.hosts import host_allowed
 from numbat.server.lifecycle import Daemon
 from numbat.store import Store
+from numbat.store.influx import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,10 @@ class _Refused(web.HTTPException):
         )
 
 
+STORE_ERRORS = (OSError, TimeoutError, sqlite3.Error, StoreError, aiohttp.ClientError)
+"""What reading a store that is down, hung or damaged raises."""
+
+
 def _error(status: int, message: str) -> web.HTTPException:
     return _Refused(status, message)
 
@@ -106,6 +115,7 @@ class Dashboard(Daemon):
         self.config = config
         self.settings = config.dashboard
         self.static = static
+        self._warn = RateLimitedLog(log)
         self.source = source
         self.store = store
         self.analyzer = AnalyzerClient(self.settings.analyzer, self.settings.analyzer_token)
@@ -184,7 +194,13 @@ class Dashboard(Daemon):
                 )
             if request.method not in ("GET", "HEAD"):
                 self._check_mutation(request)
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except STORE_ERRORS as exc:
+                # The store is down, hung or damaged: say so to the page (it shows it),
+                # never a bare 500, never the store URL's credentials.
+                self._warn.warning("store", "dashboard: the store cannot be read: %s", exc)
+                raise _error(502, f"the store cannot be read: {self._scrubbed(exc)}") from None
         except web.HTTPException as exc:
             response = exc
         response.headers["Content-Security-Policy"] = CSP
@@ -194,6 +210,11 @@ class Dashboard(Daemon):
         if isinstance(response, web.HTTPException):
             raise response
         return response
+
+    def _scrubbed(self, exc: BaseException) -> str:
+        text = str(exc) or type(exc).__name__
+        store = self.settings.store
+        return scrub(text, store) if store and not store.startswith("sqlite:") else text
 
     def _check_mutation(self, request: web.Request) -> None:
         origin = request.headers.get("Origin")
