@@ -47,6 +47,25 @@ def test_a_graph_shows_points_just_emitted(up: Up, watched: Watched) -> None:
     expect(chart.locator("canvas")).to_have_count(1)
 
 
+def test_a_series_sent_less_often_than_a_bucket_is_drawn_as_points(
+    up: Up, watched: Watched
+) -> None:
+    """A figure sent once a minute (empty buckets around each value) is drawn as joined
+    points, not as nothing."""
+    t = now_ms()
+    up.send(
+        *(
+            {"name": "cron.backup.size", "host": "c1", "value": 5 + i, "time": t - i * 60_000}
+            for i in range(10)
+        )
+    )
+    up.wait_series("cron.backup.size")
+    _chart(watched, up, "cron.backup.size")
+    chart = watched.page.locator(".chart[data-measurement='cron.backup.size']")
+    expect(chart).to_have_attribute("data-points", "10")
+    expect(chart).to_have_attribute("data-sparse", "true")
+
+
 def test_several_hosts_on_one_chart(up: Up, watched: Watched) -> None:
     """A measurement sent by two hosts can be drawn one line a host."""
     t = now_ms()

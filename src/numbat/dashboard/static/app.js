@@ -203,7 +203,17 @@ const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"
 function plotOptions(chart, graph, width) {
   const series = [{}];
   graph.series.forEach((s, i) => {
-    series.push({ label: s.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false });
+    // A series sent less often than a bucket (a cron job's figure once a minute) has
+    // empty buckets around each value: join them and show each point, or nothing is
+    // drawn at all. A dense series keeps its gaps (a gap there means missing data).
+    const sparse = isSparse(s.values);
+    series.push({
+      label: s.label,
+      stroke: COLORS[i % COLORS.length],
+      width: 1.5,
+      spanGaps: sparse,
+      points: sparse ? { show: true, size: 5 } : {},
+    });
   });
   const options = {
     width,
@@ -266,12 +276,17 @@ function overlay(u, chart) {
   }
 }
 
+function isSparse(values) {
+  return values.filter((v) => v !== null).length < values.length / 2;
+}
+
 function describe(chart, graph) {
   const points = graph.series.reduce((n, s) => n + s.values.filter((v) => v !== null).length, 0);
   chart.box.dataset.hint = graph.hint;
   chart.box.dataset.span = String(Math.round(graph.end - graph.start));
   chart.box.dataset.points = points;
   chart.box.dataset.lines = graph.series.length;
+  chart.box.dataset.sparse = String(graph.series.some((s) => isSparse(s.values)));
   chart.box.dataset.markers = graph.annotations.length;
   chart.box.dataset.incidents = graph.incidents.length;
   const last = graph.series.length ? graph.series[0].values.filter((v) => v !== null).pop() : undefined;
