@@ -39,6 +39,7 @@ class MetricInfo(NamedTuple):
     hint: Hint
     app: str
     has_host: bool = True
+    increments: bool = False  # a counter whose points are increments (counter()'s own hint)
 
 
 # -- links ------------------------------------------------------------------------
@@ -152,13 +153,20 @@ HOST_FILTER = '"host" =~ /^$host$/'
 
 def panel_queries(info: MetricInfo) -> list[tuple[str, str]]:
     """``(refId, InfluxQL)`` of the panel of one measurement, by its hint: counter ->
-    the rate per second (``non_negative_derivative`` of the last value per interval,
-    so a counter reset counts from zero); gauge -> the mean; timing -> p50, p90 and p99
+    the rate per second: of increments (a series whose own hint is counter, as
+    ``counter()`` sends), their sum per interval over its seconds; of a running total
+    (a guessed counter), ``non_negative_derivative`` of the last value per interval, so
+    a counter reset counts from zero; gauge -> the mean; timing -> p50, p90 and p99
     (nearest rank, as the embedded store's). Grafana's ``$timeFilter``,
     ``$__interval`` and ``$host`` stand in them. Annotation measurements have none."""
     source = quote_ident(info.measurement)
     where = f"WHERE {HOST_FILTER} AND $timeFilter" if info.has_host else "WHERE $timeFilter"
     group = "GROUP BY time($__interval)" + (', "host"' if info.has_host else "")
+    if info.hint == "counter" and info.increments:
+        # counter()'s points are increments (1 a request): their sum per second, as the
+        # dashboard and the store's rate draw them.
+        select = 'sum("value") / ($__interval_ms / 1000) AS "rate"'
+        return [("A", f"SELECT {select} FROM {source} {where} {group} fill(none)")]
     if info.hint == "counter":
         select = 'non_negative_derivative(last("value"), 1s) AS "rate"'
         return [("A", f"SELECT {select} FROM {source} {where} {group} fill(none)")]
@@ -453,7 +461,9 @@ async def metrics_of(
         if hint is None:
             hint = await _guess(store, measurement, tag_sets[0], now)
         has_host = any(k == HOST_VARIABLE for t in tag_sets for k, _ in t)
-        found.append(MetricInfo(measurement, hint, app_of(measurement, tag_sets[0]), has_host))
+        increments = hint == "counter" and any(own_hint(dict(t)) == "counter" for t in tag_sets)
+        app = app_of(measurement, tag_sets[0])
+        found.append(MetricInfo(measurement, hint, app, has_host, increments))
     return found
 
 

@@ -31,15 +31,18 @@ from tests.store.conftest import InfluxDatabase
 T0 = 1_700_000_000_000  # ms; a whole minute, so 10 s intervals line up with the points
 NOW = T0 + 600_000
 INTERVAL = "10s"
+INTERVAL_MS = "10000"
 
 
 def _events() -> list[Event]:
     """A counter, a timing, an unhinted gauge, a deploy note and an alert, two hosts."""
     events: list[Event] = []
-    for i, (a, b) in enumerate([(10, 100), (20, 150), (40, 160)]):  # counter: rises
-        t = T0 + i * 10_000
+    for i, (a, b) in enumerate([(10, 100), (20, 150), (40, 160)]):
+        t = T0 + i * 10_000  # counter(): increments
         events.append({"name": "web.hits", "value": a, "time": t, "host": "a", "type": "counter"})
         events.append({"name": "web.hits", "value": b, "time": t, "host": "b", "type": "counter"})
+        # no hint, a running total that rises: guessed a counter, drawn as its increase
+        events.append({"name": "web.bytes", "value": a, "time": t, "host": "a"})
     for v in range(1, 101):  # timing: 1..100 in one 10 s interval
         events.append(
             {"name": "web.latency", "value": v, "time": T0 + v, "host": "a", "type": "timing"}
@@ -92,6 +95,7 @@ def _substitute(query: str, hosts: str) -> str:
     time_filter = f"time >= {T0}ms and time <= {NOW}ms"
     return (
         query.replace("$timeFilter", time_filter)
+        .replace("$__interval_ms", INTERVAL_MS)
         .replace("$__interval", INTERVAL)
         .replace("$host", hosts)
     )
@@ -136,6 +140,7 @@ def test_model_has_grafanas_required_fields(model: dict[str, Any]) -> None:
         ("row", "db"),
         ("timeseries", "db.load (mean)"),
         ("row", "web"),
+        ("timeseries", "web.bytes (rate/s)"),
         ("timeseries", "web.hits (rate/s)"),
         ("timeseries", "web.latency (p50/p90/p99)"),
     ]
@@ -161,16 +166,21 @@ def test_every_query_runs_on_influxd(
 def test_counter_panel_is_the_rate_per_second(
     model: dict[str, Any], influx_db: InfluxDatabase
 ) -> None:
-    """web.hits (type counter) is drawn as its increase per second, per host."""
+    """web.hits (type counter: increments, as counter() sends) is drawn as their sum
+    per second, per host; web.bytes (no hint, a rising running total) as its increase
+    per second."""
     [target] = _panels(model)["web.hits"]["targets"]
     rows = _run(influx_db, _substitute(target["query"], "(a|b)"))
     by_host: dict[str, list[tuple[int, float]]] = {}
     for row in rows:
         by_host.setdefault(row["tags"]["host"], []).append((row["time"], row["rate"]))
     assert by_host == {
-        "a": [(T0 + 10_000, 1.0), (T0 + 20_000, 2.0)],
-        "b": [(T0 + 10_000, 5.0), (T0 + 20_000, 1.0)],
+        "a": [(T0, 1.0), (T0 + 10_000, 2.0), (T0 + 20_000, 4.0)],
+        "b": [(T0, 10.0), (T0 + 10_000, 15.0), (T0 + 20_000, 16.0)],
     }
+    [total] = _panels(model)["web.bytes"]["targets"]
+    rows = _run(influx_db, _substitute(total["query"], "a"))
+    assert [(r["time"], r["rate"]) for r in rows] == [(T0 + 10_000, 1.0), (T0 + 20_000, 2.0)]
 
 
 def test_timing_panel_is_p50_p90_p99(model: dict[str, Any], influx_db: InfluxDatabase) -> None:
