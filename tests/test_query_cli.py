@@ -122,6 +122,7 @@ def test_query_of_nothing_says_so(store: str) -> None:
     [
         (["--since", "yesterday"], "not a duration"),
         (["--agg", "median"], "--agg"),
+        (["--since", "99999d"], "at most 400 days"),
         (["--store", "mysql://x"], "--store"),
         (["--store", "sqlite:/nonexistent/numbat.db"], "no such store file"),
     ],

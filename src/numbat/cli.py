@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 EXIT_UNDELIVERED = 1
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+MAX_QUERY_SPAN_MS = 400 * 86_400_000  # numbat query --since
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -499,6 +500,8 @@ def query(
         span = _duration(since)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
+    if span > MAX_QUERY_SPAN_MS:  # before 1970 otherwise, in one bucket of years
+        raise click.BadParameter("at most 400 days", param_hint="--since")
     config = load(config_path) if config_path else Config()
     store = _replay_store(config, store_uri, database)
     end = now_ms()
@@ -609,7 +612,11 @@ def incidents(url: str | None, as_json: bool, config_path: Path | None) -> None:
     help="Directory to write the dashboard and provisioning files to.",
 )
 @_CONFIG_OPTION
-@_STORE_OPTION
+@click.option(
+    "--store",
+    "store_uri",
+    help="http://host:8086: the InfluxDB Grafana reads [default: the config's influxdb output].",
+)
 @_DATABASE_OPTION
 @click.option(
     "--datasource",
