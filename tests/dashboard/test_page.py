@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 
 from playwright.sync_api import expect
 
@@ -227,3 +230,51 @@ def test_an_incident_shades_its_graph_from_breach_to_resolve(up: Up, watched: Wa
 
 def _open(up: Up) -> list[str]:
     return [i["id"] for i in up.get("api/status")["incidents"]]
+
+
+def test_with_the_analyzer_down_the_header_does_not_claim_zero_hosts(
+    tmp_path: Path, watched: Watched
+) -> None:
+    """A dashboard whose analyzer cannot be reached says so, and its heartbeat header
+    shows "?" hosts, not "0 heartbeating, 0 missing" (which reads as all is well)."""
+    import asyncio
+    import threading
+
+    from numbat.store.sqlite import SQLiteStore
+    from tests.interop.nodepeers import free_port
+
+    async def make() -> None:
+        store = SQLiteStore(tmp_path / "n.db")
+        await store.write([{"name": "a.b", "value": 1.0, "time": now_ms()}])
+        await store.close()
+
+    # In a thread of its own: Playwright's sync API holds this thread's event loop.
+    maker = threading.Thread(target=lambda: asyncio.run(make()))
+    maker.start()
+    maker.join(30)
+    port, nobody = free_port(), free_port()
+    conf = tmp_path / "numbat.toml"
+    conf.write_text(
+        f'[dashboard]\nlisten = "http://127.0.0.1:{port}"\nstore = "sqlite:{tmp_path / "n.db"}"\n'
+        f'analyzer = "http://127.0.0.1:{nobody}"\n'
+    )
+    log = tmp_path / "out.txt"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "numbat", "dashboard", "-c", str(conf)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(
+            lambda: "numbat dashboard at" in log.read_text() or proc.poll() is not None,
+            30.0,
+            "the dashboard",
+        )
+        page = watched.open(f"http://127.0.0.1:{port}/")
+        expect(page.locator("#analyzer-error")).to_be_visible()
+        expect(page.locator("#beating-count")).to_have_text("?")
+        expect(page.locator("#hosts")).to_have_attribute("data-known", "false")
+    finally:
+        proc.kill()
+        proc.wait(10)

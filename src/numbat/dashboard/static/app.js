@@ -83,8 +83,10 @@ function renderStatus(status) {
   error.hidden = !status.error;
   error.textContent = status.error || "";
   const hosts = status.hosts || { beating: [], missing: [] };
-  $("beating-count").textContent = hosts.beating.length;
-  $("missing-count").textContent = hosts.missing.length;
+  // With the analyzer out of reach nobody knows who beats: say "?" rather than 0.
+  $("hosts").dataset.known = String(!status.error);
+  $("beating-count").textContent = status.error ? "?" : hosts.beating.length;
+  $("missing-count").textContent = status.error ? "?" : hosts.missing.length;
   const missing = $("missing");
   missing.replaceChildren(...hosts.missing.map((h) => el("span", "host", h)));
   const open = status.incidents.filter((i) => !i.acked_by);
