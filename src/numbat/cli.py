@@ -162,6 +162,14 @@ def emit(
         sys.exit(EXIT_UNDELIVERED)
 
 
+_LOG_LEVEL = click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+
+
 @cli.command()
 @click.option(
     "-c",
@@ -171,12 +179,7 @@ def emit(
     type=click.Path(dir_okay=False, path_type=Path),
     help="The numbat.toml to run.",
 )
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-)
+@_LOG_LEVEL
 def collector(config_path: Path, log_level: str) -> None:
     """Run the collector daemon: receive events, fan them out to the outputs.
 
@@ -222,14 +225,6 @@ def collector(config_path: Path, log_level: str) -> None:
     if not drained:
         click.echo("numbat collector: stopped before every queued event was written", err=True)
     exit_now_if_stuck(0)
-
-
-_LOG_LEVEL = click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-)
 
 
 @cli.group(invoke_without_command=True)
@@ -731,12 +726,7 @@ def run_rule_tests(rules_path: Path, tests_path: Path) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="The numbat.toml whose [dashboard] (and store) to use.",
 )
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-)
+@_LOG_LEVEL
 def dashboard(config_path: Path, log_level: str) -> None:
     """Serve the dashboard: alert status (from the analyzer's API) and graphs (from the
     store) on one live page, at [dashboard] listen (http://127.0.0.1:3380)."""
@@ -783,12 +773,7 @@ def dashboard(config_path: Path, log_level: str) -> None:
     help="A numbat.toml to start from (retention, more outputs, listeners); "
     "the options given here override it.",
 )
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-)
+@_LOG_LEVEL
 @click.pass_context
 def up(
     ctx: click.Context,
