@@ -130,3 +130,48 @@ def watched(browser: Browser) -> Iterator[Watched]:
     context = browser.new_context(viewport={"width": 1300, "height": 900})
     yield Watched(context.new_page())
     context.close()
+
+
+class Standalone:
+    """``numbat dashboard -c`` alone, on a free port, over an embedded store holding one
+    point; ``toml`` adds [dashboard] keys. Stop it with :meth:`kill` (or a signal)."""
+
+    def __init__(self, tmp_path: Path, toml: str = "") -> None:
+        import asyncio
+        import threading
+
+        from numbat.store.sqlite import SQLiteStore
+
+        async def make() -> None:
+            store = SQLiteStore(tmp_path / "n.db")
+            await store.write([{"name": "a.b", "value": 1.0, "time": now_ms()}])
+            await store.close()
+
+        # In a thread of its own: Playwright's sync API may hold this thread's loop.
+        maker = threading.Thread(target=lambda: asyncio.run(make()))
+        maker.start()
+        maker.join(30)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        conf = tmp_path / "numbat.toml"
+        conf.write_text(
+            f'[dashboard]\nlisten = "http://127.0.0.1:{self.port}"\n'
+            f'store = "sqlite:{tmp_path / "n.db"}"\n{toml}'
+        )
+        self.log = tmp_path / "out.txt"
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "numbat", "dashboard", "-c", str(conf)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(
+            lambda: "numbat dashboard at" in self.log.read_text() or self.proc.poll() is not None,
+            30.0,
+            "the dashboard",
+        )
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)

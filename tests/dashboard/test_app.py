@@ -193,44 +193,19 @@ def test_numbat_dashboard_serves_the_page_and_stops_on_sigint(tmp_path: Path) ->
     """`numbat dashboard -c` on an existing store: says its URL, serves the page with
     its CSP, and exits 0 on SIGINT."""
     import signal
-    import subprocess
-    import sys
 
-    from tests.helpers import wait_until
+    from tests.dashboard.conftest import Standalone
 
-    async def make() -> None:
-        store = SQLiteStore(tmp_path / "n.db")
-        await store.write([{"name": "a.b", "value": 1.0, "time": 1000}])
-        await store.close()
-
-    asyncio.run(make())
-    port = free_port()
-    conf = tmp_path / "numbat.toml"
-    conf.write_text(
-        f'[dashboard]\nlisten = "http://127.0.0.1:{port}"\nstore = "sqlite:{tmp_path / "n.db"}"\n'
-    )
-    log = tmp_path / "out.txt"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "numbat", "dashboard", "-c", str(conf)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    dash = Standalone(tmp_path)
     try:
-        wait_until(
-            lambda: "numbat dashboard at" in log.read_text() or proc.poll() is not None,
-            30.0,
-            "the URL",
-        )
-        assert f"http://127.0.0.1:{port}/" in log.read_text(), log.read_text()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
+        assert dash.url in dash.log.read_text(), dash.log.read_text()
+        with urllib.request.urlopen(dash.url, timeout=10) as resp:
             assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
             assert b"/static/app.js" in resp.read()
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0, log.read_text()
+        dash.proc.send_signal(signal.SIGINT)
+        assert dash.proc.wait(30) == 0, dash.log.read_text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        dash.kill()
 
 
 def test_a_store_that_is_down_is_a_502_saying_so(tmp_path: Path) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import expect
 
-from tests.dashboard.conftest import Up, Watched, now_ms
+from tests.dashboard.conftest import Standalone, Up, Watched, now_ms
 from tests.helpers import wait_until
 
 
@@ -237,44 +235,13 @@ def test_with_the_analyzer_down_the_header_does_not_claim_zero_hosts(
 ) -> None:
     """A dashboard whose analyzer cannot be reached says so, and its heartbeat header
     shows "?" hosts, not "0 heartbeating, 0 missing" (which reads as all is well)."""
-    import asyncio
-    import threading
-
-    from numbat.store.sqlite import SQLiteStore
     from tests.interop.nodepeers import free_port
 
-    async def make() -> None:
-        store = SQLiteStore(tmp_path / "n.db")
-        await store.write([{"name": "a.b", "value": 1.0, "time": now_ms()}])
-        await store.close()
-
-    # In a thread of its own: Playwright's sync API holds this thread's event loop.
-    maker = threading.Thread(target=lambda: asyncio.run(make()))
-    maker.start()
-    maker.join(30)
-    port, nobody = free_port(), free_port()
-    conf = tmp_path / "numbat.toml"
-    conf.write_text(
-        f'[dashboard]\nlisten = "http://127.0.0.1:{port}"\nstore = "sqlite:{tmp_path / "n.db"}"\n'
-        f'analyzer = "http://127.0.0.1:{nobody}"\n'
-    )
-    log = tmp_path / "out.txt"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "numbat", "dashboard", "-c", str(conf)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    dash = Standalone(tmp_path, f'analyzer = "http://127.0.0.1:{free_port()}"\n')
     try:
-        wait_until(
-            lambda: "numbat dashboard at" in log.read_text() or proc.poll() is not None,
-            30.0,
-            "the dashboard",
-        )
-        page = watched.open(f"http://127.0.0.1:{port}/")
+        page = watched.open(dash.url)
         expect(page.locator("#analyzer-error")).to_be_visible()
         expect(page.locator("#beating-count")).to_have_text("?")
         expect(page.locator("#hosts")).to_have_attribute("data-known", "false")
     finally:
-        proc.kill()
-        proc.wait(10)
+        dash.kill()
