@@ -3,51 +3,16 @@ SQLite and a real influxd."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from numbat.event import Event, Scalar
+from numbat.event import Event
 from numbat.store import Page, Store
 from numbat.store.influx import InfluxStore
-from numbat.store.sqlite import SQLiteStore
 from tests.store.conftest import InfluxDatabase
-
-T0 = 1_700_000_040_000
-HOUR = 3_600_000
-
-
-def ev(name: str, value: float, time: int, **fields: Scalar) -> Event:
-    """An event as numbat.event.normalize leaves it."""
-    return {"name": name, "value": value, "time": time, **fields}
-
-
-def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run one test coroutine in a fresh event loop."""
-    asyncio.run(test())
-
-
-@asynccontextmanager
-async def sqlite(tmp_path: Path, **options: Any) -> AsyncIterator[SQLiteStore]:
-    """A SQLite store whose clock keeps every test point within the retention."""
-    store = SQLiteStore(tmp_path / "numbat.db", clock=lambda: T0 + HOUR, **options)
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-@asynccontextmanager
-async def influx(db: InfluxDatabase) -> AsyncIterator[InfluxStore]:
-    store = InfluxStore(db.server.url, db.name)
-    try:
-        yield store
-    finally:
-        await store.close()
+from tests.store.stores import HOUR, T0, ev, influx, run, sqlite
 
 
 async def collect(store: Store, **kwargs: Any) -> list[Event]:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -17,32 +14,14 @@ from numbat.store import AGGREGATES, Aggregate, Bucket, Series, Store, WriteResu
 from numbat.store.influx import InfluxStore, StoreError, parse_series_key
 from numbat.store.sqlite import SQLiteStore
 from tests.store.conftest import ADMIN, PASSWORD, InfluxDatabase, free_port
+from tests.store.stores import ev, run
+from tests.store.stores import influx as opened
 
 SECOND = 1_000
 MINUTE = 60 * SECOND
 HOUR = 60 * MINUTE
 T0 = 1_700_000_040_000  # a whole minute, ms
 ONE_MINUTE: dict[str, Any] = {"start": T0, "end": T0 + MINUTE, "bucket": MINUTE}
-
-
-def ev(name: str, value: float, time: int, **fields: Scalar) -> Event:
-    """An event as numbat.event.normalize leaves it."""
-    return {"name": name, "value": value, "time": time, **fields}
-
-
-@asynccontextmanager
-async def opened(db: InfluxDatabase, **options: Any) -> AsyncIterator[InfluxStore]:
-    """A store on the test's database that is closed however the test ends."""
-    store = InfluxStore(db.server.url, db.name, **options)
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run one test coroutine in a fresh event loop (pytest-asyncio is not used)."""
-    asyncio.run(test())
 
 
 def values(buckets: list[Bucket]) -> list[float | None]:

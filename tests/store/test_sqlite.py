@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from numbat.event import Event, Scalar
+from numbat.event import Event
 from numbat.store import Aggregate, Annotation, Bucket, Series, WriteResult
 from numbat.store import sqlite as sqlite_store
 from numbat.store.sqlite import SQLiteStore, to_point
+from tests.store.stores import ev, run
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -30,11 +31,6 @@ class Clock:
         return self.now
 
 
-def ev(name: str, value: float, time: int, **fields: Scalar) -> Event:
-    """An event as numbat.event.normalize leaves it."""
-    return {"name": name, "value": value, "time": time, **fields}
-
-
 @asynccontextmanager
 async def opened(path: Path, **options: Any) -> AsyncIterator[SQLiteStore]:
     """A store on ``path`` that is closed however the test ends."""
@@ -43,10 +39,6 @@ async def opened(path: Path, **options: Any) -> AsyncIterator[SQLiteStore]:
         yield store
     finally:
         await store.close()
-
-
-def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    asyncio.run(test())
 
 
 def values(buckets: list[Bucket]) -> list[float | None]:

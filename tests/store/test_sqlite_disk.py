@@ -18,7 +18,8 @@ from numbat.event import Event
 from numbat.store import Series, WriteResult
 from numbat.store.sqlite import BUSY_TIMEOUT_S, SQLiteStore
 from tests.helpers import fill, tmpfs
-from tests.store.test_sqlite import Clock, ev, opened, run
+from tests.store.stores import ev, run
+from tests.store.test_sqlite import Clock, opened
 
 FULL = "database or disk is full"
 
